@@ -1,0 +1,1 @@
+//! Criterion benchmarks for perfkit live in `benches/`; this library is empty.

@@ -1,0 +1,300 @@
+/**
+ * perfkit k6 helper: poll a perfkit debug server from a k6 run, turn what it reports into
+ * k6 metrics, gate the run on them with thresholds, and print a short verdict.
+ *
+ * Getting the module
+ * ------------------
+ * k6 imports modules only from `file` and `https` URLs, so keep a local copy next to your
+ * scripts. Every perfkit debug server serves the copy that matches its own snapshot schema:
+ *
+ *     curl -o perfkit.js http://127.0.0.1:6060/debug/perfkit/k6.js
+ *
+ * and import it by relative path: `import { poll, pollScenario, summary } from './perfkit.js';`
+ * No network imports are used (no jslib.k6.io), so it works offline.
+ *
+ * Environment (`k6 run -e NAME=value`)
+ * ------------------------------------
+ *   PERFKIT_URL    debug server base URL, default `http://127.0.0.1:6060`
+ *   PERFKIT_TOKEN  bearer token, sent as `Authorization: Bearer ...` when set
+ *   RESULTS_DIR    where `summary()` writes its JSON file, default `results`
+ *
+ * Exports
+ * -------
+ * `pollScenario({ duration, rate = 1, exec = 'perfkitPoll', ...extra })`
+ *     A `constant-arrival-rate` scenario object (timeUnit 1s, 1 pre-allocated VU) for
+ *     `options.scenarios`, running `exec` `rate` times a second for `duration`. `exec` must
+ *     name a function exported by your main script, e.g.
+ *     `export function perfkitPoll() { poll(); }`. `extra` (e.g. `startTime`,
+ *     `gracefulStop`) is copied into the scenario.
+ *
+ * `poll({ url = PERFKIT_URL, token = PERFKIT_TOKEN } = {})`
+ *     GETs `${url}/debug/perfkit/snapshot` (request tagged `{ perfkit: 'poll' }` and named
+ *     `GET /debug/perfkit/snapshot`). On failure adds 1 to Counter `perfkit_poll_errors`
+ *     (tagged `reason`: `network`, `status_NNN`, `json`, `schema_version`) and returns null.
+ *     On success adds 1 to Counter `perfkit_polls`, records every figure listed in
+ *     `SNAPSHOT_TRENDS` into its Trend, and returns the parsed snapshot.
+ *     Gauges become Trends so thresholds can use `max`, `avg` or `p(95)`:
+ *       perfkit_process_resident_memory_bytes, perfkit_process_threads,
+ *       perfkit_process_open_fds                       (process section)
+ *       perfkit_runtime_alive_tasks, perfkit_runtime_global_queue_depth
+ *                                                      (runtimes, tagged `runtime`)
+ *     Null figures (e.g. process fields on non-Linux) are skipped.
+ *
+ * `SNAPSHOT_TRENDS`
+ *     The mapping from snapshot sections and fields to Trend names (read-only).
+ *
+ * `summary(data, { dir = RESULTS_DIR || 'results', name = 'summary' } = {})`
+ *     For `export function handleSummary(data)`. Returns
+ *     `{ stdout: text, [`${dir}/${name}.json`]: JSON.stringify(data, null, 2) }` (k6 does
+ *     not create `dir`: make it before the run) where text
+ *     has the HTTP request count, rate, p(95) and failure rate, then one line per threshold:
+ *       `✓ <metric>: <expr>  <value>` or `✗ <metric>: <expr>  CROSSED  <value>`.
+ *     A Trend with no samples passes any threshold in k6; add 'count' to
+ *     `options.summaryTrendStats` and such lines say `no samples` instead of a value.
+ *
+ * `thresholdResults(data)`
+ *     Every threshold in summary `data` as `{ metric, expr, ok, stat, value }`, sorted.
+ *
+ * `thresholdsOk(data)`
+ *     True when every threshold in summary `data` held.
+ *
+ * Example
+ * -------
+ *     import { poll, pollScenario, summary } from './perfkit.js';
+ *     export const options = {
+ *       scenarios: { load: { ... }, perfkit: pollScenario({ duration: '30s' }) },
+ *       thresholds: {
+ *         perfkit_process_resident_memory_bytes: ['max<536870912'],
+ *         perfkit_polls: ['count>0'],
+ *         perfkit_poll_errors: ['count==0'],
+ *       },
+ *     };
+ *     export function perfkitPoll() { poll(); }
+ *     export function handleSummary(data) { return summary(data); }
+ *
+ * Snapshot schema version 1 (`GET /debug/perfkit/snapshot`):
+ *   { schema_version, perfkit_version, timestamp_seconds, uptime_seconds,
+ *     process: { resident_memory_bytes, virtual_memory_bytes, threads, open_fds, max_fds,
+ *                cpu_seconds_total, start_time_seconds },
+ *     runtimes: [{ name, workers, alive_tasks, global_queue_depth, busy_seconds_total,
+ *                  park_total }],
+ *     queues: [], batchers: [], pools: [], tasks: [], hot_paths: [] }
+ */
+
+import http from 'k6/http';
+import { Counter, Trend } from 'k6/metrics';
+
+/** Snapshot schema version this module understands. */
+export const SCHEMA_VERSION = 1;
+
+/** Path of the snapshot endpoint on the debug server. */
+export const SNAPSHOT_PATH = '/debug/perfkit/snapshot';
+
+const DEFAULT_PERFKIT_URL = 'http://127.0.0.1:6060';
+
+/**
+ * Which snapshot figures become which Trends.
+ *
+ * `section`: key in the snapshot. `tag`: for list sections, the tag key that carries each
+ * element's `name` (one Trend, one series per element). `fields`: snapshot field -> Trend.
+ * To follow a new figure, add a row here: the Trend is created at init time from this table.
+ */
+export const SNAPSHOT_TRENDS = Object.freeze([
+  {
+    section: 'process',
+    fields: {
+      resident_memory_bytes: 'perfkit_process_resident_memory_bytes',
+      threads: 'perfkit_process_threads',
+      open_fds: 'perfkit_process_open_fds',
+    },
+  },
+  {
+    section: 'runtimes',
+    tag: 'runtime',
+    fields: {
+      alive_tasks: 'perfkit_runtime_alive_tasks',
+      global_queue_depth: 'perfkit_runtime_global_queue_depth',
+    },
+  },
+]);
+
+// k6 custom metrics must be created in the init context, i.e. at module load.
+const polls = new Counter('perfkit_polls');
+const pollErrors = new Counter('perfkit_poll_errors');
+const trends = {};
+for (const { fields } of SNAPSHOT_TRENDS) {
+  for (const metric of Object.values(fields)) {
+    if (!trends[metric]) trends[metric] = new Trend(metric);
+  }
+}
+
+/** A `constant-arrival-rate` scenario that runs `exec` (default `perfkitPoll`) `rate`/s. */
+export function pollScenario({ duration, rate = 1, exec = 'perfkitPoll', ...extra } = {}) {
+  if (!duration) throw new Error('perfkit.pollScenario: `duration` is required, e.g. "30s"');
+  return Object.assign(
+    {
+      executor: 'constant-arrival-rate',
+      rate,
+      timeUnit: '1s',
+      duration,
+      preAllocatedVUs: 1,
+      maxVUs: 2,
+      exec,
+      tags: { perfkit: 'poll' },
+    },
+    extra,
+  );
+}
+
+/** GETs the snapshot, records it into k6 metrics, and returns it (null on failure). */
+export function poll({ url = __ENV.PERFKIT_URL || DEFAULT_PERFKIT_URL, token = __ENV.PERFKIT_TOKEN } = {}) {
+  const params = {
+    tags: { perfkit: 'poll', name: `GET ${SNAPSHOT_PATH}` },
+    responseType: 'text',
+    timeout: '5s',
+  };
+  if (token) params.headers = { Authorization: `Bearer ${token}` };
+  const res = http.get(`${url.replace(/\/+$/, '')}${SNAPSHOT_PATH}`, params);
+  if (res.status !== 200) {
+    return failed(res.status === 0 ? 'network' : `status_${res.status}`);
+  }
+  let snapshot;
+  try {
+    snapshot = JSON.parse(res.body);
+  } catch (_) {
+    return failed('json');
+  }
+  if (!snapshot || snapshot.schema_version !== SCHEMA_VERSION) return failed('schema_version');
+  polls.add(1);
+  // Keep `perfkit_poll_errors` present (at 0) in the summary so `count==0` is evaluated.
+  pollErrors.add(0);
+  record(snapshot);
+  return snapshot;
+}
+
+function failed(reason) {
+  pollErrors.add(1, { reason });
+  return null;
+}
+
+function record(snapshot) {
+  for (const { section, tag, fields } of SNAPSHOT_TRENDS) {
+    const value = snapshot[section];
+    if (value == null) continue;
+    if (tag) {
+      if (!Array.isArray(value)) continue;
+      for (const item of value) addFields(item, fields, { [tag]: String(item && item.name) });
+    } else {
+      addFields(value, fields, undefined);
+    }
+  }
+}
+
+function addFields(obj, fields, tags) {
+  if (obj == null || typeof obj !== 'object') return;
+  for (const [field, metric] of Object.entries(fields)) {
+    const v = obj[field];
+    if (typeof v === 'number' && Number.isFinite(v)) trends[metric].add(v, tags);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Summary
+
+const STAT_RE = /^\s*([a-z]+(?:\(\s*[\d.]+\s*\))?)\s*(?:<=|>=|===|!==|==|!=|<|>)/;
+
+/** Every threshold in `data` as `{ metric, expr, ok, stat, value }`, sorted by metric. */
+export function thresholdResults(data) {
+  const out = [];
+  const metrics = (data && data.metrics) || {};
+  for (const metric of Object.keys(metrics).sort()) {
+    const { thresholds, values } = metrics[metric];
+    if (!thresholds) continue;
+    for (const expr of Object.keys(thresholds)) {
+      const m = STAT_RE.exec(expr);
+      const stat = m ? m[1].replace(/\s+/g, '') : null;
+      const value = stat && values && stat in values ? values[stat] : null;
+      out.push({ metric, expr, ok: thresholds[expr].ok !== false, stat, value });
+    }
+  }
+  return out;
+}
+
+/** True when every threshold in summary `data` held. */
+export function thresholdsOk(data) {
+  return thresholdResults(data).every((t) => t.ok);
+}
+
+/** `handleSummary` output: a compact text verdict on stdout and the full data as JSON. */
+export function summary(data, { dir = __ENV.RESULTS_DIR || 'results', name = 'summary' } = {}) {
+  const lines = [];
+  const metrics = data.metrics || {};
+  const results = thresholdResults(data);
+  const crossed = results.filter((t) => !t.ok).length;
+  const secs = data.state && data.state.testRunDurationMs ? data.state.testRunDurationMs / 1000 : null;
+  lines.push('');
+  lines.push(
+    `thresholds: ${crossed === 0 ? 'PASS' : 'FAIL'} ` +
+      `(${results.length - crossed}/${results.length} held` +
+      (secs !== null ? `, ${secs.toFixed(1)}s run)` : ')'),
+  );
+  const reqs = metrics.http_reqs && metrics.http_reqs.values;
+  if (reqs) {
+    const dur = metrics.http_req_duration && metrics.http_req_duration.values;
+    const fail = metrics.http_req_failed && metrics.http_req_failed.values;
+    lines.push(
+      `  http: ${reqs.count} requests, ${num(reqs.rate)}/s` +
+        (dur && dur['p(95)'] != null ? `, p(95)=${fmtMs(dur['p(95)'])}` : '') +
+        (fail && fail.rate != null ? `, failed ${(fail.rate * 100).toFixed(2)}%` : ''),
+    );
+  }
+  const checks = metrics.checks && metrics.checks.values;
+  if (checks) lines.push(`  checks: ${checks.passes} passed, ${checks.fails} failed`);
+  for (const t of results) {
+    const m = metrics[t.metric];
+    let value = t.value === null ? '' : `${t.stat}=${fmtValue(m, t.metric, t.value)}`;
+    // With 'count' in summaryTrendStats an empty Trend can be told apart from a zero.
+    if (m && m.type === 'trend' && m.values && m.values.count === 0) value = 'no samples';
+    lines.push(
+      t.ok
+        ? `  ✓ ${t.metric}: ${t.expr}  ${value}`.trimEnd()
+        : `  ✗ ${t.metric}: ${t.expr}  CROSSED  ${value}`.trimEnd(),
+    );
+  }
+  lines.push('');
+  return {
+    stdout: lines.join('\n') + '\n',
+    [`${dir}/${name}.json`]: JSON.stringify(data, null, 2),
+  };
+}
+
+function fmtValue(metric, name, v) {
+  if (typeof v !== 'number') return String(v);
+  const type = metric && metric.type;
+  const contains = metric && metric.contains;
+  if (type === 'rate') return `${(v * 100).toFixed(2)}%`;
+  if (contains === 'time') return fmtMs(v);
+  if (contains === 'data' || /_bytes(\{|$)/.test(name)) return fmtBytes(v);
+  return num(v);
+}
+
+function fmtMs(ms) {
+  if (ms >= 1000) return `${(ms / 1000).toFixed(2)}s`;
+  if (ms >= 1) return `${ms.toFixed(2)}ms`;
+  return `${(ms * 1000).toFixed(0)}µs`;
+}
+
+function fmtBytes(b) {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  let x = b;
+  while (Math.abs(x) >= 1024 && i < units.length - 1) {
+    x /= 1024;
+    i += 1;
+  }
+  return i === 0 ? `${b} B` : `${b} (${x.toFixed(1)} ${units[i]})`;
+}
+
+function num(v) {
+  return Number.isInteger(v) ? String(v) : v.toFixed(2);
+}

@@ -1,0 +1,293 @@
+//! Fixed-size log-linear histograms on per-thread shards.
+//!
+//! Values are non-negative integers in the metric's recording unit (nanoseconds for
+//! durations). Values below 16 get a bucket each; above that every power of two is split into
+//! 8 equal buckets, so a bucket is at most 12.5% wide relative to its lower bound and a
+//! quantile reported at the bucket's midpoint is within 6.25% of the true sample. The range
+//! ends at 2^44 (about 4.9 hours in nanoseconds); larger values land in the last bucket.
+//! Memory is fixed at construction: 336 buckets per shard, whatever the event rate.
+
+use std::time::Duration;
+
+use super::names::Unit;
+use super::shard::{current_shard, shard_count};
+use crate::loom::{AtomicU64, Ordering};
+
+const SUB_BITS: u32 = 3;
+const SUB: u64 = 1 << SUB_BITS;
+/// Values below this are exact.
+const LINEAR: u64 = SUB * 2;
+/// Exclusive upper bound of the exponent range; values at or above `1 << MAX_EXP` clamp.
+const MAX_EXP: u32 = 44;
+/// Number of internal buckets.
+pub(crate) const BUCKETS: usize = (LINEAR + (MAX_EXP as u64 - SUB_BITS as u64 - 1) * SUB) as usize;
+
+/// Internal bucket of a value.
+#[inline]
+pub(crate) fn bucket_index(v: u64) -> usize {
+    if v < LINEAR {
+        return v as usize;
+    }
+    let v = v.min((1u64 << MAX_EXP) - 1);
+    let e = 63 - v.leading_zeros(); // SUB_BITS + 1 ..= MAX_EXP - 1
+    let mantissa = (v >> (e - SUB_BITS)) & (SUB - 1);
+    (LINEAR + u64::from(e - SUB_BITS - 1) * SUB + mantissa) as usize
+}
+
+/// Inclusive bounds `[low, high]` of an internal bucket, in the recording unit.
+pub(crate) fn bucket_bounds(idx: usize) -> (u64, u64) {
+    let idx = idx as u64;
+    if idx < LINEAR {
+        return (idx, idx);
+    }
+    let k = idx - LINEAR;
+    let e = k / SUB + u64::from(SUB_BITS) + 1;
+    let m = k % SUB;
+    let width = 1u64 << (e - u64::from(SUB_BITS));
+    let low = (SUB + m) * width;
+    (low, low + width - 1)
+}
+
+/// The value reported for samples in a bucket: its midpoint.
+fn bucket_value(idx: usize) -> f64 {
+    let (lo, hi) = bucket_bounds(idx);
+    (lo as f64 + hi as f64) / 2.0
+}
+
+#[repr(align(128))]
+struct Shard {
+    buckets: [AtomicU64; BUCKETS],
+    sum: AtomicU64,
+}
+
+impl Shard {
+    fn new() -> Self {
+        Shard {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A histogram with fixed memory and lock-free recording.
+///
+/// Recording touches two cells of the calling thread's shard with relaxed atomic adds.
+/// Reading ([`Histogram::snapshot`]) sums the shards; it may miss samples recorded
+/// concurrently, and `sum` may briefly disagree with the bucket counts by those samples.
+pub struct Histogram {
+    shards: Box<[Shard]>,
+    unit: Unit,
+}
+
+impl Histogram {
+    /// An empty histogram whose values are in `unit` (nanoseconds for [`Unit::Seconds`]).
+    pub fn new(unit: Unit) -> Self {
+        Histogram {
+            shards: (0..shard_count()).map(|_| Shard::new()).collect(),
+            unit,
+        }
+    }
+
+    /// Records one value in the recording unit (nanoseconds for durations).
+    #[inline]
+    pub fn record(&self, value: u64) {
+        let shard = &self.shards[current_shard()];
+        shard.buckets[bucket_index(value)].fetch_add(1, Ordering::Relaxed);
+        shard.sum.fetch_add(value, Ordering::Relaxed);
+    }
+
+    /// Records a duration (saturating at `u64::MAX` nanoseconds).
+    #[inline]
+    pub fn record_duration(&self, d: Duration) {
+        self.record(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    }
+
+    /// The unit values are recorded in.
+    pub fn unit(&self) -> Unit {
+        self.unit
+    }
+
+    /// Sums every shard into a point-in-time copy.
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let mut buckets = vec![0u64; BUCKETS].into_boxed_slice();
+        let mut sum = 0u64;
+        for shard in self.shards.iter() {
+            for (acc, cell) in buckets.iter_mut().zip(shard.buckets.iter()) {
+                *acc += cell.load(Ordering::Relaxed);
+            }
+            sum = sum.wrapping_add(shard.sum.load(Ordering::Relaxed));
+        }
+        HistogramSnapshot {
+            count: buckets.iter().sum(),
+            buckets,
+            sum,
+            unit: self.unit,
+        }
+    }
+}
+
+impl std::fmt::Debug for Histogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.snapshot();
+        f.debug_struct("Histogram")
+            .field("unit", &self.unit)
+            .field("count", &s.count)
+            .finish()
+    }
+}
+
+/// A point-in-time copy of a [`Histogram`].
+#[derive(Clone)]
+pub struct HistogramSnapshot {
+    buckets: Box<[u64]>,
+    count: u64,
+    sum: u64,
+    unit: Unit,
+}
+
+impl HistogramSnapshot {
+    /// Number of recorded values.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Sum of recorded values, in the exported unit (seconds for durations).
+    pub fn sum(&self) -> f64 {
+        self.sum as f64 * self.unit.export_scale()
+    }
+
+    /// The `q`-quantile (`0.0..=1.0`) in the exported unit, or `None` when empty.
+    ///
+    /// The result is the midpoint of the bucket holding the sample of rank `ceil(q * count)`:
+    /// exact below 16 recording units, within 6.25% of that sample above.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let q = if q.is_nan() { 0.0 } else { q.clamp(0.0, 1.0) };
+        let rank = ((q * self.count as f64).ceil() as u64).clamp(1, self.count);
+        let mut seen = 0u64;
+        for (idx, &n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Some(bucket_value(idx) * self.unit.export_scale());
+            }
+        }
+        None
+    }
+
+    /// Upper bound of the highest non-empty bucket, in the exported unit (within 12.5% above
+    /// the true maximum), or `None` when empty.
+    pub fn max(&self) -> Option<f64> {
+        let idx = self.buckets.iter().rposition(|&n| n > 0)?;
+        Some(bucket_bounds(idx).1 as f64 * self.unit.export_scale())
+    }
+
+    /// Mean of recorded values in the exported unit, or `None` when empty.
+    pub fn mean(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum() / self.count as f64)
+    }
+
+    /// Cumulative counts for Prometheus `le` bounds (exported unit), plus the `+Inf` count
+    /// as the last element. A bucket is assigned by its midpoint, so a sample within one
+    /// internal bucket width (12.5%) of a bound may be counted on the other side of it.
+    pub fn cumulative(&self, bounds: &[f64]) -> Vec<u64> {
+        let scale = self.unit.export_scale();
+        let mut out = vec![0u64; bounds.len() + 1];
+        let mut j = 0;
+        for (idx, &n) in self.buckets.iter().enumerate() {
+            if n == 0 {
+                continue;
+            }
+            let v = bucket_value(idx) * scale;
+            while j < bounds.len() && v > bounds[j] {
+                j += 1;
+            }
+            out[j] += n;
+        }
+        for i in 1..out.len() {
+            out[i] += out[i - 1];
+        }
+        out
+    }
+}
+
+impl std::fmt::Debug for HistogramSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HistogramSnapshot")
+            .field("count", &self.count)
+            .field("sum", &self.sum())
+            .field("p50", &self.quantile(0.5))
+            .field("p99", &self.quantile(0.99))
+            .finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_cover_the_range_without_gaps() {
+        assert_eq!(BUCKETS, 336);
+        let mut expected_low = 0;
+        for idx in 0..BUCKETS {
+            let (lo, hi) = bucket_bounds(idx);
+            assert_eq!(lo, expected_low, "bucket {idx}");
+            assert!(hi >= lo);
+            assert_eq!(bucket_index(lo), idx);
+            assert_eq!(bucket_index(hi), idx);
+            if lo >= LINEAR {
+                assert!((hi - lo + 1) as f64 / lo as f64 <= 0.125 + 1e-12);
+            }
+            expected_low = hi + 1;
+        }
+        assert_eq!(expected_low, 1u64 << MAX_EXP);
+        assert_eq!(bucket_index(u64::MAX), BUCKETS - 1);
+    }
+
+    #[test]
+    fn quantiles_of_a_uniform_range_are_within_tolerance() {
+        let h = Histogram::new(Unit::Count);
+        for v in 1..=100_000u64 {
+            h.record(v);
+        }
+        let s = h.snapshot();
+        assert_eq!(s.count(), 100_000);
+        for (q, exact) in [(0.5, 50_000.0), (0.95, 95_000.0), (0.99, 99_000.0)] {
+            let got = s.quantile(q).unwrap();
+            assert!(
+                (got - exact).abs() / exact <= 0.0625,
+                "q{q}: {got} vs {exact}"
+            );
+        }
+        assert_eq!(s.sum(), (100_000u64 * 100_001 / 2) as f64);
+    }
+
+    #[test]
+    fn small_values_are_exact_and_seconds_are_scaled() {
+        let h = Histogram::new(Unit::Count);
+        h.record(3);
+        assert_eq!(h.snapshot().quantile(0.5), Some(3.0));
+        let t = Histogram::new(Unit::Seconds);
+        t.record_duration(Duration::from_millis(10));
+        let got = t.snapshot().quantile(0.99).unwrap();
+        assert!((got - 0.01).abs() / 0.01 < 0.0625, "{got}");
+        assert!(
+            Histogram::new(Unit::Count)
+                .snapshot()
+                .quantile(0.5)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn cumulative_counts_are_monotone_and_end_at_count() {
+        let h = Histogram::new(Unit::Count);
+        for v in [1, 2, 2, 7, 50, 700, 5_000_000] {
+            h.record(v);
+        }
+        let c = h.snapshot().cumulative(&[1.0, 2.0, 10.0, 1000.0]);
+        assert_eq!(c, vec![1, 3, 4, 6, 7]);
+    }
+}

@@ -1,0 +1,235 @@
+//! Every metric perfkit exports: its name, kind, unit, labels and description, defined once.
+//!
+//! The names are a contract: k6 scripts and dashboards depend on them, so a rename is a
+//! breaking change. `docs/metrics.md` explains each series in prose.
+
+/// What kind of Prometheus series a metric is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Kind {
+    /// A monotonically increasing count.
+    Counter,
+    /// A value read at scrape time that can go up and down.
+    Gauge,
+    /// A distribution of observations in fixed buckets.
+    Histogram,
+}
+
+impl Kind {
+    /// The `# TYPE` word in the Prometheus text format.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// The base unit of a metric's values.
+///
+/// Durations are recorded internally in nanoseconds and exported in seconds; every other unit
+/// is recorded and exported as is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Unit {
+    /// Seconds (recorded as nanoseconds).
+    Seconds,
+    /// Bytes.
+    Bytes,
+    /// A plain count of things (items, tasks, label sets).
+    Count,
+}
+
+impl Unit {
+    /// Factor from the recorded integer to the exported value.
+    pub(crate) const fn export_scale(self) -> f64 {
+        match self {
+            Unit::Seconds => 1e-9,
+            Unit::Bytes | Unit::Count => 1.0,
+        }
+    }
+
+    /// The unit's name as used in JSON and docs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Unit::Seconds => "seconds",
+            Unit::Bytes => "bytes",
+            Unit::Count => "count",
+        }
+    }
+}
+
+/// The static description of one metric family.
+#[derive(Debug)]
+pub struct MetricDef {
+    /// Full Prometheus name, including the `_total` suffix for counters.
+    pub name: &'static str,
+    /// Counter, gauge or histogram.
+    pub kind: Kind,
+    /// Base unit of the values.
+    pub unit: Unit,
+    /// Label names, in the order label values are given.
+    pub labels: &'static [&'static str],
+    /// `# HELP` text.
+    pub help: &'static str,
+    /// Upper bounds of the exported Prometheus buckets (histograms only), in the exported unit.
+    pub buckets: &'static [f64],
+}
+
+/// Default exported buckets for latencies, in seconds: 1 µs to 10 s.
+///
+/// Internally every histogram keeps log-linear buckets with 12.5% resolution; these are only
+/// the boundaries written to `/metrics`.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.000_001, 0.000_005, 0.000_01, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Default exported buckets for sizes in items: 1 to 100 000.
+pub const SIZE_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1_000.0, 2_000.0, 5_000.0, 10_000.0,
+    100_000.0,
+];
+
+macro_rules! defs {
+    ($(
+        $(#[$doc:meta])*
+        $ident:ident = $name:literal, $kind:ident, $unit:ident, [$($label:literal),*], $help:literal $(, $buckets:expr)?;
+    )*) => {
+        $(
+            $(#[$doc])*
+            pub static $ident: MetricDef = MetricDef {
+                name: $name,
+                kind: Kind::$kind,
+                unit: Unit::$unit,
+                labels: &[$($label),*],
+                help: $help,
+                buckets: defs!(@buckets $($buckets)?),
+            };
+        )*
+
+        /// Every metric perfkit defines, in documentation order.
+        pub static ALL: &[&MetricDef] = &[$(&$ident),*];
+    };
+    (@buckets) => { &[] };
+    (@buckets $b:expr) => { $b };
+}
+
+defs! {
+    /// Items in a queue now.
+    QUEUE_DEPTH = "perfkit_queue_depth", Gauge, Count, ["queue"],
+        "Items currently held by the queue, read at scrape time.";
+    /// A queue's bound.
+    QUEUE_CAPACITY = "perfkit_queue_capacity", Gauge, Count, ["queue"],
+        "Maximum number of items the queue holds.";
+    /// Items accepted.
+    QUEUE_ENQUEUED_TOTAL = "perfkit_queue_enqueued_total", Counter, Count, ["queue"],
+        "Items accepted into the queue.";
+    /// Items handed to a receiver.
+    QUEUE_DEQUEUED_TOTAL = "perfkit_queue_dequeued_total", Counter, Count, ["queue"],
+        "Items handed to a receiver.";
+    /// Items dropped, by reason.
+    QUEUE_DROPPED_TOTAL = "perfkit_queue_dropped_total", Counter, Count, ["queue", "reason"],
+        "Items dropped by the queue, by reason (full, oldest, closed, flush_failed).";
+    /// Items refused and handed back.
+    QUEUE_REJECTED_TOTAL = "perfkit_queue_rejected_total", Counter, Count, ["queue"],
+        "Items refused because the queue was full and handed back to the sender.";
+    /// Enqueue-to-dequeue time.
+    QUEUE_WAIT_SECONDS = "perfkit_queue_wait_seconds", Histogram, Seconds, ["queue"],
+        "Time items spent in the queue, from enqueue to dequeue.", LATENCY_BUCKETS;
+    /// Age of the oldest item.
+    QUEUE_OLDEST_AGE_SECONDS = "perfkit_queue_oldest_age_seconds", Gauge, Seconds, ["queue"],
+        "Age of the oldest item still in the queue, read at scrape time.";
+
+    /// Items per flush.
+    BATCH_SIZE = "perfkit_batch_size", Histogram, Count, ["batcher"],
+        "Items per flushed batch.", SIZE_BUCKETS;
+    /// Flush duration.
+    BATCH_FLUSH_SECONDS = "perfkit_batch_flush_seconds", Histogram, Seconds, ["batcher"],
+        "Time spent in the flush function per attempt.", LATENCY_BUCKETS;
+    /// Flushes by trigger and outcome.
+    BATCH_FLUSHES_TOTAL = "perfkit_batch_flushes_total", Counter, Count, ["batcher", "trigger", "outcome"],
+        "Flush attempts by trigger (size, interval, shutdown) and outcome (ok, err).";
+    /// Items waiting for a flush.
+    BATCH_PENDING = "perfkit_batch_pending", Gauge, Count, ["batcher"],
+        "Items buffered and waiting for the next flush, read at scrape time.";
+
+    /// Workers in a pool.
+    POOL_WORKERS = "perfkit_pool_workers", Gauge, Count, ["pool"],
+        "Workers in the pool.";
+    /// Workers running a job now.
+    POOL_BUSY = "perfkit_pool_busy", Gauge, Count, ["pool"],
+        "Workers currently running a job, read at scrape time.";
+    /// Worker busy time.
+    POOL_BUSY_SECONDS_TOTAL = "perfkit_pool_busy_seconds_total", Counter, Seconds, ["pool"],
+        "Total time workers spent running jobs; rate() divided by workers is utilisation.";
+    /// Job duration.
+    POOL_TASK_SECONDS = "perfkit_pool_task_seconds", Histogram, Seconds, ["pool"],
+        "Time a worker spent running one job.", LATENCY_BUCKETS;
+    /// Jobs by outcome.
+    POOL_TASKS_TOTAL = "perfkit_pool_tasks_total", Counter, Count, ["pool", "outcome"],
+        "Jobs by outcome (ok, err, panic, rejected, cancelled).";
+
+    /// Tracked tasks alive.
+    TASKS_ALIVE = "perfkit_tasks_alive", Gauge, Count, ["task"],
+        "Tracked tasks spawned and not yet finished, read at scrape time.";
+    /// Tracked tasks spawned.
+    TASKS_SPAWNED_TOTAL = "perfkit_tasks_spawned_total", Counter, Count, ["task"],
+        "Tracked tasks spawned.";
+    /// Tracked tasks finished.
+    TASKS_FINISHED_TOTAL = "perfkit_tasks_finished_total", Counter, Count, ["task", "outcome"],
+        "Tracked tasks finished, by outcome (ok, panic, cancelled).";
+
+    /// Hot path call duration.
+    HOT_PATH_SECONDS = "perfkit_hot_path_seconds", Histogram, Seconds, ["function", "module"],
+        "Duration of calls to a #[hot_path] function.", LATENCY_BUCKETS;
+    /// Hot path calls by outcome.
+    HOT_PATH_CALLS_TOTAL = "perfkit_hot_path_calls_total", Counter, Count, ["function", "module", "outcome"],
+        "Calls to a #[hot_path] function by outcome (ok, err, panic, cancelled).";
+    /// Hot path calls in flight.
+    HOT_PATH_IN_FLIGHT = "perfkit_hot_path_in_flight", Gauge, Count, ["function", "module"],
+        "Calls to a #[hot_path] function currently running, read at scrape time.";
+
+    /// Label sets that went over a family's cardinality cap.
+    METRIC_OVERFLOW_TOTAL = "perfkit_metric_overflow_total", Counter, Count, ["metric"],
+        "Label sets that exceeded the metric family's cardinality cap and were recorded under __overflow__.";
+
+    /// Process CPU time.
+    PROCESS_CPU_SECONDS_TOTAL = "process_cpu_seconds_total", Counter, Seconds, [],
+        "Total user and system CPU time spent in seconds.";
+    /// Resident set size.
+    PROCESS_RESIDENT_MEMORY_BYTES = "process_resident_memory_bytes", Gauge, Bytes, [],
+        "Resident memory size in bytes.";
+    /// Virtual memory size.
+    PROCESS_VIRTUAL_MEMORY_BYTES = "process_virtual_memory_bytes", Gauge, Bytes, [],
+        "Virtual memory size in bytes.";
+    /// Open file descriptors.
+    PROCESS_OPEN_FDS = "process_open_fds", Gauge, Count, [],
+        "Number of open file descriptors.";
+    /// File descriptor limit.
+    PROCESS_MAX_FDS = "process_max_fds", Gauge, Count, [],
+        "Maximum number of open file descriptors.";
+    /// OS threads.
+    PROCESS_THREADS = "process_threads", Gauge, Count, [],
+        "Number of OS threads in the process.";
+    /// Start time.
+    PROCESS_START_TIME_SECONDS = "process_start_time_seconds", Gauge, Seconds, [],
+        "Start time of the process since unix epoch in seconds.";
+
+    /// Runtime worker threads.
+    TOKIO_RUNTIME_WORKERS = "tokio_runtime_workers", Gauge, Count, ["runtime"],
+        "Worker threads of the tokio runtime.";
+    /// Runtime alive tasks.
+    TOKIO_RUNTIME_ALIVE_TASKS = "tokio_runtime_alive_tasks", Gauge, Count, ["runtime"],
+        "Tasks alive in the tokio runtime.";
+    /// Runtime global queue.
+    TOKIO_RUNTIME_GLOBAL_QUEUE_DEPTH = "tokio_runtime_global_queue_depth", Gauge, Count, ["runtime"],
+        "Tasks waiting in the tokio runtime's global (injection) queue.";
+    /// Worker busy time.
+    TOKIO_RUNTIME_WORKER_BUSY_SECONDS_TOTAL = "tokio_runtime_worker_busy_seconds_total", Counter, Seconds, ["runtime", "worker"],
+        "Time the worker thread spent busy running tasks.";
+    /// Worker parks.
+    TOKIO_RUNTIME_WORKER_PARK_TOTAL = "tokio_runtime_worker_park_total", Counter, Count, ["runtime", "worker"],
+        "Times the worker thread parked (went idle).";
+}

@@ -1,0 +1,400 @@
+//! The registry: perfkit's own metric families, the collectors that primitives register,
+//! and the Prometheus text renderer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use super::histogram::Histogram;
+use super::names::{self, Kind, MetricDef};
+use super::shard::Counter;
+use super::text;
+
+/// Label value that stands in for every label set past a family's cardinality cap.
+pub const OVERFLOW_LABEL: &str = "__overflow__";
+
+/// Default cap on distinct label sets per metric family.
+pub const DEFAULT_CARDINALITY_CAP: usize = 1_000;
+
+/// A source of values read at scrape time: the pull side of the metrics model.
+///
+/// Primitives implement this over their own state (depth, capacity, busy workers, ...) and
+/// register it with [`Registry::register_collector`]; the registry holds it weakly, so a
+/// dropped primitive disappears from `/metrics` and the snapshot at the next scrape.
+pub trait Collector: Send + Sync {
+    /// Writes current gauge and counter values.
+    fn collect(&self, out: &mut Collection);
+
+    /// Adds this primitive's current figures to the JSON snapshot. The default adds nothing.
+    fn snapshot(&self, out: &mut Sections) {
+        let _ = out;
+    }
+
+    /// Adds this primitive's configuration to the JSON inventory. The default adds nothing.
+    fn inventory(&self, out: &mut Sections) {
+        let _ = out;
+    }
+}
+
+/// Values gathered from collectors during one scrape.
+#[derive(Debug, Default)]
+pub struct Collection {
+    samples: Vec<Sample>,
+}
+
+#[derive(Debug)]
+struct Sample {
+    def: &'static MetricDef,
+    labels: Vec<String>,
+    value: f64,
+}
+
+impl Collection {
+    /// Adds one sample of a gauge or counter family. `labels` are the values for
+    /// `def.labels`, in order.
+    ///
+    /// # Panics
+    /// If `def` is a histogram or the number of label values does not match `def.labels`.
+    pub fn push(&mut self, def: &'static MetricDef, labels: &[&str], value: f64) {
+        assert!(
+            def.kind != Kind::Histogram,
+            "{}: histograms are not collected",
+            def.name
+        );
+        check_labels(def, labels.len());
+        self.samples.push(Sample {
+            def,
+            labels: labels.iter().map(|s| (*s).to_owned()).collect(),
+            value,
+        });
+    }
+}
+
+/// Named lists of JSON entries that collectors fill for the snapshot and inventory.
+#[derive(Debug, Default)]
+pub struct Sections {
+    map: BTreeMap<&'static str, Vec<serde_json::Value>>,
+}
+
+impl Sections {
+    /// Adds an entry to a section (`"queues"`, `"batchers"`, `"pools"`, `"tasks"`,
+    /// `"hot_paths"`, `"runtimes"`, ...).
+    pub fn push(&mut self, section: &'static str, entry: serde_json::Value) {
+        self.map.entry(section).or_default().push(entry);
+    }
+
+    pub(crate) fn take(&mut self, section: &str) -> Vec<serde_json::Value> {
+        self.map.remove(section).unwrap_or_default()
+    }
+}
+
+/// One metric family: its series keyed by label values, with a cardinality cap.
+struct Family<T> {
+    def: &'static MetricDef,
+    series: Mutex<BTreeMap<Box<[String]>, Arc<T>>>,
+}
+
+fn check_labels(def: &MetricDef, n: usize) {
+    assert!(
+        n == def.labels.len(),
+        "{}: expected {} label values ({:?}), got {n}",
+        def.name,
+        def.labels.len(),
+        def.labels
+    );
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks cannot leave the maps inconsistent (every
+    // critical section is a single insert or read), so poisoning is ignored.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Holds perfkit's metric families and collectors, and renders them.
+///
+/// Most code uses the process-wide [`registry()`]; tests and embedders may build their own.
+pub struct Registry {
+    counters: Mutex<HashMap<&'static str, Arc<Family<Counter>>>>,
+    histograms: Mutex<HashMap<&'static str, Arc<Family<Histogram>>>>,
+    overflow: Family<Counter>,
+    cap: std::sync::atomic::AtomicUsize,
+    collectors: Mutex<Vec<Weak<dyn Collector>>>,
+    owned: Mutex<Vec<(String, Arc<dyn Collector>)>>,
+    started: Instant,
+    started_at: SystemTime,
+}
+
+impl Registry {
+    /// An empty registry with the default cardinality cap.
+    pub fn new() -> Self {
+        Registry {
+            counters: Mutex::default(),
+            histograms: Mutex::default(),
+            overflow: Family {
+                def: &names::METRIC_OVERFLOW_TOTAL,
+                series: Mutex::default(),
+            },
+            cap: std::sync::atomic::AtomicUsize::new(DEFAULT_CARDINALITY_CAP),
+            collectors: Mutex::default(),
+            owned: Mutex::default(),
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+        }
+    }
+
+    /// Sets the cap on distinct label sets per family (at least 1). Series that already
+    /// exist keep their labels; new label sets past the cap go to [`OVERFLOW_LABEL`].
+    pub fn set_cardinality_cap(&self, cap: usize) {
+        self.cap
+            .store(cap.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The cap on distinct label sets per family.
+    pub fn cardinality_cap(&self) -> usize {
+        self.cap.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The counter for `def` with these label values, created on first use.
+    ///
+    /// Call this once when a primitive is built and keep the handle: recording on the
+    /// returned [`Counter`] is lock-free, this lookup is not.
+    ///
+    /// # Panics
+    /// If `def` is not a counter or the number of label values does not match `def.labels`.
+    pub fn counter(&self, def: &'static MetricDef, labels: &[&str]) -> Arc<Counter> {
+        assert!(def.kind == Kind::Counter, "{} is not a counter", def.name);
+        let family = Self::family(&self.counters, def);
+        self.series(&family, labels, Counter::new)
+    }
+
+    /// The histogram for `def` with these label values, created on first use.
+    ///
+    /// # Panics
+    /// If `def` is not a histogram or the number of label values does not match `def.labels`.
+    pub fn histogram(&self, def: &'static MetricDef, labels: &[&str]) -> Arc<Histogram> {
+        assert!(
+            def.kind == Kind::Histogram,
+            "{} is not a histogram",
+            def.name
+        );
+        let family = Self::family(&self.histograms, def);
+        self.series(&family, labels, || Histogram::new(def.unit))
+    }
+
+    fn family<T>(
+        map: &Mutex<HashMap<&'static str, Arc<Family<T>>>>,
+        def: &'static MetricDef,
+    ) -> Arc<Family<T>> {
+        Arc::clone(lock(map).entry(def.name).or_insert_with(|| {
+            Arc::new(Family {
+                def,
+                series: Mutex::default(),
+            })
+        }))
+    }
+
+    fn series<T>(&self, family: &Family<T>, labels: &[&str], make: impl FnOnce() -> T) -> Arc<T> {
+        check_labels(family.def, labels.len());
+        let key: Box<[String]> = labels.iter().map(|s| (*s).to_owned()).collect();
+        let mut series = lock(&family.series);
+        if let Some(s) = series.get(&key) {
+            return Arc::clone(s);
+        }
+        let overflow_key: Box<[String]> = vec![OVERFLOW_LABEL.to_owned(); labels.len()].into();
+        let regular = series.len() - usize::from(series.contains_key(&overflow_key));
+        if regular < self.cardinality_cap() {
+            return Arc::clone(series.entry(key).or_insert_with(|| Arc::new(make())));
+        }
+        drop(series);
+        self.series(&self.overflow, &[family.def.name], Counter::new)
+            .inc();
+        tracing::warn!(
+            metric = family.def.name,
+            cap = self.cardinality_cap(),
+            "metric family over its cardinality cap; recording under __overflow__"
+        );
+        let mut series = lock(&family.series);
+        Arc::clone(
+            series
+                .entry(overflow_key)
+                .or_insert_with(|| Arc::new(make())),
+        )
+    }
+
+    /// Registers a collector, held weakly: once every strong reference is dropped it stops
+    /// being scraped.
+    pub fn register_collector(&self, collector: Weak<dyn Collector>) {
+        let mut list = lock(&self.collectors);
+        list.retain(|w| w.strong_count() > 0);
+        list.push(collector);
+    }
+
+    /// Registers a collector the registry keeps alive, replacing any earlier one under `key`.
+    pub(crate) fn register_owned(&self, key: String, collector: Arc<dyn Collector>) {
+        let mut owned = lock(&self.owned);
+        owned.retain(|(k, _)| *k != key);
+        owned.push((key, collector));
+    }
+
+    /// Registers a tokio runtime: its stable runtime metrics appear under
+    /// `tokio_runtime_*{runtime="<name>"}`. Registering the same name again replaces it.
+    pub fn register_runtime(&self, name: &str, handle: tokio::runtime::Handle) {
+        self.register_owned(
+            format!("runtime/{name}"),
+            Arc::new(super::runtime::RuntimeCollector::new(name, handle)),
+        );
+    }
+
+    /// Every live collector, strong references taken for the duration of one scrape.
+    pub(crate) fn collectors(&self) -> Vec<Arc<dyn Collector>> {
+        let mut out: Vec<Arc<dyn Collector>> = lock(&self.owned)
+            .iter()
+            .map(|(_, c)| Arc::clone(c))
+            .collect();
+        let mut weak = lock(&self.collectors);
+        weak.retain(|w| match w.upgrade() {
+            Some(c) => {
+                out.push(c);
+                true
+            }
+            None => false,
+        });
+        out
+    }
+
+    /// Time since the registry was created.
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
+    pub(crate) fn started_at_unix(&self) -> f64 {
+        self.started_at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    }
+
+    /// Renders every perfkit family, collector and the process metrics in the Prometheus
+    /// text exposition format 0.0.4.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        self.render_into(&mut out);
+        out
+    }
+
+    /// Like [`Registry::render`], appending to `out`.
+    pub fn render_into(&self, out: &mut String) {
+        // Gauges and counters read at scrape time, grouped per family so each family's
+        // lines are contiguous as the format requires.
+        let mut collection = Collection::default();
+        super::process::collect(&mut collection);
+        for c in self.collectors() {
+            c.collect(&mut collection);
+        }
+        let mut collected: BTreeMap<&'static str, Vec<Sample>> = BTreeMap::new();
+        for s in collection.samples {
+            collected.entry(s.def.name).or_default().push(s);
+        }
+
+        let counters: Vec<_> = lock(&self.counters).values().cloned().collect();
+        let histograms: Vec<_> = lock(&self.histograms).values().cloned().collect();
+        let mut stored: BTreeMap<&'static str, Stored> = BTreeMap::new();
+        for f in counters {
+            stored.insert(f.def.name, Stored::Counter(f));
+        }
+        for f in histograms {
+            stored.insert(f.def.name, Stored::Histogram(f));
+        }
+
+        // Walk both maps in name order, merging a stored and a collected family of the
+        // same name under one header.
+        let mut names: Vec<&'static str> = stored.keys().chain(collected.keys()).copied().collect();
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            let stored = stored.get(name);
+            let samples = collected.get(name);
+            let def = match (stored, samples) {
+                (Some(s), _) => s.def(),
+                (None, Some(v)) => v[0].def,
+                (None, None) => continue,
+            };
+            let start = out.len();
+            text::header(out, def);
+            let header_len = out.len();
+            if let Some(s) = stored {
+                s.render(out);
+            }
+            for s in samples.into_iter().flatten() {
+                text::sample(out, def.name, "", def.labels, &s.labels, None, s.value);
+            }
+            if out.len() == header_len {
+                out.truncate(start); // a family with no series: no header either
+            }
+        }
+        render_family(out, &self.overflow);
+    }
+}
+
+enum Stored {
+    Counter(Arc<Family<Counter>>),
+    Histogram(Arc<Family<Histogram>>),
+}
+
+impl Stored {
+    fn def(&self) -> &'static MetricDef {
+        match self {
+            Stored::Counter(f) => f.def,
+            Stored::Histogram(f) => f.def,
+        }
+    }
+
+    fn render(&self, out: &mut String) {
+        match self {
+            Stored::Counter(f) => {
+                for (labels, c) in lock(&f.series).iter() {
+                    text::sample_u64(out, f.def.name, f.def.labels, labels, c.get());
+                }
+            }
+            Stored::Histogram(f) => {
+                for (labels, h) in lock(&f.series).iter() {
+                    text::histogram(out, f.def, labels, &h.snapshot());
+                }
+            }
+        }
+    }
+}
+
+fn render_family(out: &mut String, family: &Family<Counter>) {
+    let series = lock(&family.series);
+    if series.is_empty() {
+        return;
+    }
+    text::header(out, family.def);
+    for (labels, c) in series.iter() {
+        text::sample_u64(out, family.def.name, family.def.labels, labels, c.get());
+    }
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("counter_families", &lock(&self.counters).len())
+            .field("histogram_families", &lock(&self.histograms).len())
+            .field("collectors", &lock(&self.collectors).len())
+            .field("cardinality_cap", &self.cardinality_cap())
+            .finish()
+    }
+}
+
+/// The process-wide registry every perfkit primitive records into and the debug server
+/// renders.
+pub fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(Registry::new)
+}

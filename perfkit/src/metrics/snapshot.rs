@@ -1,0 +1,81 @@
+//! The JSON snapshot (current figures, what k6 polls) and inventory (configuration).
+//!
+//! Both are versioned by [`SCHEMA_VERSION`] and documented in `docs/endpoints.md`. Every
+//! section in [`SECTIONS`] is always present, as an empty list when nothing fills it.
+
+use serde_json::{Map, Value, json};
+
+use super::registry::{Registry, Sections};
+
+/// Version of the snapshot and inventory JSON schema. Bumped on any incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Sections every snapshot and inventory carries, in order.
+pub const SECTIONS: &[&str] = &[
+    "runtimes",
+    "queues",
+    "batchers",
+    "pools",
+    "tasks",
+    "hot_paths",
+];
+
+fn header(registry: &Registry) -> Map<String, Value> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let mut obj = Map::new();
+    obj.insert("schema_version".into(), json!(SCHEMA_VERSION));
+    obj.insert("perfkit_version".into(), json!(env!("CARGO_PKG_VERSION")));
+    obj.insert("timestamp_seconds".into(), json!(now));
+    obj.insert(
+        "uptime_seconds".into(),
+        json!(registry.uptime().as_secs_f64()),
+    );
+    obj
+}
+
+fn finish(mut obj: Map<String, Value>, mut sections: Sections) -> Value {
+    for name in SECTIONS {
+        obj.insert((*name).into(), Value::Array(sections.take(name)));
+    }
+    Value::Object(obj)
+}
+
+impl Registry {
+    /// Every registered primitive's current figures, plus the process's, as JSON.
+    pub fn snapshot(&self) -> Value {
+        let mut sections = Sections::default();
+        for c in self.collectors() {
+            c.snapshot(&mut sections);
+        }
+        let mut obj = header(self);
+        obj.insert(
+            "process".into(),
+            serde_json::to_value(super::process::read()).unwrap_or(Value::Null),
+        );
+        finish(obj, sections)
+    }
+
+    /// Every registered primitive's configuration as JSON.
+    pub fn inventory(&self) -> Value {
+        let mut sections = Sections::default();
+        for c in self.collectors() {
+            c.inventory(&mut sections);
+        }
+        let mut obj = header(self);
+        obj.insert(
+            "process_start_seconds".into(),
+            json!(self.started_at_unix()),
+        );
+        obj.insert(
+            "metrics".into(),
+            json!({
+                "cardinality_cap": self.cardinality_cap(),
+                "overflow_label": super::OVERFLOW_LABEL,
+                "facade": super::facade_mode(),
+            }),
+        );
+        finish(obj, sections)
+    }
+}

@@ -1,0 +1,360 @@
+//! Connection handling, routing and the request-level safety rules.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::{Semaphore, watch};
+
+use super::pprof;
+
+pub(crate) struct State {
+    pub(crate) token: Option<Vec<u8>>,
+    pub(crate) local_addr: SocketAddr,
+    pub(crate) max_connections: usize,
+    pub(crate) header_read_timeout: Duration,
+}
+
+pub(crate) type Body = Full<Bytes>;
+
+/// Accepts connections until `stop` turns true, then lets open connections finish (1 s).
+pub(crate) async fn serve(listener: tokio::net::TcpListener, state: Arc<State>, mut stop: watch::Receiver<bool>) {
+    let permits = Arc::new(Semaphore::new(state.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            _ = stopped(&mut stop) => break,
+            a = listener.accept() => a,
+        };
+        let (stream, _peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "perfkit debug server: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            reject_busy(&stream, state.max_connections);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let state = Arc::clone(&state);
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let svc_state = Arc::clone(&state);
+            let service = service_fn(move |req| {
+                let state = Arc::clone(&svc_state);
+                async move { Ok::<_, Infallible>(handle(&state, req).await) }
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(state.header_read_timeout)
+                .max_buf_size(16 * 1024);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stopped(&mut stop) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    let all = u32::try_from(state.max_connections).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(Duration::from_secs(1), permits.acquire_many(all)).await;
+}
+
+/// Resolves once the stop flag is set (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not `Send`; drop it here.
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Answers a connection past the cap with a 503 and closes it, without reading anything.
+fn reject_busy(stream: &tokio::net::TcpStream, cap: usize) {
+    let body = format!("too many debug server connections (cap {cap})\n");
+    let resp = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    // Best effort: a fresh socket's send buffer has room for this; the stream closes on drop.
+    let _ = stream.try_write(resp.as_bytes());
+}
+
+/// A route: its path, the query parameters it accepts, and what answers it.
+struct Route {
+    path: &'static str,
+    params: &'static [&'static str],
+    handler: fn(&State, &Query) -> Response<Body>,
+}
+
+const ROUTES: &[Route] = &[
+    Route { path: "/metrics", params: &[], handler: metrics },
+    Route { path: "/debug/pprof/", params: &[], handler: pprof::index },
+    Route { path: "/debug/pprof/cmdline", params: &[], handler: pprof::cmdline },
+    Route { path: "/debug/perfkit/snapshot", params: &[], handler: snapshot },
+    Route { path: "/debug/perfkit/inventory", params: &[], handler: inventory },
+    Route { path: "/debug/perfkit/k6.js", params: &[], handler: k6_js },
+];
+
+pub(crate) async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
+    if let Some(token) = &state.token {
+        if !authorized(req.headers().get(header::AUTHORIZATION), token) {
+            let mut r = error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"perfkit\""),
+            );
+            return r;
+        }
+    }
+    let path = req.uri().path();
+    if path == "/debug/pprof" {
+        let mut r = text(StatusCode::MOVED_PERMANENTLY, "moved to /debug/pprof/\n".into());
+        r.headers_mut()
+            .insert(header::LOCATION, HeaderValue::from_static("/debug/pprof/"));
+        return r;
+    }
+    let Some(route) = ROUTES.iter().find(|r| r.path == path) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("unknown path {path}; see /debug/pprof/ for the endpoints"),
+        );
+    };
+    if req.method() != Method::GET {
+        let mut r = error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!("method {} not allowed on {path}; use GET", req.method()),
+        );
+        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET"));
+        return r;
+    }
+    let query = match Query::parse(req.uri().query().unwrap_or(""), route) {
+        Ok(q) => q,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, &reason),
+    };
+    (route.handler)(state, &query)
+}
+
+/// Compares the `Authorization` header against `Bearer <token>` in constant time for a
+/// given token length.
+fn authorized(value: Option<&HeaderValue>, token: &[u8]) -> bool {
+    let Some(v) = value else { return false };
+    let v = v.as_bytes();
+    if v.len() < 7 || !v[..7].eq_ignore_ascii_case(b"bearer ") {
+        return false;
+    }
+    constant_time_eq(&v[7..], token)
+}
+
+/// Equal-length inputs are compared without an early exit, so the time taken does not
+/// reveal how long a matching prefix is. Different lengths return early: the token's length
+/// is not treated as secret.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// Validated query parameters of one request.
+#[derive(Debug, Default)]
+pub(crate) struct Query {
+    pairs: Vec<(String, String)>,
+}
+
+impl Query {
+    fn parse(raw: &str, route: &Route) -> Result<Query, String> {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for piece in raw.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = piece.split_once('=').unwrap_or((piece, ""));
+            let k = percent_decode(k).ok_or_else(|| format!("malformed query parameter name {k:?}"))?;
+            let v = percent_decode(v)
+                .ok_or_else(|| format!("malformed value for query parameter `{k}`"))?;
+            if !route.params.contains(&k.as_str()) {
+                let accepted = if route.params.is_empty() {
+                    "none".to_owned()
+                } else {
+                    route.params.join(", ")
+                };
+                return Err(format!(
+                    "unknown query parameter `{k}` for {}; accepted: {accepted}",
+                    route.path
+                ));
+            }
+            if pairs.iter().any(|(seen, _)| *seen == k) {
+                return Err(format!("query parameter `{k}` given more than once"));
+            }
+            pairs.push((k, v));
+        }
+        Ok(Query { pairs })
+    }
+
+    /// The value of `key`, if given.
+    #[allow(dead_code)] // used by endpoints with parameters
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
+        self.pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Decodes `%XX` escapes and `+` as space; `None` on a bad escape or invalid UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn response(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+pub(crate) fn text(status: StatusCode, body: String) -> Response<Body> {
+    response(status, "text/plain; charset=utf-8", Bytes::from(body))
+}
+
+pub(crate) fn html(body: String) -> Response<Body> {
+    response(StatusCode::OK, "text/html; charset=utf-8", Bytes::from(body))
+}
+
+/// An error response: a one-line reason. `X-Go-Pprof: 1` makes `go tool pprof` print it.
+pub(crate) fn error(status: StatusCode, reason: &str) -> Response<Body> {
+    let line: String = reason.lines().next().unwrap_or("").to_owned() + "\n";
+    let mut r = text(status, line);
+    r.headers_mut()
+        .insert("x-go-pprof", HeaderValue::from_static("1"));
+    r
+}
+
+fn json(value: &serde_json::Value) -> Response<Body> {
+    match serde_json::to_vec(value) {
+        Ok(body) => response(StatusCode::OK, "application/json", Bytes::from(body)),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("could not encode JSON: {e}"),
+        ),
+    }
+}
+
+fn metrics(_: &State, _: &Query) -> Response<Body> {
+    response(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        Bytes::from(crate::metrics::render()),
+    )
+}
+
+fn snapshot(_: &State, _: &Query) -> Response<Body> {
+    json(&crate::metrics::registry().snapshot())
+}
+
+fn inventory(state: &State, _: &Query) -> Response<Body> {
+    let mut inv = crate::metrics::registry().inventory();
+    if let Some(obj) = inv.as_object_mut() {
+        obj.insert(
+            "server".into(),
+            serde_json::json!({
+                "addr": state.local_addr.to_string(),
+                "auth": if state.token.is_some() { "bearer" } else { "none" },
+                "max_connections": state.max_connections,
+                "header_read_timeout_seconds": state.header_read_timeout.as_secs_f64(),
+            }),
+        );
+    }
+    json(&inv)
+}
+
+/// The k6 helper module shipped with this build.
+pub(crate) const K6_JS: &str = include_str!("../../k6/perfkit.js");
+
+fn k6_js(_: &State, _: &Query) -> Response<Body> {
+    response(
+        StatusCode::OK,
+        "text/javascript; charset=utf-8",
+        Bytes::from_static(K6_JS.as_bytes()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_matches_only_equal_inputs() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn authorization_needs_the_bearer_scheme() {
+        let ok = HeaderValue::from_static("Bearer s3cret");
+        let lower = HeaderValue::from_static("bearer s3cret");
+        let basic = HeaderValue::from_static("Basic s3cret");
+        assert!(authorized(Some(&ok), b"s3cret"));
+        assert!(authorized(Some(&lower), b"s3cret"));
+        assert!(!authorized(Some(&basic), b"s3cret"));
+        assert!(!authorized(None, b"s3cret"));
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%20b+c").as_deref(), Some("a b c"));
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%2"), None);
+        assert_eq!(percent_decode("%ff"), None); // not UTF-8
+    }
+
+    #[test]
+    fn query_validation() {
+        let route = &ROUTES[0];
+        assert!(Query::parse("", route).is_ok());
+        let e = Query::parse("x=1", route).unwrap_err();
+        assert!(e.contains("unknown query parameter `x`"), "{e}");
+        let r = Route { path: "/p", params: &["seconds"], handler: metrics };
+        assert_eq!(Query::parse("seconds=5", &r).unwrap().get("seconds"), Some("5"));
+        assert!(Query::parse("seconds=1&seconds=2", &r).unwrap_err().contains("more than once"));
+        assert!(Query::parse("seconds=%G1", &r).unwrap_err().contains("malformed"));
+    }
+}

@@ -1,0 +1,352 @@
+//! The debug HTTP server: `/metrics`, `/debug/pprof/*` and `/debug/perfkit/*` on a port of
+//! its own.
+//!
+//! The server runs hyper on its own OS thread (`perfkit-debug`) with its own single-threaded
+//! tokio runtime, so it answers even when the service's runtime is saturated — which is when
+//! someone needs it.
+//!
+//! # Endpoints
+//! | path | answer |
+//! |---|---|
+//! | `/metrics` | Prometheus text exposition 0.0.4 |
+//! | `/debug/pprof/` | index page, like Go's net/http/pprof |
+//! | `/debug/pprof/cmdline` | the process's arguments, NUL-separated |
+//! | `/debug/perfkit/snapshot` | JSON: current figures of every primitive (what k6 polls) |
+//! | `/debug/perfkit/inventory` | JSON: configuration of every primitive |
+//! | `/debug/perfkit/k6.js` | the k6 helper module matching this build |
+//!
+//! Unknown paths get 404, methods other than GET 405, unknown or malformed query parameters
+//! 400, each with a one-line text reason. With a token, a request without
+//! `Authorization: Bearer <token>` gets 401. Request bodies are never read.
+//!
+//! # Configuration
+//! | setting | env | default |
+//! |---|---|---|
+//! | [`Builder::addr`] | `PERFKIT_ADDR` | `127.0.0.1:6060` |
+//! | [`Builder::token`] | `PERFKIT_TOKEN` | none (required for a non-loopback address) |
+//! | [`Builder::max_connections`] | | 64 |
+//! | [`Builder::header_read_timeout`] | | 5 s |
+
+mod error;
+mod http;
+pub(crate) mod pprof;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+pub use error::BuildError;
+
+/// Default debug server address.
+pub const DEFAULT_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 6060);
+
+/// Environment variable overriding the address.
+pub const ENV_ADDR: &str = "PERFKIT_ADDR";
+/// Environment variable setting the bearer token.
+pub const ENV_TOKEN: &str = "PERFKIT_TOKEN";
+
+/// Configures and starts the debug server.
+///
+/// # Examples
+/// ```
+/// # fn main() -> Result<(), perfkit::BuildError> {
+/// let server = perfkit::Builder::new()
+///     .addr("127.0.0.1:0".parse().unwrap())
+///     .facade(false)
+///     .start()?;
+/// println!("debug server on http://{}", server.local_addr());
+/// # Ok(()) }
+/// ```
+#[must_use = "a Builder does nothing until .start() is called"]
+pub struct Builder {
+    addr: SocketAddr,
+    token: Option<String>,
+    max_connections: usize,
+    header_read_timeout: Duration,
+    runtimes: Vec<(String, tokio::runtime::Handle)>,
+    facade: bool,
+    cardinality_cap: Option<usize>,
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("addr", &self.addr)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("max_connections", &self.max_connections)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("runtimes", &self.runtimes.iter().map(|(n, _)| n).collect::<Vec<_>>())
+            .field("facade", &self.facade)
+            .finish()
+    }
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Builder {
+    /// Defaults only: `127.0.0.1:6060`, no token, 64 connections, 5 s header timeout, the
+    /// facade recorder installed. The environment is not read.
+    pub fn new() -> Self {
+        Builder {
+            addr: DEFAULT_ADDR,
+            token: None,
+            max_connections: 64,
+            header_read_timeout: Duration::from_secs(5),
+            runtimes: Vec::new(),
+            facade: true,
+            cardinality_cap: None,
+        }
+    }
+
+    /// Defaults overridden by `PERFKIT_ADDR` and `PERFKIT_TOKEN` (an empty token counts as
+    /// unset).
+    ///
+    /// # Errors
+    /// [`BuildError::InvalidAddr`] when `PERFKIT_ADDR` is not a socket address such as
+    /// `127.0.0.1:6060` or `[::1]:6060`.
+    pub fn from_env() -> Result<Self, BuildError> {
+        let mut b = Self::new();
+        if let Some(v) = std::env::var_os(ENV_ADDR) {
+            let v = v.to_string_lossy().into_owned();
+            b.addr = v.trim().parse().map_err(|e: std::net::AddrParseError| {
+                BuildError::InvalidAddr {
+                    reason: format!("{e} (expected host:port, e.g. 127.0.0.1:6060)"),
+                    value: v.clone(),
+                }
+            })?;
+        }
+        if let Ok(t) = std::env::var(ENV_TOKEN) {
+            if !t.is_empty() {
+                b.token = Some(t);
+            }
+        }
+        Ok(b)
+    }
+
+    /// The address to listen on. Port 0 picks a free port; see [`DebugServer::local_addr`].
+    pub fn addr(mut self, addr: SocketAddr) -> Self {
+        self.addr = addr;
+        self
+    }
+
+    /// Requires `Authorization: Bearer <token>` on every request. Required for a
+    /// non-loopback address.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Caps concurrent connections (default 64); connections past the cap get a 503 and are
+    /// closed.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// How long a client may take to send a request's headers (default 5 s).
+    pub fn header_read_timeout(mut self, d: Duration) -> Self {
+        self.header_read_timeout = d;
+        self
+    }
+
+    /// Registers a tokio runtime's stable metrics under `runtime="<name>"`.
+    pub fn runtime(mut self, name: impl Into<String>, handle: tokio::runtime::Handle) -> Self {
+        self.runtimes.push((name.into(), handle));
+        self
+    }
+
+    /// Whether to install perfkit's `metrics` facade recorder (default `true`, needs the
+    /// `facade` feature). When another recorder is already installed, perfkit logs a warning
+    /// and serves its own metrics only; see `perfkit::metrics::facade` for composing.
+    pub fn facade(mut self, install: bool) -> Self {
+        self.facade = install;
+        self
+    }
+
+    /// Sets the global registry's cap on label sets per metric family (default 1 000).
+    pub fn cardinality_cap(mut self, cap: usize) -> Self {
+        self.cardinality_cap = Some(cap);
+        self
+    }
+
+    fn validate(&self) -> Result<(), BuildError> {
+        if let Some(t) = &self.token {
+            if t.is_empty() {
+                return Err(BuildError::InvalidToken { reason: "the token is empty" });
+            }
+            if !t.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(BuildError::InvalidToken {
+                    reason: "the token must be printable ASCII without spaces",
+                });
+            }
+        } else if !self.addr.ip().is_loopback() {
+            return Err(BuildError::TokenRequired { addr: self.addr });
+        }
+        if self.max_connections == 0 {
+            return Err(BuildError::InvalidSetting {
+                setting: "max_connections",
+                reason: "must be at least 1",
+            });
+        }
+        if self.header_read_timeout.is_zero() {
+            return Err(BuildError::InvalidSetting {
+                setting: "header_read_timeout",
+                reason: "must be greater than zero",
+            });
+        }
+        if self.cardinality_cap == Some(0) {
+            return Err(BuildError::InvalidSetting {
+                setting: "cardinality_cap",
+                reason: "must be at least 1",
+            });
+        }
+        Ok(())
+    }
+
+    /// Validates the settings, binds the socket and starts the server thread.
+    ///
+    /// # Errors
+    /// [`BuildError::TokenRequired`] for a non-loopback address without a token,
+    /// [`BuildError::InvalidToken`] / [`BuildError::InvalidSetting`] for bad settings,
+    /// [`BuildError::Bind`] when the address cannot be bound, [`BuildError::Spawn`] when the
+    /// thread or its runtime cannot start.
+    pub fn start(self) -> Result<DebugServer, BuildError> {
+        self.validate()?;
+        let registry = crate::metrics::registry();
+        if let Some(cap) = self.cardinality_cap {
+            registry.set_cardinality_cap(cap);
+        }
+        for (name, handle) in &self.runtimes {
+            registry.register_runtime(name, handle.clone());
+        }
+        #[cfg(feature = "facade")]
+        if self.facade {
+            if let Err(e) = crate::metrics::facade::install() {
+                tracing::warn!("perfkit: {e}");
+            }
+        }
+
+        let listener = std::net::TcpListener::bind(self.addr).map_err(|source| BuildError::Bind {
+            addr: self.addr,
+            source,
+        })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|source| BuildError::Bind { addr: self.addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| BuildError::Bind { addr: self.addr, source })?;
+
+        let state = Arc::new(http::State {
+            token: self.token.map(String::into_bytes),
+            local_addr,
+            max_connections: self.max_connections,
+            header_read_timeout: self.header_read_timeout,
+        });
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<std::io::Result<()>>(1);
+        let thread = std::thread::Builder::new()
+            .name("perfkit-debug".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .thread_name("perfkit-debug")
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match tokio::net::TcpListener::from_std(listener) {
+                        Ok(listener) => {
+                            let _ = ready_tx.send(Ok(()));
+                            http::serve(listener, state, stop_rx).await;
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
+                    }
+                });
+            })
+            .map_err(BuildError::Spawn)?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(BuildError::Spawn(e)),
+            Err(_) => {
+                return Err(BuildError::Spawn(std::io::Error::other(
+                    "the debug server thread exited during start-up",
+                )));
+            }
+        }
+        tracing::debug!(addr = %local_addr, "perfkit debug server listening");
+        Ok(DebugServer {
+            local_addr,
+            stop: stop_tx,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// A running debug server. Dropping it stops the server and waits for its thread.
+#[must_use = "the debug server stops when this guard is dropped"]
+pub struct DebugServer {
+    local_addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl DebugServer {
+    /// The address the server listens on (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish (up to 1 s), and waits
+    /// for the server thread to exit. Dropping the guard does the same.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for DebugServer {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+impl std::fmt::Debug for DebugServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DebugServer")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts the debug server from the environment (`PERFKIT_ADDR`, `PERFKIT_TOKEN`), with the
+/// facade recorder installed and, when called inside a tokio runtime, that runtime's metrics
+/// registered as `runtime="main"`.
+///
+/// # Errors
+/// See [`Builder::from_env`] and [`Builder::start`].
+pub fn init() -> Result<DebugServer, BuildError> {
+    let mut b = Builder::from_env()?;
+    if let Ok(h) = tokio::runtime::Handle::try_current() {
+        b = b.runtime("main", h);
+    }
+    b.start()
+}

@@ -1,0 +1,1 @@
+//! Integration tests for perfkit live in `tests/`; this library holds no code.

@@ -28,6 +28,8 @@ pub(crate) type Body = Full<Bytes>;
 /// Accepts connections until `stop` turns true, then lets open connections finish (1 s).
 pub(crate) async fn serve(listener: tokio::net::TcpListener, state: Arc<State>, mut stop: watch::Receiver<bool>) {
     let permits = Arc::new(Semaphore::new(state.max_connections));
+    // Answering connections past the cap takes a task each; these are capped too.
+    let rejecting = Arc::new(Semaphore::new(REJECTING_MAX));
     loop {
         let accepted = tokio::select! {
             _ = stopped(&mut stop) => break,
@@ -43,7 +45,9 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, state: Arc<State>, 
             }
         };
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            reject_busy(&stream, state.max_connections);
+            if let Ok(p) = Arc::clone(&rejecting).try_acquire_owned() {
+                tokio::spawn(reject_busy(stream, state.max_connections, p));
+            } // else: dropped unanswered, the cheapest thing under a connection flood
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -82,15 +86,31 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Answers a connection past the cap with a 503 and closes it, without reading anything.
-fn reject_busy(stream: &tokio::net::TcpStream, cap: usize) {
+/// Connections past the cap being answered with a 503 at any one time.
+const REJECTING_MAX: usize = 16;
+
+/// Answers a connection past the cap with a 503 and closes it. The request is discarded
+/// unread; waiting (at most 1 s) for the client to close first keeps the kernel from
+/// resetting the connection before the client has read the answer.
+async fn reject_busy(
+    mut stream: tokio::net::TcpStream,
+    cap: usize,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let body = format!("too many debug server connections (cap {cap})\n");
     let resp = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    // Best effort: a fresh socket's send buffer has room for this; the stream closes on drop.
-    let _ = stream.try_write(resp.as_bytes());
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(resp.as_bytes()).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
 }
 
 /// A route: its path, the query parameters it accepts, and what answers it.

@@ -291,3 +291,33 @@ mod tests {
         assert_eq!(c, vec![1, 3, 4, 6, 7]);
     }
 }
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+
+    #[test]
+    fn loom_histogram_concurrent_records_are_all_counted() {
+        // Each snapshot reads every bucket, and loom counts every load as a branch.
+        let mut model = loom::model::Builder::new();
+        model.max_branches = 50_000;
+        model.check(|| {
+            let h = Arc::new(Histogram::new(Unit::Count));
+            let handles: Vec<_> = [3u64, 40]
+                .into_iter()
+                .map(|v| {
+                    let h = Arc::clone(&h);
+                    loom::thread::spawn(move || h.record(v))
+                })
+                .collect();
+            for t in handles {
+                t.join().unwrap();
+            }
+            let s = h.snapshot();
+            assert_eq!(s.count(), 2);
+            assert_eq!(s.sum(), 43.0);
+            assert_eq!(s.quantile(0.5), Some(3.0));
+        });
+    }
+}

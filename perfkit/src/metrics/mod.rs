@@ -65,11 +65,12 @@ pub fn register_runtime(name: &str, handle: tokio::runtime::Handle) {
 /// Everything `/metrics` serves: the global registry, then the facade recorder's metrics
 /// (when the `facade` feature is on and a recorder is installed or in use).
 pub fn render() -> String {
-    let mut out = registry().render();
+    let out = registry().render();
     #[cfg(feature = "facade")]
-    if let Some(h) = facade::handle() {
-        out.push_str(&h.render());
-    }
+    let out = match facade::handle() {
+        Some(h) => out + &h.render(),
+        None => out,
+    };
     out
 }
 

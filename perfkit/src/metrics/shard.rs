@@ -11,12 +11,17 @@ use std::sync::OnceLock;
 
 use crossbeam_utils::CachePadded;
 
-use crate::loom::{AtomicU64, AtomicUsize, Ordering, thread_local};
+use crate::loom::{AtomicU64, Ordering};
 
 /// Number of shards every metric has. A power of two, twice the available parallelism,
 /// between 4 and 64: enough that runtime workers rarely share a shard, small enough that a
 /// histogram stays a few kilobytes per shard.
 pub(crate) fn shard_count() -> usize {
+    // Loom runs its threads on one OS thread, so they would share a shard anyway; one shard
+    // keeps the model small and makes every loom thread contend on the same cells.
+    if cfg!(loom) {
+        return 1;
+    }
     static COUNT: OnceLock<usize> = OnceLock::new();
     *COUNT.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
@@ -24,9 +29,11 @@ pub(crate) fn shard_count() -> usize {
     })
 }
 
-static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+// Shard assignment is not part of what loom checks (any assignment is correct; sharing a
+// shard only costs speed), so it uses std's atomics and thread-locals even under loom.
+static NEXT_SHARD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-thread_local! {
+std::thread_local! {
     // usize::MAX means "not yet assigned"; const-initialised so the hot path is a plain load.
     static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
 }
@@ -45,7 +52,7 @@ pub(crate) fn current_shard() -> usize {
 
 #[cold]
 fn assign_shard(cell: &Cell<usize>) -> usize {
-    let idx = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) & (shard_count() - 1);
+    let idx = NEXT_SHARD.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & (shard_count() - 1);
     cell.set(idx);
     idx
 }

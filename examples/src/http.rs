@@ -1,0 +1,171 @@
+//! The HTTP API: `POST /events`, `GET /v1/progress/{user}`, `GET /healthz`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+
+use crate::event::{self, EventError};
+use crate::store::{Store, StoreError};
+use crate::telemetry;
+
+/// Largest accepted `POST /events` body, in bytes (1 MiB); larger bodies get 413.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// State shared by the handlers.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    store: Store,
+    accepted: Arc<AtomicU64>,
+}
+
+impl AppState {
+    /// State over `store`, with no events accepted yet.
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            accepted: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Events accepted (answered 202) since this state was created.
+    pub fn accepted_events(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// The database behind the handlers.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
+/// The service's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/events",
+            post(post_events).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
+        )
+        .route("/v1/progress/{user}", get(get_progress))
+        .route("/healthz", get(healthz))
+        .with_state(state)
+}
+
+/// An error answer: the status and a one-line `{"error": "..."}` body.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        tracing::error!(error = %err, "database operation failed");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string())
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(ErrorBody {
+                error: &self.message,
+            }),
+        )
+            .into_response()
+    }
+}
+
+#[derive(Serialize)]
+struct Accepted {
+    accepted: usize,
+}
+
+#[derive(Serialize)]
+struct Progress {
+    user_id: String,
+    stats: BTreeMap<String, i64>,
+}
+
+fn reject(reason: &'static str, err: ApiError) -> ApiError {
+    metrics::counter!(telemetry::REQUESTS_REJECTED_TOTAL, "reason" => reason).increment(1);
+    err
+}
+
+async fn post_events(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let body = body.map_err(|rejection| {
+        let status = rejection.status();
+        let reason = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "too_large"
+        } else {
+            "unreadable_body"
+        };
+        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            format!("request body larger than {MAX_BODY_BYTES} bytes")
+        } else {
+            rejection.body_text()
+        };
+        reject(reason, ApiError::new(status, message))
+    })?;
+    let events = event::parse_events(&body).map_err(|err: EventError| {
+        reject(
+            err.label(),
+            ApiError::new(StatusCode::BAD_REQUEST, err.to_string()),
+        )
+    })?;
+    let n = events.len();
+    if n > 0 {
+        state.store.apply(events).await?;
+    }
+    state.accepted.fetch_add(n as u64, Ordering::Relaxed);
+    metrics::counter!(telemetry::EVENTS_ACCEPTED_TOTAL).increment(n as u64);
+    Ok((StatusCode::ACCEPTED, Json(Accepted { accepted: n })))
+}
+
+async fn get_progress(
+    State(state): State<AppState>,
+    Path(user_id): Path<String>,
+) -> Result<Json<Progress>, ApiError> {
+    if let Err(len) = event::check_id(&user_id) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "user id must be 1 to {} characters, got {len}",
+                event::MAX_ID_CHARS
+            ),
+        ));
+    }
+    let stats = state.store.progress(user_id.clone()).await?;
+    Ok(Json(Progress { user_id, stats }))
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}

@@ -1,0 +1,278 @@
+//! SQLite persistence: per-user stat totals and the count of events applied.
+//!
+//! One connection behind a [`std::sync::Mutex`]; every call runs on tokio's blocking pool
+//! ([`tokio::task::spawn_blocking`]) so the async runtime never waits on SQLite.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, TransactionBehavior, params};
+use tempfile::NamedTempFile;
+
+use crate::config::DbLocation;
+use crate::event::Event;
+use crate::telemetry;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS progress (
+    user_id TEXT NOT NULL,
+    stat    TEXT NOT NULL,
+    value   INTEGER NOT NULL,
+    PRIMARY KEY (user_id, stat)
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('events_applied', 0);
+";
+
+const UPSERT: &str = "INSERT INTO progress (user_id, stat, value) VALUES (?1, ?2, ?3)
+    ON CONFLICT (user_id, stat) DO UPDATE SET value = value + excluded.value";
+const COUNT_APPLIED: &str = "UPDATE meta SET value = value + ?1 WHERE key = 'events_applied'";
+const READ_APPLIED: &str = "SELECT value FROM meta WHERE key = 'events_applied'";
+const READ_PROGRESS: &str = "SELECT stat, value FROM progress WHERE user_id = ?1";
+
+/// A database operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The default temporary database file could not be created.
+    #[error("cannot create a temporary database file: {0}")]
+    TempFile(io::Error),
+    /// The database could not be opened or set up.
+    #[error("cannot open database {}: {source}", path.display())]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite reported.
+        source: rusqlite::Error,
+    },
+    /// SQLite refused to switch the database to WAL mode.
+    #[error("database {} refused journal_mode=WAL (it stays in {mode} mode)", path.display())]
+    NoWal {
+        /// The database file.
+        path: PathBuf,
+        /// The journal mode SQLite reported.
+        mode: String,
+    },
+    /// A query or transaction failed.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The blocking task running the operation panicked or was cancelled.
+    #[error("database task failed: {0}")]
+    Task(String),
+}
+
+/// Handle to the service's SQLite database; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    // Field order is drop order: close the connection before deleting a temporary file.
+    conn: Mutex<Connection>,
+    path: PathBuf,
+    _temp: Option<NamedTempFile>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database, switches it to WAL mode with
+    /// `synchronous=NORMAL`, and creates the tables. Blocking: call it from a blocking
+    /// context or at start-up.
+    pub fn open(location: &DbLocation) -> Result<Self, StoreError> {
+        let (path, temp) = match location {
+            DbLocation::Temp => {
+                let file = tempfile::Builder::new()
+                    .prefix("ingest-")
+                    .suffix(".db")
+                    .tempfile()
+                    .map_err(StoreError::TempFile)?;
+                (file.path().to_path_buf(), Some(file))
+            }
+            DbLocation::Path(path) => (path.clone(), None),
+        };
+        let (conn, mode) = open_connection(&path).map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::NoWal { path, mode });
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                conn: Mutex::new(conn),
+                path,
+                _temp: temp,
+            }),
+        })
+    }
+
+    /// The database file's path.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Adds every event's value to its `(user_id, stat)` total and counts the events in
+    /// `meta.events_applied`, all in one transaction.
+    pub async fn apply(&self, events: Vec<Event>) -> Result<(), StoreError> {
+        self.blocking(move |inner| {
+            let mut conn = inner.lock();
+            let started = Instant::now();
+            let result = apply_in_transaction(&mut conn, &events);
+            drop(conn);
+            metrics::histogram!(telemetry::DB_WRITE_SECONDS).record(started.elapsed());
+            result
+        })
+        .await
+    }
+
+    /// `user_id`'s stat totals, by stat name; empty for an unknown user.
+    ///
+    /// A total that overflowed `i64` (SQLite then stores it as a float) saturates.
+    pub async fn progress(&self, user_id: String) -> Result<BTreeMap<String, i64>, StoreError> {
+        self.blocking(move |inner| {
+            let conn = inner.lock();
+            let started = Instant::now();
+            let mut stmt = conn.prepare_cached(READ_PROGRESS)?;
+            let rows = stmt.query_map([&user_id], |row| {
+                Ok((row.get::<_, String>(0)?, integer(row.get_ref(1)?, 1)?))
+            })?;
+            let stats = rows.collect::<Result<BTreeMap<_, _>, _>>()?;
+            metrics::histogram!(telemetry::DB_READ_SECONDS).record(started.elapsed());
+            Ok(stats)
+        })
+        .await
+    }
+
+    /// How many events have been applied to this database, over its whole life.
+    pub async fn events_applied(&self) -> Result<u64, StoreError> {
+        self.blocking(|inner| {
+            let conn = inner.lock();
+            let n: i64 = conn.query_row(READ_APPLIED, [], |row| integer(row.get_ref(0)?, 0))?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&Inner) -> Result<T, rusqlite::Error> + Send + 'static,
+        T: Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+            .map_err(StoreError::from)
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic mid-transaction drops (rolls back) the transaction, so the connection
+        // is still consistent: ignore the poison.
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn open_connection(path: &Path) -> Result<(Connection, String), rusqlite::Error> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let mode: String =
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.execute_batch(SCHEMA)?;
+    Ok((conn, mode))
+}
+
+fn apply_in_transaction(conn: &mut Connection, events: &[Event]) -> Result<(), rusqlite::Error> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut upsert = tx.prepare_cached(UPSERT)?;
+        for event in events {
+            upsert.execute(params![event.user_id, event.stat, event.value])?;
+        }
+        let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
+        tx.prepare_cached(COUNT_APPLIED)?.execute([count])?;
+    }
+    tx.commit()
+}
+
+fn integer(value: ValueRef<'_>, column: usize) -> Result<i64, rusqlite::Error> {
+    match value {
+        ValueRef::Integer(n) => Ok(n),
+        // SQLite turns an overflowing integer sum into a REAL; `as` saturates.
+        ValueRef::Real(f) => Ok(f as i64),
+        other => Err(rusqlite::Error::InvalidColumnType(
+            column,
+            "value".to_owned(),
+            other.data_type(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(user: &str, stat: &str, value: i64) -> Event {
+        Event {
+            user_id: user.into(),
+            stat: stat.into(),
+            value,
+        }
+    }
+
+    #[tokio::test]
+    async fn upserts_and_counts() {
+        let store = Store::open(&DbLocation::Temp).unwrap();
+        let path = store.path().to_path_buf();
+        assert!(path.exists());
+        store
+            .apply(vec![
+                ev("u1", "kills", 3),
+                ev("u1", "kills", 4),
+                ev("u1", "deaths", 1),
+            ])
+            .await
+            .unwrap();
+        store.apply(vec![ev("u2", "kills", -2)]).await.unwrap();
+        let p = store.progress("u1".into()).await.unwrap();
+        assert_eq!(p.get("kills"), Some(&7));
+        assert_eq!(p.get("deaths"), Some(&1));
+        assert!(store.progress("nobody".into()).await.unwrap().is_empty());
+        assert_eq!(store.events_applied().await.unwrap(), 4);
+        drop(store);
+        assert!(!path.exists(), "temporary database removed on drop");
+    }
+
+    #[tokio::test]
+    async fn overflow_saturates() {
+        let store = Store::open(&DbLocation::Temp).unwrap();
+        store
+            .apply(vec![ev("u", "s", i64::MAX), ev("u", "s", 1)])
+            .await
+            .unwrap();
+        assert_eq!(store.progress("u".into()).await.unwrap()["s"], i64::MAX);
+    }
+
+    #[tokio::test]
+    async fn persistent_file_keeps_totals() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = DbLocation::Path(dir.path().join("p.db"));
+        let store = Store::open(&location).unwrap();
+        store.apply(vec![ev("u", "s", 5)]).await.unwrap();
+        drop(store);
+        let store = Store::open(&location).unwrap();
+        assert_eq!(store.progress("u".into()).await.unwrap()["s"], 5);
+        assert_eq!(store.events_applied().await.unwrap(), 1);
+    }
+}

@@ -1,0 +1,151 @@
+//! `examples/k6/gate.js` with real k6 against the real `ingest` binary: exit 0 on a healthy
+//! service, exit 99 naming the RSS threshold when that threshold is impossible.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Service {
+    child: Child,
+    base_url: String,
+    perfkit_url: String,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ingest_bin() -> PathBuf {
+    let root = common::workspace_root();
+    common::tool(
+        "INGEST_BIN",
+        "perfkit-ingest-not-on-path",
+        &[
+            root.join("target/release/ingest"),
+            root.join("target/debug/ingest"),
+        ],
+    )
+}
+
+fn start_service(log: &Path) -> Service {
+    let (app, dbg) = (common::free_port(), common::free_port());
+    let child = Command::new(ingest_bin())
+        .env("INGEST_ADDR", format!("127.0.0.1:{app}"))
+        .env("PERFKIT_ADDR", format!("127.0.0.1:{dbg}"))
+        .env_remove("PERFKIT_TOKEN")
+        .stdout(Stdio::from(std::fs::File::create(log).unwrap()))
+        .stderr(Stdio::from(
+            std::fs::File::create(log.with_extension("err")).unwrap(),
+        ))
+        .spawn()
+        .expect("start ingest");
+    let svc = Service {
+        child,
+        base_url: format!("http://127.0.0.1:{app}"),
+        perfkit_url: format!("http://127.0.0.1:{dbg}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for port in [app, dbg] {
+        let path = if port == app {
+            "/healthz"
+        } else {
+            "/debug/perfkit/snapshot"
+        };
+        loop {
+            let addr = format!("127.0.0.1:{port}").parse().unwrap();
+            if std::net::TcpStream::connect(addr).is_ok() && common::get(addr, path).status == 200 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "service did not come up; see {}",
+                log.display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    svc
+}
+
+/// Runs gate.js and returns k6's exit code and the parsed summary JSON.
+fn run_gate(svc: &Service, results: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
+    let root = common::workspace_root();
+    let k6 = common::tool("K6", "k6", &[root.join(".venv/bin/k6")]);
+    let mut cmd = Command::new(k6);
+    cmd.current_dir(&root)
+        .args(["run", "--quiet", "--no-usage-report"])
+        .args(["-e", &format!("BASE_URL={}", svc.base_url)])
+        .args(["-e", &format!("PERFKIT_URL={}", svc.perfkit_url)])
+        .args(["-e", &format!("RESULTS_DIR={}", results.display())])
+        .args(["-e", "DURATION=8s"]);
+    for e in extra {
+        cmd.args(["-e", e]);
+    }
+    let out = cmd.arg("examples/k6/gate.js").output().expect("run k6");
+    let code = out.status.code().unwrap_or(-1);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!(
+        "k6 exit {code}\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = std::fs::read(results.join("gate.json"))
+        .unwrap_or_else(|e| panic!("no gate.json in {}: {e}", results.display()));
+    (code, serde_json::from_slice(&summary).unwrap())
+}
+
+/// Threshold verdicts from k6's summary: (metric, expression, ok).
+fn verdicts(summary: &serde_json::Value) -> Vec<(String, String, bool)> {
+    let mut out = Vec::new();
+    for (metric, m) in summary["metrics"].as_object().unwrap() {
+        if let Some(th) = m["thresholds"].as_object() {
+            for (expr, v) in th {
+                out.push((metric.clone(), expr.clone(), v["ok"].as_bool().unwrap()));
+            }
+        }
+    }
+    out
+}
+
+fn results_dir(name: &str) -> PathBuf {
+    let dir = common::workspace_root()
+        .join("target/test-results")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+#[ignore = "needs k6 and a built ingest binary; scripts/test.sh installs k6, builds ingest and runs ignored tests"]
+fn gate_passes_on_a_healthy_service_and_fails_on_an_impossible_rss_threshold() {
+    let dir = results_dir("k6_gate");
+    let svc = start_service(&dir.join("ingest.log"));
+
+    let (code, summary) = run_gate(&svc, &dir.join("healthy"), &[]);
+    let v = verdicts(&summary);
+    assert!(v.len() >= 5, "expected the gate's thresholds, got {v:?}");
+    assert!(v.iter().all(|(_, _, ok)| *ok), "healthy run crossed: {v:?}");
+    assert_eq!(code, 0);
+    let polls = summary["metrics"]["perfkit_polls"]["values"]["count"]
+        .as_f64()
+        .unwrap();
+    assert!(polls >= 3.0, "the poll scenario barely ran: {polls}");
+
+    let (code, summary) = run_gate(&svc, &dir.join("impossible"), &["RSS_MAX_BYTES=1"]);
+    assert_eq!(code, 99, "k6 exits 99 when a threshold is crossed");
+    let crossed: Vec<_> = verdicts(&summary)
+        .into_iter()
+        .filter(|(_, _, ok)| !ok)
+        .collect();
+    assert_eq!(
+        crossed.len(),
+        1,
+        "only the RSS threshold should cross: {crossed:?}"
+    );
+    assert_eq!(crossed[0].0, "perfkit_process_resident_memory_bytes");
+}

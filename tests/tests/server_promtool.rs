@@ -1,0 +1,88 @@
+//! `promtool check metrics` (the real Prometheus linter) on a live server's `/metrics`.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use perfkit::metrics::{Collection, Collector, names, registry};
+
+struct Gauges;
+
+impl Collector for Gauges {
+    fn collect(&self, out: &mut Collection) {
+        out.push(&names::QUEUE_DEPTH, &["events"], 12.0);
+        out.push(&names::QUEUE_CAPACITY, &["events"], 1024.0);
+        out.push(&names::POOL_BUSY, &["workers"], 1.0);
+    }
+}
+
+#[test]
+#[ignore = "needs promtool (Debian package `prometheus`); scripts/test.sh installs it and runs ignored tests"]
+fn promtool_accepts_metrics_output() {
+    let promtool = common::tool("PROMTOOL", "promtool", &[]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let server = perfkit::Builder::new()
+        .addr("127.0.0.1:0".parse().unwrap())
+        .runtime("main", rt.handle().clone())
+        .start()
+        .unwrap();
+
+    // One series of every kind perfkit writes: stored counters and histograms, collected
+    // gauges, process, runtime, overflow, and the facade's counters, gauges and histograms.
+    let r = registry();
+    r.counter(&names::QUEUE_ENQUEUED_TOTAL, &["events"]).add(5);
+    r.counter(&names::QUEUE_DROPPED_TOTAL, &["events", "full"])
+        .inc();
+    r.histogram(&names::QUEUE_WAIT_SECONDS, &["events"])
+        .record(1_500_000);
+    r.histogram(&names::BATCH_SIZE, &["db"]).record(420);
+    let gauges: Arc<dyn Collector> = Arc::new(Gauges);
+    r.register_collector(Arc::downgrade(&gauges));
+    r.set_cardinality_cap(2);
+    for i in 0..3 {
+        r.counter(&names::TASKS_SPAWNED_TOTAL, &[&format!("t{i}")])
+            .inc();
+    }
+    metrics::describe_counter!("app_requests_total", "Requests served.");
+    metrics::counter!("app_requests_total", "route" => "/x").increment(3);
+    metrics::describe_gauge!("app_connections", "Open connections.");
+    metrics::gauge!("app_connections").set(4.0);
+    metrics::describe_histogram!("app_latency_seconds", metrics::Unit::Seconds, "Latency.");
+    metrics::histogram!("app_latency_seconds").record(0.01);
+
+    let body = common::get(server.local_addr(), "/metrics").body;
+    let text = String::from_utf8(body.clone()).unwrap();
+    for needle in [
+        "perfkit_queue_wait_seconds_bucket",
+        "perfkit_queue_depth{queue=\"events\"} 12",
+        "perfkit_metric_overflow_total",
+        "tokio_runtime_workers{runtime=\"main\"} 2",
+        "process_cpu_seconds_total",
+        "app_requests_total{route=\"/x\"} 3",
+        "app_latency_seconds",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in:\n{text}");
+    }
+
+    let mut child = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    child.stdin.take().unwrap().write_all(&body).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed ({:?}):\n{}{}\n--- metrics ---\n{text}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -76,6 +76,7 @@ fn start_service(log: &Path) -> Service {
 fn run_gate(svc: &Service, results: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
     let root = common::workspace_root();
     let k6 = common::tool("K6", "k6", &[root.join(".venv/bin/k6")]);
+    std::fs::create_dir_all(results).unwrap(); // k6 does not create it for handleSummary
     let mut cmd = Command::new(k6);
     cmd.current_dir(&root)
         .args(["run", "--quiet", "--no-usage-report"])

@@ -53,8 +53,10 @@
 #[macro_use]
 mod macros;
 
+mod clock;
 pub(crate) mod loom;
 pub mod metrics;
+pub mod queue;
 
 cfg_server! {
     pub mod server;

@@ -233,3 +233,57 @@ fn two_threads_record_exact_counts() {
     let expected_sum: u64 = 2 * (0..1_000_000u64).map(|i| i % 5_000).sum::<u64>();
     assert!((snap.sum() - expected_sum as f64 * 1e-9).abs() < 1e-6);
 }
+
+#[test]
+fn a_tiny_cap_with_many_overflowing_families_does_not_recurse() {
+    let r = Registry::new();
+    r.set_cardinality_cap(1);
+    for def in [
+        &names::QUEUE_ENQUEUED_TOTAL,
+        &names::QUEUE_REJECTED_TOTAL,
+        &names::TASKS_SPAWNED_TOTAL,
+    ] {
+        for q in ["a", "b", "c"] {
+            r.counter(def, &[q]).inc();
+        }
+    }
+    let text = r.render();
+    for def in [
+        "perfkit_queue_enqueued_total",
+        "perfkit_queue_rejected_total",
+        "perfkit_tasks_spawned_total",
+    ] {
+        assert!(
+            text.contains(&format!(
+                "perfkit_metric_overflow_total{{metric=\"{def}\"}} 2"
+            )),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn gauges_of_primitives_past_the_cap_merge_into_one_series() {
+    struct Q(f64, f64);
+    impl Collector for Q {
+        fn collect(&self, out: &mut Collection) {
+            out.push(&names::QUEUE_DEPTH, &[OVERFLOW_LABEL], self.0);
+            out.push(&names::QUEUE_OLDEST_AGE_SECONDS, &[OVERFLOW_LABEL], self.1);
+        }
+    }
+    let r = Registry::new();
+    let a: Arc<dyn Collector> = Arc::new(Q(3.0, 0.5));
+    let b: Arc<dyn Collector> = Arc::new(Q(4.0, 2.0));
+    r.register_collector(Arc::downgrade(&a));
+    r.register_collector(Arc::downgrade(&b));
+    let text = r.render();
+    assert_eq!(text.matches("perfkit_queue_depth{").count(), 1, "{text}");
+    assert!(
+        text.contains("perfkit_queue_depth{queue=\"__overflow__\"} 7"),
+        "sums: {text}"
+    );
+    assert!(
+        text.contains("perfkit_queue_oldest_age_seconds{queue=\"__overflow__\"} 2"),
+        "max: {text}"
+    );
+}

@@ -8,10 +8,10 @@
 //! by roughly `shards x UPKEEP_EVERY x 16 bytes` however fast the service records.
 //!
 //! # Composing with a recorder you already have
-//! * You already install a `PrometheusRecorder`: pass its handle to [`use_handle`] (or
-//!   `Builder::facade_handle`); perfkit renders it on `/metrics` and runs its upkeep once a
-//!   second (it cannot see your histograms' record rate, so use `upkeep_timeout` or a short
-//!   interval if you record very fast).
+//! * You already install a `PrometheusRecorder`: pass its handle to [`use_handle`] and
+//!   start the server with `Builder::facade(false)`; perfkit renders the handle on
+//!   `/metrics` and runs its upkeep once a second. perfkit cannot see that recorder's record
+//!   rate, so a service recording histograms very fast should also run upkeep itself.
 //! * You install some other recorder: build perfkit's with [`build`] and put both under
 //!   `metrics_util::layers::Fanout`, then call [`use_handle`] with the handle [`build`]
 //!   returned.

@@ -212,6 +212,22 @@ impl HistogramSnapshot {
     }
 }
 
+impl HistogramSnapshot {
+    /// The JSON shape every snapshot uses for a distribution: `count`, `sum`, `mean`,
+    /// `p50`, `p95`, `p99` and `max` in the exported unit (`null` when empty).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "count": self.count,
+            "sum": self.sum(),
+            "mean": self.mean(),
+            "p50": self.quantile(0.5),
+            "p95": self.quantile(0.95),
+            "p99": self.quantile(0.99),
+            "max": self.max(),
+        })
+    }
+}
+
 impl std::fmt::Debug for HistogramSnapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HistogramSnapshot")

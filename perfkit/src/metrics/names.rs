@@ -193,7 +193,7 @@ defs! {
 
     /// Label sets that went over a family's cardinality cap.
     METRIC_OVERFLOW_TOTAL = "perfkit_metric_overflow_total", Counter, Count, ["metric"],
-        "Label sets that exceeded the metric family's cardinality cap and were recorded under __overflow__.";
+        "Requests for a new label set refused by the family's cardinality cap and recorded under __overflow__ instead.";
 
     /// Process CPU time.
     PROCESS_CPU_SECONDS_TOTAL = "process_cpu_seconds_total", Counter, Seconds, [],

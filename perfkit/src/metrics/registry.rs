@@ -193,32 +193,69 @@ impl Registry {
         }))
     }
 
+    /// Like [`Registry::counter`], also telling whether the label set was admitted (`true`)
+    /// or went over the cap and got the [`OVERFLOW_LABEL`] series (`false`). Primitives use
+    /// this to label their scrape-time gauges the same way as their counters.
+    ///
+    /// # Panics
+    /// As [`Registry::counter`].
+    pub fn counter_admitted(
+        &self,
+        def: &'static MetricDef,
+        labels: &[&str],
+    ) -> (Arc<Counter>, bool) {
+        assert!(def.kind == Kind::Counter, "{} is not a counter", def.name);
+        let family = Self::family(&self.counters, def);
+        self.series_admitted(&family, labels, Counter::new)
+    }
+
     fn series<T>(&self, family: &Family<T>, labels: &[&str], make: impl FnOnce() -> T) -> Arc<T> {
+        self.series_admitted(family, labels, make).0
+    }
+
+    fn series_admitted<T>(
+        &self,
+        family: &Family<T>,
+        labels: &[&str],
+        make: impl FnOnce() -> T,
+    ) -> (Arc<T>, bool) {
         check_labels(family.def, labels.len());
         let key: Box<[String]> = labels.iter().map(|s| (*s).to_owned()).collect();
         let mut series = lock(&family.series);
         if let Some(s) = series.get(&key) {
-            return Arc::clone(s);
+            return (Arc::clone(s), true);
         }
         let overflow_key: Box<[String]> = vec![OVERFLOW_LABEL.to_owned(); labels.len()].into();
         let regular = series.len() - usize::from(series.contains_key(&overflow_key));
         if regular < self.cardinality_cap() {
-            return Arc::clone(series.entry(key).or_insert_with(|| Arc::new(make())));
+            let s = series.entry(key).or_insert_with(|| Arc::new(make()));
+            return (Arc::clone(s), true);
         }
         drop(series);
-        self.series(&self.overflow, &[family.def.name], Counter::new)
-            .inc();
+        self.count_overflow(family.def.name);
         tracing::warn!(
             metric = family.def.name,
             cap = self.cardinality_cap(),
             "metric family over its cardinality cap; recording under __overflow__"
         );
         let mut series = lock(&family.series);
+        let s = series
+            .entry(overflow_key)
+            .or_insert_with(|| Arc::new(make()));
+        (Arc::clone(s), false)
+    }
+
+    /// Counts one refused label set of `metric`. The overflow family itself is not capped:
+    /// it has at most one series per metric definition, a fixed number.
+    fn count_overflow(&self, metric: &str) {
+        let mut series = lock(&self.overflow.series);
+        let key: Box<[String]> = Box::new([metric.to_owned()]);
         Arc::clone(
             series
-                .entry(overflow_key)
-                .or_insert_with(|| Arc::new(make())),
+                .entry(key)
+                .or_insert_with(|| Arc::new(Counter::new())),
         )
+        .inc();
     }
 
     /// Registers a collector, held weakly: once every strong reference is dropped it stops
@@ -294,6 +331,9 @@ impl Registry {
         for s in collection.samples {
             collected.entry(s.def.name).or_default().push(s);
         }
+        for samples in collected.values_mut() {
+            merge_duplicates(samples);
+        }
 
         let counters: Vec<_> = lock(&self.counters).values().cloned().collect();
         let histograms: Vec<_> = lock(&self.histograms).values().cloned().collect();
@@ -333,6 +373,24 @@ impl Registry {
         }
         render_family(out, &self.overflow);
     }
+}
+
+/// Folds samples with the same label set into one, so the output never repeats a series.
+/// Duplicates arise when several primitives went over the cardinality cap and all report
+/// under [`OVERFLOW_LABEL`]: durations (ages) keep the largest value, everything else is
+/// summed.
+fn merge_duplicates(samples: &mut Vec<Sample>) {
+    samples.sort_by(|a, b| a.labels.cmp(&b.labels));
+    samples.dedup_by(|later, kept| {
+        if later.labels != kept.labels {
+            return false;
+        }
+        kept.value = match kept.def.unit {
+            super::names::Unit::Seconds => kept.value.max(later.value),
+            _ => kept.value + later.value,
+        };
+        true
+    });
 }
 
 enum Stored {

@@ -65,7 +65,7 @@ impl Registry {
         }
         let mut obj = header(self);
         obj.insert(
-            "process_start_seconds".into(),
+            "registry_start_seconds".into(),
             json!(self.started_at_unix()),
         );
         obj.insert(

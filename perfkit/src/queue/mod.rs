@@ -1,0 +1,922 @@
+//! Bounded multi-producer, single-consumer queues with an overflow policy, where every item
+//! is delivered, handed back, or counted as dropped with a reason.
+//!
+//! [`bounded`] (or [`Builder`]) returns a `(Sender, Receiver)` pair like `tokio::sync::mpsc`:
+//! `Sender` is cheap to clone, sends are async ([`Sender::send`]), non-blocking
+//! ([`Sender::try_send`]) or blocking ([`Sender::send_blocking`], for sync code). When every
+//! sender is gone, the receiver drains what is left and then gets `None`.
+//!
+//! # What happens when the queue is full
+//! | [`Policy`] | `send().await` | `try_send` | counted in |
+//! |---|---|---|---|
+//! | `Block` (default) | waits for room (backpressure) | `Err(Full(item))` | `perfkit_queue_rejected_total` (try_send only) |
+//! | `Reject` | `Err(Full(item))` | `Err(Full(item))` | `perfkit_queue_rejected_total` |
+//! | `DropOldest` | evicts the oldest item, enqueues, `Ok(EvictedOldest)` | same | `perfkit_queue_dropped_total{reason="oldest"}` |
+//! | `DropNewest` | drops the new item, `Ok(DroppedNewest)` | same | `perfkit_queue_dropped_total{reason="full"}` |
+//!
+//! Items still queued when the receiver is dropped are counted as
+//! `perfkit_queue_dropped_total{reason="closed"}`. So at any time
+//! `enqueued = dequeued + dropped{oldest} + dropped{closed} + depth`, exactly.
+//!
+//! # Signals
+//! `perfkit_queue_depth`, `perfkit_queue_capacity` and `perfkit_queue_oldest_age_seconds`
+//! are read from the queue when scraped. `perfkit_queue_enqueued_total`,
+//! `perfkit_queue_dequeued_total`, the drop and reject counters and the
+//! `perfkit_queue_wait_seconds` histogram (enqueue to dequeue) are recorded as items move,
+//! on per-thread cells. A `tracing` warning is logged when the depth rises through 50% and
+//! 80% of capacity ([`Builder::warn_at`]), at most once per threshold per 10 s. The snapshot
+//! entry adds saturation and the high-water mark since the previous snapshot.
+//!
+//! # Examples
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let (tx, mut rx) = perfkit::queue::bounded::<u64>("doc-events", 2);
+//! tx.send(1).await.unwrap();
+//! tx.try_send(2).unwrap();
+//! assert!(tx.try_send(3).unwrap_err().is_full()); // Block policy: try_send hands it back
+//! drop(tx);
+//! assert_eq!(rx.recv().await, Some(1));
+//! assert_eq!(rx.recv().await, Some(2));
+//! assert_eq!(rx.recv().await, None); // every sender gone, queue drained
+//! # });
+//! ```
+
+mod error;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::panic::Location;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+#[cfg(not(loom))]
+use serde_json::json;
+
+pub use error::{BuildError, ParsePolicyError, SendError, TryRecvError};
+
+use crate::clock;
+use crate::loom::{Arc, AtomicUsize, Mutex, Ordering};
+use crate::metrics::{Counter, Histogram, OVERFLOW_LABEL, Registry, names};
+
+/// What a full queue does with a new item. See the [module docs](self) for the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Policy {
+    /// Senders wait for room: backpressure. `try_send` hands the item back.
+    #[default]
+    Block,
+    /// The item is handed back as `Err(Full(item))`.
+    Reject,
+    /// The oldest queued item is evicted (and counted) to make room.
+    DropOldest,
+    /// The new item is dropped (and counted); the sender is told so.
+    DropNewest,
+}
+
+impl Policy {
+    /// The policy's name as used in configuration and JSON: `block`, `reject`,
+    /// `drop_oldest`, `drop_newest`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Policy::Block => "block",
+            Policy::Reject => "reject",
+            Policy::DropOldest => "drop_oldest",
+            Policy::DropNewest => "drop_newest",
+        }
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Policy {
+    type Err = ParsePolicyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+            "block" => Ok(Policy::Block),
+            "reject" => Ok(Policy::Reject),
+            "drop_oldest" => Ok(Policy::DropOldest),
+            "drop_newest" => Ok(Policy::DropNewest),
+            _ => Err(ParsePolicyError {
+                value: s.to_owned(),
+            }),
+        }
+    }
+}
+
+/// What became of an item a send accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SendOutcome {
+    /// The item is queued.
+    Enqueued,
+    /// The item is queued; the oldest item was evicted to make room ([`Policy::DropOldest`]).
+    EvictedOldest,
+    /// The queue was full and the item was dropped ([`Policy::DropNewest`]).
+    DroppedNewest,
+}
+
+/// Default warning thresholds, as fractions of capacity.
+pub const DEFAULT_WARN_AT: &[f64] = &[0.5, 0.8];
+
+/// Minimum time between two warnings for the same threshold.
+const WARN_EVERY_MS: u64 = 10_000;
+
+/// Configures a queue.
+///
+/// # Examples
+/// ```
+/// use perfkit::queue::{Builder, Policy, SendOutcome};
+///
+/// let (tx, mut rx) = Builder::new("doc-latest", 1)
+///     .policy(Policy::DropOldest)
+///     .build::<&str>()
+///     .unwrap();
+/// tx.try_send("old").unwrap();
+/// assert_eq!(tx.try_send("new").unwrap(), SendOutcome::EvictedOldest);
+/// assert_eq!(rx.try_recv().unwrap(), "new");
+/// ```
+#[derive(Debug)]
+#[must_use = "a Builder does nothing until .build() is called"]
+pub struct Builder<'r> {
+    name: String,
+    capacity: usize,
+    policy: Policy,
+    warn_at: Vec<f64>,
+    registry: Option<&'r Registry>,
+}
+
+impl<'r> Builder<'r> {
+    /// A queue called `name` (its `queue` label) holding at most `capacity` items, with the
+    /// [`Policy::Block`] policy and warnings at 50% and 80%.
+    pub fn new(name: impl Into<String>, capacity: usize) -> Self {
+        Builder {
+            name: name.into(),
+            capacity,
+            policy: Policy::Block,
+            warn_at: DEFAULT_WARN_AT.to_vec(),
+            registry: None,
+        }
+    }
+
+    /// What a full queue does with a new item.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Depth thresholds, as fractions of capacity in (0, 1], at which a `tracing` warning is
+    /// logged when the depth rises through them (at most once per threshold per 10 s). An
+    /// empty slice turns the warnings off.
+    pub fn warn_at(mut self, fractions: &[f64]) -> Self {
+        self.warn_at = fractions.to_vec();
+        self
+    }
+
+    /// Records into `registry` instead of the global one (tests, embedding).
+    pub fn registry(mut self, registry: &'r Registry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// Builds the queue. The source location of this call is kept for the inventory.
+    ///
+    /// # Errors
+    /// [`BuildError::ZeroCapacity`], [`BuildError::EmptyName`] or
+    /// [`BuildError::InvalidThreshold`].
+    #[track_caller]
+    pub fn build<T: Send + 'static>(self) -> Result<(Sender<T>, Receiver<T>), BuildError> {
+        let site = Location::caller();
+        if self.name.is_empty() {
+            return Err(BuildError::EmptyName);
+        }
+        if self.capacity == 0 {
+            return Err(BuildError::ZeroCapacity { name: self.name });
+        }
+        if let Some(&bad) = self.warn_at.iter().find(|f| !(**f > 0.0 && **f <= 1.0)) {
+            return Err(BuildError::InvalidThreshold {
+                name: self.name,
+                threshold: bad,
+            });
+        }
+        let registry = self.registry.unwrap_or_else(|| crate::metrics::registry());
+        let shared = Arc::new(Shared::new(self, site, registry));
+        #[cfg(not(loom))]
+        registry.register_collector(
+            Arc::downgrade(&shared) as std::sync::Weak<dyn crate::metrics::Collector>
+        );
+        Ok((
+            Sender {
+                shared: Arc::clone(&shared),
+            },
+            Receiver { shared },
+        ))
+    }
+}
+
+/// A bounded queue called `name` with room for `capacity` items and the [`Policy::Block`]
+/// policy. See [`Builder`] for the other settings.
+///
+/// # Panics
+/// If `capacity` is 0 or `name` is empty (use [`Builder::build`] to get an error instead).
+#[track_caller]
+pub fn bounded<T: Send + 'static>(name: &str, capacity: usize) -> (Sender<T>, Receiver<T>) {
+    match Builder::new(name, capacity).build() {
+        Ok(pair) => pair,
+        Err(e) => panic!("perfkit::queue::bounded: {e}"),
+    }
+}
+
+struct Entry<T> {
+    value: T,
+    at: u64,
+}
+
+struct State<T> {
+    buf: VecDeque<Entry<T>>,
+    senders: usize,
+    /// No more sends: the receiver closed the queue or was dropped.
+    closed: bool,
+    rx_waker: Option<Waker>,
+    /// Senders waiting for room (Block policy), oldest first.
+    send_waiters: VecDeque<(u64, Waker)>,
+    next_waiter: u64,
+}
+
+struct Threshold {
+    fraction: f64,
+    depth: usize,
+    last_warn_ms: std::sync::atomic::AtomicU64,
+}
+
+struct Metrics {
+    enqueued: std::sync::Arc<Counter>,
+    dequeued: std::sync::Arc<Counter>,
+    dropped_full: std::sync::Arc<Counter>,
+    dropped_oldest: std::sync::Arc<Counter>,
+    dropped_closed: std::sync::Arc<Counter>,
+    rejected: std::sync::Arc<Counter>,
+    wait: std::sync::Arc<Histogram>,
+}
+
+pub(crate) struct Shared<T> {
+    state: Mutex<State<T>>,
+    capacity: usize,
+    policy: Policy,
+    name: String,
+    /// The `queue` label: the name, or `__overflow__` past the cardinality cap.
+    #[cfg_attr(loom, allow(dead_code))]
+    label: String,
+    #[cfg_attr(loom, allow(dead_code))]
+    site: &'static Location<'static>,
+    thresholds: Vec<Threshold>,
+    /// Mirror of the buffer's length, written under the lock, read without it.
+    depth: AtomicUsize,
+    high_water: AtomicUsize,
+    m: Metrics,
+}
+
+enum Offer<T> {
+    Done(SendOutcome),
+    Full(T),
+    Closed(T),
+    Wait(T),
+}
+
+fn lock<T>(m: &Mutex<T>) -> crate::loom::MutexGuard<'_, T> {
+    // Every critical section leaves the state consistent before anything that can panic
+    // (user code, wakers) runs outside it, so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl<T> Shared<T> {
+    fn new(b: Builder<'_>, site: &'static Location<'static>, registry: &Registry) -> Self {
+        let (enqueued, admitted) =
+            registry.counter_admitted(&names::QUEUE_ENQUEUED_TOTAL, &[&b.name]);
+        let label = if admitted {
+            b.name.clone()
+        } else {
+            OVERFLOW_LABEL.to_owned()
+        };
+        let l = label.as_str();
+        let m = Metrics {
+            enqueued,
+            dequeued: registry.counter(&names::QUEUE_DEQUEUED_TOTAL, &[l]),
+            dropped_full: registry.counter(&names::QUEUE_DROPPED_TOTAL, &[l, "full"]),
+            dropped_oldest: registry.counter(&names::QUEUE_DROPPED_TOTAL, &[l, "oldest"]),
+            dropped_closed: registry.counter(&names::QUEUE_DROPPED_TOTAL, &[l, "closed"]),
+            rejected: registry.counter(&names::QUEUE_REJECTED_TOTAL, &[l]),
+            wait: registry.histogram(&names::QUEUE_WAIT_SECONDS, &[l]),
+        };
+        let thresholds = b
+            .warn_at
+            .iter()
+            .map(|&fraction| Threshold {
+                fraction,
+                depth: ((b.capacity as f64 * fraction).ceil() as usize).clamp(1, b.capacity),
+                last_warn_ms: std::sync::atomic::AtomicU64::new(u64::MAX),
+            })
+            .collect();
+        Shared {
+            state: Mutex::new(State {
+                buf: VecDeque::with_capacity(b.capacity.min(1024)),
+                senders: 1,
+                closed: false,
+                rx_waker: None,
+                send_waiters: VecDeque::new(),
+                next_waiter: 0,
+            }),
+            capacity: b.capacity,
+            policy: b.policy,
+            name: b.name,
+            label,
+            site,
+            thresholds,
+            depth: AtomicUsize::new(0),
+            high_water: AtomicUsize::new(0),
+            m,
+        }
+    }
+
+    /// Tries to enqueue. With `waiter` (a Block-policy `send`), a full queue registers the
+    /// caller's waker and returns `Wait` instead of refusing.
+    fn offer(&self, value: T, mut waiter: Option<(&mut Option<u64>, &Waker)>) -> Offer<T> {
+        let now = clock::raw();
+        let mut st = lock(&self.state);
+        if st.closed {
+            return Offer::Closed(value);
+        }
+        let mut evicted = None;
+        if st.buf.len() >= self.capacity {
+            match self.policy {
+                Policy::Block => {
+                    if let Some((slot, waker)) = waiter {
+                        register_waiter(&mut st, slot, waker);
+                        return Offer::Wait(value);
+                    }
+                    drop(st);
+                    self.m.rejected.inc();
+                    return Offer::Full(value);
+                }
+                Policy::Reject => {
+                    drop(st);
+                    self.m.rejected.inc();
+                    return Offer::Full(value);
+                }
+                Policy::DropNewest => {
+                    drop(st);
+                    self.m.dropped_full.inc();
+                    drop(value);
+                    return Offer::Done(SendOutcome::DroppedNewest);
+                }
+                Policy::DropOldest => evicted = st.buf.pop_front(),
+            }
+        }
+        st.buf.push_back(Entry { value, at: now });
+        let len = st.buf.len();
+        self.depth.store(len, Ordering::Relaxed);
+        if len > self.high_water.load(Ordering::Relaxed) {
+            self.high_water.store(len, Ordering::Relaxed);
+        }
+        if let Some((slot, _)) = waiter.as_mut() {
+            // A waiting sender that got in: make sure it is off the waiter list.
+            if let Some(id) = slot.take() {
+                st.send_waiters.retain(|(i, _)| *i != id);
+            }
+        }
+        let rx = st.rx_waker.take();
+        drop(st);
+        if let Some(w) = rx {
+            w.wake();
+        }
+        self.m.enqueued.inc();
+        let outcome = match evicted {
+            Some(e) => {
+                self.m.dropped_oldest.inc();
+                drop(e);
+                SendOutcome::EvictedOldest
+            }
+            None => SendOutcome::Enqueued,
+        };
+        self.check_thresholds(len);
+        Offer::Done(outcome)
+    }
+
+    #[inline]
+    fn check_thresholds(&self, len: usize) {
+        for t in &self.thresholds {
+            if len == t.depth {
+                self.warn(t, len);
+            }
+        }
+    }
+
+    #[cold]
+    fn warn(&self, t: &Threshold, len: usize) {
+        use std::sync::atomic::Ordering as O;
+        let now = clock::millis();
+        let last = t.last_warn_ms.load(O::Relaxed);
+        if last != u64::MAX && now.saturating_sub(last) < WARN_EVERY_MS {
+            return;
+        }
+        if t.last_warn_ms
+            .compare_exchange(last, now, O::Relaxed, O::Relaxed)
+            .is_ok()
+        {
+            tracing::warn!(
+                queue = %self.name,
+                depth = len,
+                capacity = self.capacity,
+                threshold = t.fraction,
+                "perfkit queue is {:.0}% full",
+                t.fraction * 100.0
+            );
+        }
+    }
+
+    /// Pops up to `max` items into `out`; returns how many, plus who to wake.
+    fn take(&self, out: &mut Vec<Entry<T>>, max: usize) -> (usize, Vec<Waker>) {
+        let mut st = lock(&self.state);
+        let n = max.min(st.buf.len());
+        out.extend(st.buf.drain(..n));
+        self.depth.store(st.buf.len(), Ordering::Relaxed);
+        let mut wake = Vec::new();
+        for _ in 0..n {
+            match st.send_waiters.pop_front() {
+                Some((_, w)) => wake.push(w),
+                None => break,
+            }
+        }
+        (n, wake)
+    }
+
+    fn record_dequeue(&self, entries: &[Entry<T>]) {
+        if entries.is_empty() {
+            return;
+        }
+        let now = clock::raw();
+        self.m.dequeued.add(entries.len() as u64);
+        for e in entries {
+            self.m.wait.record(clock::nanos_between(e.at, now));
+        }
+    }
+}
+
+fn register_waiter<T>(st: &mut State<T>, slot: &mut Option<u64>, waker: &Waker) {
+    if let Some(id) = *slot {
+        if let Some(entry) = st.send_waiters.iter_mut().find(|(i, _)| *i == id) {
+            if !entry.1.will_wake(waker) {
+                entry.1 = waker.clone();
+            }
+            return;
+        }
+        // We were woken but found no room again: queue up anew.
+        st.send_waiters.push_back((id, waker.clone()));
+        return;
+    }
+    let id = st.next_waiter;
+    st.next_waiter += 1;
+    st.send_waiters.push_back((id, waker.clone()));
+    *slot = Some(id);
+}
+
+/// The sending half. Cheap to clone; the queue closes for the receiver once every sender is
+/// dropped.
+pub struct Sender<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> Sender<T> {
+    /// Sends `value`, waiting for room under [`Policy::Block`]; the other policies never
+    /// wait (see the [module docs](self)).
+    ///
+    /// # Errors
+    /// [`SendError::Closed`] when the receiver is gone or closed the queue;
+    /// [`SendError::Full`] under [`Policy::Reject`] when full. The value is handed back.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: if the future is dropped before it completes, the value was not
+    /// enqueued (it is dropped with the future), and the room it was waiting for passes to
+    /// the next waiting sender.
+    pub fn send(&self, value: T) -> SendFuture<'_, T> {
+        SendFuture {
+            shared: &self.shared,
+            value: Some(value),
+            waiter: None,
+        }
+    }
+
+    /// Sends without waiting.
+    ///
+    /// # Errors
+    /// [`SendError::Full`] when full under [`Policy::Block`] or [`Policy::Reject`] (counted
+    /// as rejected), [`SendError::Closed`] when the receiver is gone or closed the queue.
+    pub fn try_send(&self, value: T) -> Result<SendOutcome, SendError<T>> {
+        match self.shared.offer(value, None) {
+            Offer::Done(o) => Ok(o),
+            Offer::Full(v) => Err(SendError::Full(v)),
+            Offer::Closed(v) | Offer::Wait(v) => Err(SendError::Closed(v)),
+        }
+    }
+
+    /// [`Sender::send`] for synchronous code: parks the thread while waiting for room.
+    /// Do not call it from async code; it would block the runtime's thread.
+    ///
+    /// # Errors
+    /// As [`Sender::send`].
+    pub fn send_blocking(&self, value: T) -> Result<SendOutcome, SendError<T>> {
+        crate::loom::block_on(self.send(value))
+    }
+
+    /// Items queued now.
+    pub fn len(&self) -> usize {
+        self.shared.depth.load(Ordering::Relaxed)
+    }
+
+    /// Whether nothing is queued now.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The queue's bound.
+    pub fn capacity(&self) -> usize {
+        self.shared.capacity
+    }
+
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Whether the receiver is gone or closed the queue.
+    pub fn is_closed(&self) -> bool {
+        lock(&self.shared.state).closed
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        lock(&self.shared.state).senders += 1;
+        Sender {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        let mut st = lock(&self.shared.state);
+        st.senders -= 1;
+        let rx = if st.senders == 0 {
+            st.rx_waker.take()
+        } else {
+            None
+        };
+        drop(st);
+        if let Some(w) = rx {
+            w.wake();
+        }
+    }
+}
+
+impl<T> fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender")
+            .field("name", &self.shared.name)
+            .field("len", &self.len())
+            .field("capacity", &self.shared.capacity)
+            .field("policy", &self.shared.policy)
+            .finish()
+    }
+}
+
+/// The future returned by [`Sender::send`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct SendFuture<'a, T> {
+    shared: &'a Shared<T>,
+    value: Option<T>,
+    waiter: Option<u64>,
+}
+
+// The value is only moved in and out, never pinned in place.
+impl<T> Unpin for SendFuture<'_, T> {}
+
+impl<T> Future for SendFuture<'_, T> {
+    type Output = Result<SendOutcome, SendError<T>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let value = this
+            .value
+            .take()
+            .expect("SendFuture polled after completion");
+        let waiter = match this.shared.policy {
+            Policy::Block => Some((&mut this.waiter, cx.waker())),
+            _ => None,
+        };
+        match this.shared.offer(value, waiter) {
+            Offer::Done(o) => Poll::Ready(Ok(o)),
+            Offer::Full(v) => Poll::Ready(Err(SendError::Full(v))),
+            Offer::Closed(v) => {
+                this.forget_waiter();
+                Poll::Ready(Err(SendError::Closed(v)))
+            }
+            Offer::Wait(v) => {
+                this.value = Some(v);
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<T> SendFuture<'_, T> {
+    /// Leaves the waiter list. If this sender had already been woken for a free slot it will
+    /// not use, the wake-up passes to the next waiter so no room goes unclaimed.
+    fn forget_waiter(&mut self) {
+        let Some(id) = self.waiter.take() else { return };
+        let mut st = lock(&self.shared.state);
+        let before = st.send_waiters.len();
+        st.send_waiters.retain(|(i, _)| *i != id);
+        let was_woken = st.send_waiters.len() == before;
+        let next = if was_woken && st.buf.len() < self.shared.capacity {
+            st.send_waiters.pop_front()
+        } else {
+            None
+        };
+        drop(st);
+        if let Some((_, w)) = next {
+            w.wake();
+        }
+    }
+}
+
+impl<T> Drop for SendFuture<'_, T> {
+    fn drop(&mut self) {
+        self.forget_waiter();
+    }
+}
+
+impl<T> fmt::Debug for SendFuture<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendFuture")
+            .field("queue", &self.shared.name)
+            .field("waiting", &self.waiter.is_some())
+            .finish()
+    }
+}
+
+/// The receiving half. Dropping it closes the queue; items still queued are counted as
+/// dropped with reason `closed`.
+pub struct Receiver<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> Receiver<T> {
+    /// Receives the next item, waiting while the queue is empty. `None` once the queue is
+    /// closed (every sender dropped, or [`Receiver::close`]) and drained.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: an item is only taken from the queue when the future completes.
+    pub async fn recv(&mut self) -> Option<T> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Polls for the next item; see [`Receiver::recv`].
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let mut st = lock(&self.shared.state);
+        if let Some(e) = st.buf.pop_front() {
+            self.shared.depth.store(st.buf.len(), Ordering::Relaxed);
+            let next = st.send_waiters.pop_front();
+            drop(st);
+            if let Some((_, w)) = next {
+                w.wake();
+            }
+            self.shared.record_dequeue(std::slice::from_ref(&e));
+            return Poll::Ready(Some(e.value));
+        }
+        if st.senders == 0 || st.closed {
+            return Poll::Ready(None);
+        }
+        match &mut st.rx_waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// Receives up to `limit` items into `buf` under one lock, waiting while the queue is
+    /// empty. Returns how many were added; 0 means closed and drained (or `limit` is 0).
+    ///
+    /// # Cancel safety
+    /// Cancel safe, like [`Receiver::recv`].
+    pub async fn recv_many(&mut self, buf: &mut Vec<T>, limit: usize) -> usize {
+        if limit == 0 {
+            return 0;
+        }
+        std::future::poll_fn(|cx| self.poll_recv_many(cx, buf, limit)).await
+    }
+
+    /// Polls for up to `limit` items; see [`Receiver::recv_many`].
+    pub fn poll_recv_many(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut Vec<T>,
+        limit: usize,
+    ) -> Poll<usize> {
+        let mut entries = Vec::with_capacity(limit.min(self.shared.capacity));
+        let (n, wake) = self.shared.take(&mut entries, limit);
+        if n > 0 {
+            for w in wake {
+                w.wake();
+            }
+            self.shared.record_dequeue(&entries);
+            buf.extend(entries.into_iter().map(|e| e.value));
+            return Poll::Ready(n);
+        }
+        let mut st = lock(&self.shared.state);
+        if !st.buf.is_empty() {
+            drop(st);
+            cx.waker().wake_by_ref(); // raced with a send: poll again right away
+            return Poll::Pending;
+        }
+        if st.senders == 0 || st.closed {
+            return Poll::Ready(0);
+        }
+        match &mut st.rx_waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// Takes the next item if there is one.
+    ///
+    /// # Errors
+    /// [`TryRecvError::Empty`] when nothing is queued, [`TryRecvError::Closed`] when nothing
+    /// is queued and nothing will be.
+    pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
+        let waker = futures_noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        match self.poll_recv(&mut cx) {
+            Poll::Ready(Some(v)) => Ok(v),
+            Poll::Ready(None) => Err(TryRecvError::Closed),
+            Poll::Pending => {
+                // Do not leave the no-op waker registered in place of a real one.
+                let mut st = lock(&self.shared.state);
+                if st.rx_waker.as_ref().is_some_and(|w| w.will_wake(&waker)) {
+                    st.rx_waker = None;
+                }
+                Err(TryRecvError::Empty)
+            }
+        }
+    }
+
+    /// [`Receiver::recv`] for synchronous code: parks the thread while the queue is empty.
+    /// Do not call it from async code.
+    pub fn recv_blocking(&mut self) -> Option<T> {
+        crate::loom::block_on(self.recv())
+    }
+
+    /// Closes the queue for senders: sends fail with [`SendError::Closed`] from now on,
+    /// waiting senders wake up and fail, and what is already queued can still be received.
+    pub fn close(&mut self) {
+        let mut st = lock(&self.shared.state);
+        st.closed = true;
+        let waiters: Vec<_> = st.send_waiters.drain(..).collect();
+        drop(st);
+        for (_, w) in waiters {
+            w.wake();
+        }
+    }
+
+    /// Items queued now.
+    pub fn len(&self) -> usize {
+        self.shared.depth.load(Ordering::Relaxed)
+    }
+
+    /// Whether nothing is queued now.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The queue's bound.
+    pub fn capacity(&self) -> usize {
+        self.shared.capacity
+    }
+
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        let mut st = lock(&self.shared.state);
+        st.closed = true;
+        let left: Vec<Entry<T>> = st.buf.drain(..).collect();
+        self.shared.depth.store(0, Ordering::Relaxed);
+        let waiters: Vec<_> = st.send_waiters.drain(..).collect();
+        drop(st);
+        if !left.is_empty() {
+            self.shared.m.dropped_closed.add(left.len() as u64);
+        }
+        drop(left);
+        for (_, w) in waiters {
+            w.wake();
+        }
+    }
+}
+
+impl<T> fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver")
+            .field("name", &self.shared.name)
+            .field("len", &self.len())
+            .field("capacity", &self.shared.capacity)
+            .finish()
+    }
+}
+
+fn futures_noop_waker() -> Waker {
+    Waker::noop().clone()
+}
+
+#[cfg(not(loom))]
+impl<T: Send> crate::metrics::Collector for Shared<T> {
+    fn collect(&self, out: &mut crate::metrics::Collection) {
+        let l = self.label.as_str();
+        out.push(
+            &names::QUEUE_DEPTH,
+            &[l],
+            self.depth.load(Ordering::Relaxed) as f64,
+        );
+        out.push(&names::QUEUE_CAPACITY, &[l], self.capacity as f64);
+        out.push(
+            &names::QUEUE_OLDEST_AGE_SECONDS,
+            &[l],
+            self.oldest_age_seconds(),
+        );
+    }
+
+    fn snapshot(&self, out: &mut crate::metrics::Sections) {
+        let depth = self.depth.load(Ordering::Relaxed);
+        let high_water = self.high_water.swap(depth, Ordering::Relaxed).max(depth);
+        let wait = self.m.wait.snapshot();
+        out.push(
+            "queues",
+            json!({
+                "name": self.name,
+                "label": self.label,
+                "depth": depth,
+                "capacity": self.capacity,
+                "saturation": depth as f64 / self.capacity as f64,
+                "high_water": high_water,
+                "high_water_saturation": high_water as f64 / self.capacity as f64,
+                "enqueued": self.m.enqueued.get(),
+                "dequeued": self.m.dequeued.get(),
+                "dropped": {
+                    "full": self.m.dropped_full.get(),
+                    "oldest": self.m.dropped_oldest.get(),
+                    "closed": self.m.dropped_closed.get(),
+                },
+                "rejected": self.m.rejected.get(),
+                "wait_seconds": wait.to_json(),
+                "oldest_age_seconds": self.oldest_age_seconds(),
+            }),
+        );
+    }
+
+    fn inventory(&self, out: &mut crate::metrics::Sections) {
+        out.push(
+            "queues",
+            json!({
+                "name": self.name,
+                "label": self.label,
+                "capacity": self.capacity,
+                "policy": self.policy.as_str(),
+                "warn_at": self.thresholds.iter().map(|t| t.fraction).collect::<Vec<_>>(),
+                "item_type": std::any::type_name::<T>(),
+                "source": format!("{}:{}", self.site.file(), self.site.line()),
+            }),
+        );
+    }
+}
+
+impl<T> Shared<T> {
+    #[cfg_attr(loom, allow(dead_code))]
+    fn oldest_age_seconds(&self) -> f64 {
+        let oldest = lock(&self.state).buf.front().map(|e| e.at);
+        oldest.map_or(0.0, |at| {
+            clock::nanos_between(at, clock::raw()) as f64 * 1e-9
+        })
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests;

@@ -13,6 +13,25 @@ pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 #[allow(unused_imports)]
 pub(crate) use std::sync::{Arc, Mutex, MutexGuard};
 
+#[cfg(loom)]
+pub(crate) use loom::sync::{Mutex as FastMutex, MutexGuard as FastGuard};
+/// The lock the queue's hot path uses: parking_lot's (adaptive spinning before parking,
+/// which wins in producer/consumer ping-pong across threads), loom's under loom. Both are
+/// reached through `lock_fast`, which hides their different `lock` signatures.
+#[cfg(not(loom))]
+pub(crate) use parking_lot::{Mutex as FastMutex, MutexGuard as FastGuard};
+
+#[cfg(not(loom))]
+#[inline]
+pub(crate) fn lock_fast<T>(m: &FastMutex<T>) -> FastGuard<'_, T> {
+    m.lock()
+}
+
+#[cfg(loom)]
+pub(crate) fn lock_fast<T>(m: &FastMutex<T>) -> FastGuard<'_, T> {
+    m.lock().unwrap()
+}
+
 /// Runs a future to completion on the current thread (loom's executor under loom).
 #[cfg(loom)]
 pub(crate) use loom::future::block_on;

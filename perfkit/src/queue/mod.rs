@@ -56,7 +56,7 @@ use serde_json::json;
 pub use error::{BuildError, ParsePolicyError, SendError, TryRecvError};
 
 use crate::clock;
-use crate::loom::{Arc, AtomicUsize, Mutex, Ordering};
+use crate::loom::{Arc, AtomicUsize, FastGuard, FastMutex, Ordering, lock_fast};
 use crate::metrics::{Counter, Histogram, OVERFLOW_LABEL, Registry, names};
 
 /// What a full queue does with a new item. See the [module docs](self) for the table.
@@ -265,7 +265,7 @@ struct Metrics {
 }
 
 pub(crate) struct Shared<T> {
-    state: Mutex<State<T>>,
+    state: FastMutex<State<T>>,
     capacity: usize,
     policy: Policy,
     name: String,
@@ -288,10 +288,11 @@ enum Offer<T> {
     Wait(T),
 }
 
-fn lock<T>(m: &Mutex<T>) -> crate::loom::MutexGuard<'_, T> {
-    // Every critical section leaves the state consistent before anything that can panic
-    // (user code, wakers) runs outside it, so a poisoned lock is still usable.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+#[inline]
+fn lock<T>(m: &FastMutex<T>) -> FastGuard<'_, T> {
+    // Critical sections run no user code (values are dropped and wakers woken after the
+    // lock is released), so there is no poisoning to handle.
+    lock_fast(m)
 }
 
 impl<T> Shared<T> {
@@ -323,7 +324,7 @@ impl<T> Shared<T> {
             })
             .collect();
         Shared {
-            state: Mutex::new(State {
+            state: FastMutex::new(State {
                 buf: VecDeque::with_capacity(b.capacity.min(1024)),
                 senders: 1,
                 closed: false,

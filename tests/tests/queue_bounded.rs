@@ -274,11 +274,9 @@ fn recv_many_takes_a_batch_under_one_lock() {
 #[test]
 fn signals_gauges_snapshot_and_inventory() {
     let r = Registry::new();
-    let line = line!() + 1;
-    let (tx, mut rx) = Builder::new("signals", 10)
-        .registry(&r)
-        .build::<u32>()
-        .unwrap();
+    let builder = Builder::new("signals", 10).registry(&r);
+    let line = line!() + 1; // the location recorded is that of `build`
+    let (tx, mut rx) = builder.build::<u32>().unwrap();
     for i in 0..7 {
         tx.try_send(i).unwrap();
     }

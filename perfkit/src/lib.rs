@@ -53,6 +53,7 @@
 #[macro_use]
 mod macros;
 
+pub mod batch;
 mod clock;
 pub(crate) mod loom;
 pub mod metrics;

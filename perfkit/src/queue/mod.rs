@@ -191,7 +191,15 @@ impl<'r> Builder<'r> {
     /// [`BuildError::InvalidThreshold`].
     #[track_caller]
     pub fn build<T: Send + 'static>(self) -> Result<(Sender<T>, Receiver<T>), BuildError> {
-        let site = Location::caller();
+        self.build_at(Location::caller())
+    }
+
+    /// [`Builder::build`] with the source location given explicitly (for primitives that
+    /// build a queue on their caller's behalf).
+    pub(crate) fn build_at<T: Send + 'static>(
+        self,
+        site: &'static Location<'static>,
+    ) -> Result<(Sender<T>, Receiver<T>), BuildError> {
         if self.name.is_empty() {
             return Err(BuildError::EmptyName);
         }
@@ -557,6 +565,31 @@ impl<T> Sender<T> {
     /// Whether the receiver is gone or closed the queue.
     pub fn is_closed(&self) -> bool {
         lock(&self.shared.state).closed
+    }
+}
+
+impl<T> Sender<T> {
+    /// The `queue` label this queue records under (its name, or `__overflow__`).
+    pub(crate) fn label(&self) -> &str {
+        &self.shared.label
+    }
+
+    /// A handle that reads the queue's depth without keeping it open for the receiver.
+    pub(crate) fn probe(&self) -> Probe<T> {
+        Probe {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// Reads a queue's depth; unlike a [`Sender`] it does not count as a sender.
+pub(crate) struct Probe<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> Probe<T> {
+    pub(crate) fn len(&self) -> usize {
+        self.shared.depth.load(Ordering::Relaxed)
     }
 }
 

@@ -1,0 +1,379 @@
+//! `perfkit::batch` under tokio's paused clock: triggers, retries, dead letters, shutdown.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use perfkit::batch::{Batcher, BuildError, Flush, Retry};
+use perfkit::metrics::Registry;
+use perfkit::queue::SendError;
+
+/// Records every batch it is given; fails the first `fail_first` attempts (or all, with
+/// `usize::MAX`); panics instead of failing when `panic` is set.
+#[derive(Clone, Default)]
+struct Sink {
+    batches: Arc<Mutex<Vec<Vec<u32>>>>,
+    attempts: Arc<AtomicUsize>,
+    fail_first: usize,
+    panic: bool,
+}
+
+impl Flush<u32> for Sink {
+    type Error = String;
+    async fn flush(&mut self, batch: &[u32]) -> Result<(), String> {
+        let attempt = self.attempts.fetch_add(1, Ordering::SeqCst);
+        if attempt < self.fail_first {
+            if self.panic {
+                panic!("sink exploded on attempt {attempt}");
+            }
+            return Err(format!("sink unavailable (attempt {attempt})"));
+        }
+        self.batches.lock().unwrap().push(batch.to_vec());
+        Ok(())
+    }
+}
+
+impl Sink {
+    fn flushed(&self) -> Vec<Vec<u32>> {
+        self.batches.lock().unwrap().clone()
+    }
+}
+
+fn value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("{series} missing in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn size_trigger_then_shutdown_drain() {
+    let r = Registry::new();
+    let sink = Sink::default();
+    let b = Batcher::builder("size", sink.clone())
+        .max_batch(10)
+        .max_delay(Duration::from_secs(3600))
+        .registry(&r)
+        .build()
+        .unwrap();
+    for i in 0..25 {
+        b.add(i).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let sizes: Vec<usize> = sink.flushed().iter().map(Vec::len).collect();
+    assert_eq!(sizes, [10, 10], "two size-triggered batches, 5 pending");
+    assert_eq!(b.pending(), 5);
+    let report = b.close().await;
+    assert_eq!((report.flushed, report.batches, report.dropped), (25, 3, 0));
+    assert_eq!(sink.flushed().concat(), (0..25).collect::<Vec<_>>());
+    let text = r.render();
+    assert_eq!(
+        value(
+            &text,
+            "perfkit_batch_flushes_total{batcher=\"size\",trigger=\"size\",outcome=\"ok\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            "perfkit_batch_flushes_total{batcher=\"size\",trigger=\"shutdown\",outcome=\"ok\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&text, "perfkit_batch_size_count{batcher=\"size\"}"),
+        3.0
+    );
+    assert_eq!(
+        value(&text, "perfkit_batch_size_sum{batcher=\"size\"}"),
+        25.0
+    );
+    assert_eq!(
+        b.add(99).await,
+        Err(SendError::Closed(99)),
+        "closed batchers refuse items"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn interval_trigger_flushes_a_partial_batch() {
+    let r = Registry::new();
+    let sink = Sink::default();
+    let b = Batcher::builder("interval", sink.clone())
+        .max_batch(100)
+        .max_delay(Duration::from_secs(1))
+        .registry(&r)
+        .build()
+        .unwrap();
+    for i in 0..5 {
+        b.add(i).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(999)).await;
+    assert!(sink.flushed().is_empty(), "not before max_delay");
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    assert_eq!(sink.flushed(), [vec![0, 1, 2, 3, 4]]);
+    let text = r.render();
+    assert_eq!(
+        value(
+            &text,
+            "perfkit_batch_flushes_total{batcher=\"interval\",trigger=\"interval\",outcome=\"ok\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&text, "perfkit_batch_pending{batcher=\"interval\"}"),
+        0.0
+    );
+    b.close().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn failing_twice_then_succeeding_flushes_each_item_once() {
+    let r = Registry::new();
+    let sink = Sink {
+        fail_first: 2,
+        ..Sink::default()
+    };
+    let b = Batcher::builder("flaky", sink.clone())
+        .max_batch(4)
+        .retry(Retry::attempts(3).backoff(Duration::from_millis(100)))
+        .registry(&r)
+        .build()
+        .unwrap();
+    for i in 0..4 {
+        b.add(i).await.unwrap();
+    }
+    let report = b.close().await;
+    assert_eq!(
+        sink.flushed(),
+        [vec![0, 1, 2, 3]],
+        "flushed once, no duplicates"
+    );
+    assert_eq!(sink.attempts.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        (report.flushed, report.failed_attempts, report.dropped),
+        (4, 2, 0)
+    );
+    let text = r.render();
+    assert_eq!(
+        value(
+            &text,
+            "perfkit_batch_flushes_total{batcher=\"flaky\",trigger=\"size\",outcome=\"err\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            "perfkit_batch_flushes_total{batcher=\"flaky\",trigger=\"size\",outcome=\"ok\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            "perfkit_batch_flush_seconds_count{batcher=\"flaky\"}"
+        ),
+        3.0
+    );
+    assert_eq!(
+        value(&text, "perfkit_batch_size_count{batcher=\"flaky\"}"),
+        1.0
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn always_failing_without_dead_letter_counts_the_drops() {
+    let r = Registry::new();
+    let sink = Sink {
+        fail_first: usize::MAX,
+        ..Sink::default()
+    };
+    let b = Batcher::builder("broken", sink.clone())
+        .max_batch(3)
+        .retry(Retry::attempts(2))
+        .registry(&r)
+        .build()
+        .unwrap();
+    for i in 0..7 {
+        b.add(i).await.unwrap();
+    }
+    let report = b.close().await;
+    assert_eq!(
+        (report.flushed, report.dropped, report.dead_lettered),
+        (0, 7, 0)
+    );
+    assert_eq!(report.failed_attempts, 6, "3 batches x 2 attempts");
+    let text = r.render();
+    assert_eq!(
+        value(
+            &text,
+            "perfkit_queue_dropped_total{queue=\"broken\",reason=\"flush_failed\"}"
+        ),
+        7.0
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn always_failing_with_dead_letter_hands_the_items_over() {
+    let r = Registry::new();
+    let sink = Sink {
+        fail_first: usize::MAX,
+        ..Sink::default()
+    };
+    let dead = Arc::new(Mutex::new(Vec::new()));
+    let d = Arc::clone(&dead);
+    let b = Batcher::builder("dlq", sink)
+        .max_batch(5)
+        .retry(Retry::attempts(3).backoff(Duration::from_millis(10)))
+        .dead_letter(move |items: Vec<u32>, err: &str| {
+            assert!(err.contains("sink unavailable"), "{err}");
+            d.lock().unwrap().extend(items);
+        })
+        .registry(&r)
+        .build()
+        .unwrap();
+    for i in 0..5 {
+        b.add(i).await.unwrap();
+    }
+    let report = b.close().await;
+    assert_eq!((report.dead_lettered, report.dropped), (5, 0));
+    assert_eq!(*dead.lock().unwrap(), [0, 1, 2, 3, 4]);
+    assert_eq!(r.snapshot()["batchers"][0]["dead_lettered"], 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_flush_is_a_failed_attempt_not_a_dead_batcher() {
+    let sink = Sink {
+        fail_first: 1,
+        panic: true,
+        ..Sink::default()
+    };
+    let b = Batcher::builder("panicky", sink.clone())
+        .max_batch(2)
+        .registry(&Registry::new())
+        .build()
+        .unwrap();
+    b.add(1).await.unwrap();
+    b.add(2).await.unwrap();
+    let report = b.close().await;
+    assert_eq!((report.flushed, report.failed_attempts), (2, 1));
+    assert_eq!(sink.flushed(), [vec![1, 2]]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_every_handle_still_flushes_what_was_pending() {
+    let sink = Sink::default();
+    let b = Batcher::builder("dropped", sink.clone())
+        .max_batch(100)
+        .max_delay(Duration::from_secs(3600))
+        .registry(&Registry::new())
+        .build()
+        .unwrap();
+    let b2 = b.clone();
+    b.add(1).await.unwrap();
+    b2.add(2).await.unwrap();
+    drop((b, b2));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(sink.flushed(), [vec![1, 2]]);
+}
+
+/// 1 000 events/s for 5 s into a batcher flushing every second with room for 100 000:
+/// every event is flushed exactly once and the batch-size histogram counts every flush.
+#[tokio::test(start_paused = true)]
+async fn a_second_of_events_per_flush_for_five_seconds() {
+    let r = Registry::new();
+    let sink = Sink::default();
+    let b = Batcher::builder("seed", sink.clone())
+        .max_batch(100_000)
+        .max_delay(Duration::from_secs(1))
+        .max_pending(100_000)
+        .registry(&r)
+        .build()
+        .unwrap();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    for i in 0..5_000 {
+        tick.tick().await;
+        b.add(i).await.unwrap();
+    }
+    let report = b.close().await;
+    let batches = sink.flushed();
+    let mut all = batches.concat();
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (0..5_000).collect::<Vec<_>>(),
+        "every event exactly once"
+    );
+    assert_eq!(report.flushed, 5_000);
+    assert!(
+        (5..=7).contains(&batches.len()),
+        "about one flush per second: {}",
+        batches.len()
+    );
+    let text = r.render();
+    assert_eq!(
+        value(&text, "perfkit_batch_size_count{batcher=\"seed\"}"),
+        batches.len() as f64
+    );
+    let snap = r.snapshot();
+    assert_eq!(snap["batchers"].as_array().unwrap().len(), 1);
+    assert_eq!(snap["batchers"][0]["flushed"], 5_000);
+}
+
+#[test]
+fn bad_configurations_are_errors() {
+    let e = Batcher::builder("nort", Sink::default())
+        .build()
+        .unwrap_err();
+    assert!(matches!(e, BuildError::NoRuntime { .. }), "{e}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let e = Batcher::builder("zero", Sink::default())
+            .max_batch(0)
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "batcher \"zero\": max_batch must be at least 1"
+        );
+        let e = Batcher::builder("zero", Sink::default())
+            .max_pending(0)
+            .build()
+            .unwrap_err();
+        assert!(matches!(e, BuildError::Queue(_)), "{e}");
+        let e = Batcher::builder("zero", Sink::default())
+            .retry(Retry::attempts(0))
+            .build()
+            .unwrap_err();
+        assert!(matches!(e, BuildError::ZeroAttempts { .. }), "{e}");
+        let e = Batcher::builder("zero", Sink::default())
+            .max_delay(Duration::ZERO)
+            .build()
+            .unwrap_err();
+        assert!(matches!(e, BuildError::ZeroMaxDelay { .. }), "{e}");
+    });
+}
+
+#[tokio::test]
+async fn inventory_names_the_build_site() {
+    let r = Registry::new();
+    let builder = Batcher::builder("inv", Sink::default()).registry(&r);
+    let line = line!() + 1;
+    let b = builder.build().unwrap();
+    let inv = r.inventory();
+    let entry = &inv["batchers"][0];
+    assert_eq!(entry["max_batch"], 500);
+    assert_eq!(entry["retry"]["attempts"], 3);
+    assert_eq!(entry["source"], format!("{}:{line}", file!()));
+    assert_eq!(
+        inv["queues"][0]["name"], "inv",
+        "the intake queue is listed too"
+    );
+    b.close().await;
+}

@@ -14,6 +14,8 @@
 //   USERS (1000)          distinct user ids
 //   HTTP_P95_MS (250)     p(95) latency bound per scenario, in ms
 //   RSS_MAX_BYTES (536870912)  resident memory bound, from perfkit's snapshot
+//   QUEUE_SATURATION_MAX (0.8) bound on every queue's peak depth/capacity
+//   DROPPED_MAX (0)       how many dropped items the run tolerates (all queues, all reasons)
 //   RESULTS_DIR (results) where the JSON summary (gate.json) goes
 
 import http from 'k6/http';
@@ -44,6 +46,8 @@ const BATCH = num('BATCH', 10, { min: 1, integer: true });
 const USERS = num('USERS', 1000, { min: 1, integer: true });
 const HTTP_P95_MS = num('HTTP_P95_MS', 250);
 const RSS_MAX_BYTES = num('RSS_MAX_BYTES', 536870912);
+const QUEUE_SATURATION_MAX = num('QUEUE_SATURATION_MAX', 0.8);
+const DROPPED_MAX = num('DROPPED_MAX', 0, { integer: true });
 
 const STATS = ['kills', 'deaths', 'assists', 'wins', 'score'];
 
@@ -73,6 +77,8 @@ export const options = {
     'http_req_failed{scenario:events}': ['rate<0.01'],
     'http_req_failed{scenario:progress}': ['rate<0.01'],
     perfkit_process_resident_memory_bytes: [`max<${RSS_MAX_BYTES}`],
+    perfkit_queue_saturation: [`max<${QUEUE_SATURATION_MAX}`],
+    perfkit_queue_dropped: [`count<=${DROPPED_MAX}`],
     perfkit_polls: ['count>0'],
     perfkit_poll_errors: ['count==0'],
   },

@@ -3,6 +3,10 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use perfkit::queue::Policy;
 
 /// Environment variable holding the HTTP listen address.
 pub const ENV_ADDR: &str = "INGEST_ADDR";
@@ -10,6 +14,16 @@ pub const ENV_ADDR: &str = "INGEST_ADDR";
 pub const ENV_DB: &str = "INGEST_DB";
 /// Listen address used when [`ENV_ADDR`] is unset.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
+/// Environment variable holding the event queue's bound.
+pub const ENV_QUEUE_CAPACITY: &str = "INGEST_QUEUE_CAPACITY";
+/// Environment variable holding the event queue's overflow policy.
+pub const ENV_QUEUE_POLICY: &str = "INGEST_QUEUE_POLICY";
+/// Environment variable holding the batcher's flush interval, in milliseconds.
+pub const ENV_FLUSH_INTERVAL_MS: &str = "INGEST_FLUSH_INTERVAL_MS";
+/// Environment variable holding the batcher's largest batch, in events.
+pub const ENV_MAX_BATCH: &str = "INGEST_MAX_BATCH";
+/// Environment variable holding an artificial delay added to every flush, in milliseconds.
+pub const ENV_FLUSH_DELAY_MS: &str = "INGEST_FLUSH_DELAY_MS";
 
 /// Where the service keeps its SQLite database.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +50,20 @@ pub struct Config {
     pub addr: SocketAddr,
     /// SQLite database (`INGEST_DB`, default: a fresh temporary file).
     pub db: DbLocation,
+    /// Bound of the `events` queue (`INGEST_QUEUE_CAPACITY`, default 10 000: ten seconds of
+    /// the gate's default load).
+    pub queue_capacity: usize,
+    /// What a full `events` queue does (`INGEST_QUEUE_POLICY`: `block` (default), `reject`,
+    /// `drop_oldest`, `drop_newest`).
+    pub queue_policy: Policy,
+    /// Flush at the latest this long after a batch's first event (`INGEST_FLUSH_INTERVAL_MS`,
+    /// default 1000).
+    pub flush_interval: Duration,
+    /// Largest batch written in one transaction (`INGEST_MAX_BATCH`, default 500).
+    pub max_batch: usize,
+    /// Artificial latency added to every flush, a slow database (`INGEST_FLUSH_DELAY_MS`,
+    /// default 0).
+    pub flush_delay: Duration,
 }
 
 impl Default for Config {
@@ -45,6 +73,11 @@ impl Default for Config {
                 .parse()
                 .expect("DEFAULT_ADDR is a valid socket address"),
             db: DbLocation::Temp,
+            queue_capacity: 10_000,
+            queue_policy: Policy::Block,
+            flush_interval: Duration::from_millis(1000),
+            max_batch: 500,
+            flush_delay: Duration::ZERO,
         }
     }
 }
@@ -94,7 +127,44 @@ impl Config {
         if let Some(value) = non_empty(lookup(ENV_DB)?) {
             config.db = DbLocation::Path(PathBuf::from(value));
         }
+        if let Some(v) = number(&mut lookup, ENV_QUEUE_CAPACITY, 1)? {
+            config.queue_capacity = v as usize;
+        }
+        if let Some(value) = non_empty(lookup(ENV_QUEUE_POLICY)?) {
+            config.queue_policy = Policy::from_str(&value).map_err(|e| ConfigError {
+                var: ENV_QUEUE_POLICY,
+                value: value.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+        if let Some(v) = number(&mut lookup, ENV_FLUSH_INTERVAL_MS, 1)? {
+            config.flush_interval = Duration::from_millis(v);
+        }
+        if let Some(v) = number(&mut lookup, ENV_MAX_BATCH, 1)? {
+            config.max_batch = v as usize;
+        }
+        if let Some(v) = number(&mut lookup, ENV_FLUSH_DELAY_MS, 0)? {
+            config.flush_delay = Duration::from_millis(v);
+        }
         Ok(config)
+    }
+}
+
+/// Reads a whole number of at least `min` (and below 2^32, so it fits any bound here).
+fn number<F>(lookup: &mut F, var: &'static str, min: u64) -> Result<Option<u64>, ConfigError>
+where
+    F: FnMut(&'static str) -> Result<Option<String>, ConfigError>,
+{
+    let Some(value) = non_empty(lookup(var)?) else {
+        return Ok(None);
+    };
+    match value.trim().parse::<u64>() {
+        Ok(v) if v >= min && v < 1 << 32 => Ok(Some(v)),
+        _ => Err(ConfigError {
+            var,
+            value,
+            reason: format!("expected a whole number from {min} to 4294967295"),
+        }),
     }
 }
 
@@ -134,5 +204,43 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("INGEST_ADDR=\"localhost\""), "{msg}");
         assert!(!msg.contains('\n'));
+    }
+
+    #[test]
+    fn pipeline_settings() {
+        let config = parse(&[
+            (ENV_QUEUE_CAPACITY, "64"),
+            (ENV_QUEUE_POLICY, "drop_oldest"),
+            (ENV_FLUSH_INTERVAL_MS, "250"),
+            (ENV_MAX_BATCH, "50"),
+            (ENV_FLUSH_DELAY_MS, "20"),
+        ])
+        .unwrap();
+        assert_eq!(config.queue_capacity, 64);
+        assert_eq!(config.queue_policy, Policy::DropOldest);
+        assert_eq!(config.flush_interval, Duration::from_millis(250));
+        assert_eq!(config.max_batch, 50);
+        assert_eq!(config.flush_delay, Duration::from_millis(20));
+        let defaults = parse(&[]).unwrap();
+        assert_eq!((defaults.queue_capacity, defaults.max_batch), (10_000, 500));
+        assert_eq!(defaults.queue_policy, Policy::Block);
+    }
+
+    #[test]
+    fn bad_pipeline_settings_are_clear_errors() {
+        let err = parse(&[(ENV_QUEUE_CAPACITY, "0")]).unwrap_err();
+        assert_eq!(err.var, ENV_QUEUE_CAPACITY);
+        assert!(
+            err.to_string().contains("expected a whole number from 1"),
+            "{err}"
+        );
+        let err = parse(&[(ENV_QUEUE_POLICY, "fifo")]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("expected block, reject, drop_oldest or drop_newest"),
+            "{err}"
+        );
+        assert!(parse(&[(ENV_FLUSH_DELAY_MS, "0")]).is_ok());
+        assert!(parse(&[(ENV_MAX_BATCH, "-3")]).is_err());
     }
 }

@@ -14,9 +14,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 
-use crate::event::{self, EventError};
+use crate::event::{self, Event, EventError};
 use crate::store::{Store, StoreError};
 use crate::telemetry;
+use perfkit::queue::{SendError, Sender};
 
 /// Largest accepted `POST /events` body, in bytes (1 MiB); larger bodies get 413.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -25,14 +26,16 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 #[derive(Debug, Clone)]
 pub struct AppState {
     store: Store,
+    events: Sender<Event>,
     accepted: Arc<AtomicU64>,
 }
 
 impl AppState {
-    /// State over `store`, with no events accepted yet.
-    pub fn new(store: Store) -> Self {
+    /// State over `store`, putting accepted events on `events`, with none accepted yet.
+    pub fn new(store: Store, events: Sender<Event>) -> Self {
         Self {
             store,
+            events,
             accepted: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -103,6 +106,7 @@ impl IntoResponse for ApiError {
 #[derive(Serialize)]
 struct Accepted {
     accepted: usize,
+    rejected: usize,
 }
 
 #[derive(Serialize)]
@@ -140,13 +144,39 @@ async fn post_events(
             ApiError::new(StatusCode::BAD_REQUEST, err.to_string()),
         )
     })?;
-    let n = events.len();
-    if n > 0 {
-        state.store.apply(events).await?;
+    let mut accepted = 0usize;
+    let mut rejected = 0usize;
+    for event in events {
+        match state.events.send(event).await {
+            // Enqueued, or accepted and then counted by perfkit as dropped
+            // (drop_newest / drop_oldest): either way the API took responsibility for it.
+            Ok(_) => accepted += 1,
+            Err(SendError::Full(_)) => rejected += 1,
+            Err(_) => {
+                return Err(reject(
+                    "shutting_down",
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the service is shutting down",
+                    ),
+                ));
+            }
+        }
     }
-    state.accepted.fetch_add(n as u64, Ordering::Relaxed);
-    metrics::counter!(telemetry::EVENTS_ACCEPTED_TOTAL).increment(n as u64);
-    Ok((StatusCode::ACCEPTED, Json(Accepted { accepted: n })))
+    state.accepted.fetch_add(accepted as u64, Ordering::Relaxed);
+    metrics::counter!(telemetry::EVENTS_ACCEPTED_TOTAL).increment(accepted as u64);
+    if rejected > 0 {
+        metrics::counter!(telemetry::REQUESTS_REJECTED_TOTAL, "reason" => "queue_full")
+            .increment(1);
+    }
+    // Everything refused: tell the client to retry later. A partial refusal still answers
+    // 202, with the count, so accepted events are not sent twice.
+    let status = if accepted == 0 && rejected > 0 {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(Accepted { accepted, rejected })))
 }
 
 async fn get_progress(

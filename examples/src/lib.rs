@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 pub mod config;
 pub mod event;
 pub mod http;
+pub mod pipeline;
 pub mod store;
 pub mod telemetry;
 
@@ -42,6 +43,9 @@ pub enum Error {
     /// The HTTP server failed.
     #[error("HTTP server failed: {0}")]
     Serve(io::Error),
+    /// The write path could not be built.
+    #[error(transparent)]
+    Pipeline(#[from] pipeline::PipelineError),
 }
 
 /// What a service run did, for comparing events accepted with events applied.
@@ -51,6 +55,15 @@ pub struct Report {
     pub accepted_events: u64,
     /// Events applied to the database during this run.
     pub applied_events: u64,
+    /// Events perfkit counted as dropped on the write path during this run.
+    pub dropped_events: u64,
+}
+
+impl Report {
+    /// Whether every accepted event was applied or counted as dropped.
+    pub fn balanced(&self) -> bool {
+        self.accepted_events == self.applied_events + self.dropped_events
+    }
 }
 
 /// A bound, not yet serving, `ingest` service.
@@ -59,7 +72,9 @@ pub struct Service {
     listener: TcpListener,
     local_addr: SocketAddr,
     state: http::AppState,
+    pipeline: pipeline::Pipeline,
     applied_at_start: u64,
+    dropped_at_start: u64,
 }
 
 impl Service {
@@ -81,11 +96,14 @@ impl Service {
             source,
         })?;
         tracing::info!(db = %store.path().display(), "database ready");
+        let (events, pipeline) = pipeline::start(store.clone(), config)?;
         Ok(Self {
             listener,
             local_addr,
-            state: http::AppState::new(store),
+            state: http::AppState::new(store, events),
+            pipeline,
             applied_at_start,
+            dropped_at_start: pipeline::dropped_events(),
         })
     }
 
@@ -103,29 +121,41 @@ impl Service {
         let Self {
             listener,
             state,
+            pipeline,
             applied_at_start,
+            dropped_at_start,
             ..
         } = self;
-        axum::serve(listener, http::router(state.clone()))
+        let served = axum::serve(listener, http::router(state.clone()))
             .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(Error::Serve)?;
-        let applied_total = state.store().events_applied().await?;
+            .await;
+        // The router (and its state) is gone; dropping the last sender lets the pipeline
+        // drain everything accepted into the database before the report is taken.
+        let store = state.store().clone();
+        let accepted_events = state.accepted_events();
+        drop(state);
+        let batches = pipeline.drain().await;
+        served.map_err(Error::Serve)?;
+        let applied_total = store.events_applied().await?;
         let report = Report {
-            accepted_events: state.accepted_events(),
+            accepted_events,
             applied_events: applied_total.saturating_sub(applied_at_start),
+            dropped_events: pipeline::dropped_events().saturating_sub(dropped_at_start),
         };
         tracing::info!(
             accepted_events = report.accepted_events,
             applied_events = report.applied_events,
+            dropped_events = report.dropped_events,
             applied_events_all_runs = applied_total,
+            batches = batches.batches,
             "ingest stopped"
         );
-        if report.accepted_events != report.applied_events {
+        if !report.balanced() {
             tracing::warn!(
                 accepted_events = report.accepted_events,
                 applied_events = report.applied_events,
-                "accepted and applied event counts differ"
+                dropped_events = report.dropped_events,
+                "accepted events != applied + dropped"
             );
         }
         Ok(report)

@@ -39,6 +39,8 @@ async fn api_round_trip() {
     let config = Config {
         addr: "127.0.0.1:0".parse().unwrap(),
         db: DbLocation::Temp,
+        flush_interval: std::time::Duration::from_millis(20),
+        ..Config::default()
     };
     let service = Service::bind(&config).await.unwrap();
     let addr = service.local_addr();
@@ -55,20 +57,30 @@ async fn api_round_trip() {
     let one = br#"{"user_id":"u1","stat":"kills","value":3}"#;
     assert_eq!(
         request(addr, "POST", "/events", one).await,
-        (202, r#"{"accepted":1}"#.into())
+        (202, r#"{"accepted":1,"rejected":0}"#.into())
     );
     let two = br#"[{"user_id":"u1","stat":"kills","value":4},{"user_id":"u1","stat":"deaths","value":1}]"#;
     assert_eq!(
         request(addr, "POST", "/events", two).await,
-        (202, r#"{"accepted":2}"#.into())
+        (202, r#"{"accepted":2,"rejected":0}"#.into())
     );
-    assert_eq!(
-        request(addr, "GET", "/v1/progress/u1", b"").await,
-        (
-            200,
-            r#"{"user_id":"u1","stats":{"deaths":1,"kills":7}}"#.into()
-        )
+    // Writes go through the queue and the batcher: wait for the flush (20 ms here).
+    let want = (
+        200,
+        r#"{"user_id":"u1","stats":{"deaths":1,"kills":7}}"#.to_string(),
     );
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let got = request(addr, "GET", "/v1/progress/u1", b"").await;
+        if got == want {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never flushed: {got:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     assert_eq!(
         request(addr, "GET", "/v1/progress/nobody", b"").await,
         (200, r#"{"user_id":"nobody","stats":{}}"#.into())
@@ -103,7 +115,8 @@ async fn api_round_trip() {
         report,
         Report {
             accepted_events: 3,
-            applied_events: 3
+            applied_events: 3,
+            dropped_events: 0,
         }
     );
 }

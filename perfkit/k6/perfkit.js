@@ -32,16 +32,26 @@
  *     `GET /debug/perfkit/snapshot`). On failure adds 1 to Counter `perfkit_poll_errors`
  *     (tagged `reason`: `network`, `status_NNN`, `json`, `schema_version`) and returns null.
  *     On success adds 1 to Counter `perfkit_polls`, records every figure listed in
- *     `SNAPSHOT_TRENDS` into its Trend, and returns the parsed snapshot.
+ *     `SNAPSHOT_TRENDS` into its Trend and every total in `SNAPSHOT_COUNTERS` into its
+ *     Counter (as the increase since the previous poll), and returns the parsed snapshot.
  *     Gauges become Trends so thresholds can use `max`, `avg` or `p(95)`:
  *       perfkit_process_resident_memory_bytes, perfkit_process_threads,
  *       perfkit_process_open_fds                       (process section)
  *       perfkit_runtime_alive_tasks, perfkit_runtime_global_queue_depth
  *                                                      (runtimes, tagged `runtime`)
+ *       perfkit_queue_saturation (peak depth/capacity since the previous poll),
+ *       perfkit_queue_depth, perfkit_queue_oldest_age_seconds,
+ *       perfkit_queue_wait_p99_seconds                 (queues, tagged `queue`)
+ *       perfkit_batch_pending, perfkit_batch_size_p50,
+ *       perfkit_batch_flush_p99_seconds                (batchers, tagged `batcher`)
+ *     Counters: perfkit_queue_dropped (tagged `queue`, `reason`: full, oldest, closed,
+ *       flush_failed), perfkit_queue_rejected (`queue`), perfkit_batch_dead_lettered
+ *       (`queue`: the batcher's name).
  *     Null figures (e.g. process fields on non-Linux) are skipped.
  *
- * `SNAPSHOT_TRENDS`
- *     The mapping from snapshot sections and fields to Trend names (read-only).
+ * `SNAPSHOT_TRENDS`, `SNAPSHOT_COUNTERS`
+ *     The mappings from snapshot sections and fields to Trend and Counter names
+ *     (read-only; nested fields are written as dotted paths, e.g. `wait_seconds.p99`).
  *
  * `summary(data, { dir = RESULTS_DIR || 'results', name = 'summary' } = {})`
  *     For `export function handleSummary(data)`. Returns
@@ -116,6 +126,53 @@ export const SNAPSHOT_TRENDS = Object.freeze([
       global_queue_depth: 'perfkit_runtime_global_queue_depth',
     },
   },
+  {
+    section: 'queues',
+    tag: 'queue',
+    fields: {
+      // The peak depth/capacity since the previous poll, so a spike between two polls
+      // still reaches the threshold.
+      high_water_saturation: 'perfkit_queue_saturation',
+      depth: 'perfkit_queue_depth',
+      oldest_age_seconds: 'perfkit_queue_oldest_age_seconds',
+      'wait_seconds.p99': 'perfkit_queue_wait_p99_seconds',
+    },
+  },
+  {
+    section: 'batchers',
+    tag: 'batcher',
+    fields: {
+      pending: 'perfkit_batch_pending',
+      'batch_size.p50': 'perfkit_batch_size_p50',
+      'flush_seconds.p99': 'perfkit_batch_flush_p99_seconds',
+    },
+  },
+]);
+
+/**
+ * Which cumulative snapshot totals become k6 Counters. Each poll adds the increase since
+ * the previous poll (the first poll adds the whole total, i.e. counts since the service
+ * started: gate a freshly started service). `fields`: snapshot field -> [Counter, extra tags].
+ */
+export const SNAPSHOT_COUNTERS = Object.freeze([
+  {
+    section: 'queues',
+    tag: 'queue',
+    fields: {
+      'dropped.full': ['perfkit_queue_dropped', { reason: 'full' }],
+      'dropped.oldest': ['perfkit_queue_dropped', { reason: 'oldest' }],
+      'dropped.closed': ['perfkit_queue_dropped', { reason: 'closed' }],
+      rejected: ['perfkit_queue_rejected', {}],
+    },
+  },
+  {
+    section: 'batchers',
+    tag: 'queue',
+    fields: {
+      dropped: ['perfkit_queue_dropped', { reason: 'flush_failed' }],
+      dead_lettered: ['perfkit_batch_dead_lettered', {}],
+    },
+  },
 ]);
 
 // k6 custom metrics must be created in the init context, i.e. at module load.
@@ -127,6 +184,14 @@ for (const { fields } of SNAPSHOT_TRENDS) {
     if (!trends[metric]) trends[metric] = new Trend(metric);
   }
 }
+const counters = {};
+for (const { fields } of SNAPSHOT_COUNTERS) {
+  for (const [metric] of Object.values(fields)) {
+    if (!counters[metric]) counters[metric] = new Counter(metric);
+  }
+}
+// Last total seen per counter series, for deltas. Per VU: the poll scenario runs one VU.
+const lastTotals = {};
 
 /** A `constant-arrival-rate` scenario that runs `exec` (default `perfkitPoll`) `rate`/s. */
 export function pollScenario({ duration, rate = 1, exec = 'perfkitPoll', ...extra } = {}) {
@@ -137,8 +202,10 @@ export function pollScenario({ duration, rate = 1, exec = 'perfkitPoll', ...extr
       rate,
       timeUnit: '1s',
       duration,
+      // One VU: counters are deltas between this VU's polls, so a second VU would count
+      // every increase twice. A slow poll skips a beat instead.
       preAllocatedVUs: 1,
-      maxVUs: 2,
+      maxVUs: 1,
       exec,
       tags: { perfkit: 'poll' },
     },
@@ -179,21 +246,53 @@ function failed(reason) {
 
 function record(snapshot) {
   for (const { section, tag, fields } of SNAPSHOT_TRENDS) {
-    const value = snapshot[section];
-    if (value == null) continue;
-    if (tag) {
-      if (!Array.isArray(value)) continue;
-      for (const item of value) addFields(item, fields, { [tag]: String(item && item.name) });
-    } else {
-      addFields(value, fields, undefined);
-    }
+    for (const [item, tags] of elements(snapshot, section, tag)) addFields(item, fields, tags);
+  }
+  for (const { section, tag, fields } of SNAPSHOT_COUNTERS) {
+    for (const [item, tags] of elements(snapshot, section, tag)) addDeltas(item, fields, tags);
+  }
+  // Keep every counter present (at 0) so `count==0` thresholds are evaluated.
+  for (const c of Object.values(counters)) c.add(0);
+}
+
+/** The objects of a snapshot section with their tags: one for `process`, one per element
+ * (tagged by its name) for list sections. */
+function elements(snapshot, section, tag) {
+  const value = snapshot[section];
+  if (value == null) return [];
+  if (!tag) return [[value, undefined]];
+  if (!Array.isArray(value)) return [];
+  return value.map((item) => [item, { [tag]: String(item && item.name) }]);
+}
+
+/** `obj[a][b]` for the path `a.b`. */
+function field(obj, path) {
+  let v = obj;
+  for (const key of path.split('.')) {
+    if (v == null || typeof v !== 'object') return undefined;
+    v = v[key];
+  }
+  return v;
+}
+
+function addDeltas(obj, fields, tags) {
+  if (obj == null || typeof obj !== 'object') return;
+  for (const [path, [metric, extra]] of Object.entries(fields)) {
+    const v = field(obj, path);
+    if (typeof v !== 'number' || !Number.isFinite(v)) continue;
+    const allTags = Object.assign({}, tags, extra);
+    const key = `${metric}|${JSON.stringify(allTags)}`;
+    const delta = v - (lastTotals[key] || 0);
+    lastTotals[key] = v;
+    // A total that went down means the primitive was rebuilt: count it from zero again.
+    counters[metric].add(delta >= 0 ? delta : v, allTags);
   }
 }
 
 function addFields(obj, fields, tags) {
   if (obj == null || typeof obj !== 'object') return;
-  for (const [field, metric] of Object.entries(fields)) {
-    const v = obj[field];
+  for (const [path, metric] of Object.entries(fields)) {
+    const v = field(obj, path);
     if (typeof v === 'number' && Number.isFinite(v)) trends[metric].add(v, tags);
   }
 }

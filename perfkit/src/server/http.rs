@@ -124,6 +124,7 @@ const ROUTES: &[Route] = &[
     Route { path: "/metrics", params: &[], handler: metrics },
     Route { path: "/debug/pprof/", params: &[], handler: pprof::index },
     Route { path: "/debug/pprof/cmdline", params: &[], handler: pprof::cmdline },
+    Route { path: "/debug/pprof/goroutine", params: &["debug"], handler: pprof::goroutine },
     Route { path: "/debug/perfkit/snapshot", params: &[], handler: snapshot },
     Route { path: "/debug/perfkit/inventory", params: &[], handler: inventory },
     Route { path: "/debug/perfkit/k6.js", params: &[], handler: k6_js },
@@ -224,7 +225,6 @@ impl Query {
     }
 
     /// The value of `key`, if given.
-    #[allow(dead_code)] // used by endpoints with parameters
     pub(crate) fn get(&self, key: &str) -> Option<&str> {
         self.pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
@@ -256,7 +256,7 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn response(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
+pub(crate) fn response(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
     let mut r = Response::new(Full::new(body));
     *r.status_mut() = status;
     let h = r.headers_mut();

@@ -11,6 +11,7 @@
 //! | `/metrics` | Prometheus text exposition 0.0.4 |
 //! | `/debug/pprof/` | index page, like Go's net/http/pprof |
 //! | `/debug/pprof/cmdline` | the process's arguments, NUL-separated |
+//! | `/debug/pprof/goroutine?debug=0\|1\|2` | live tracked tasks ([`crate::task`]): a pprof profile, counts by name and spawn site, or one line per task |
 //! | `/debug/perfkit/snapshot` | JSON: current figures of every primitive (what k6 polls) |
 //! | `/debug/perfkit/inventory` | JSON: configuration of every primitive |
 //! | `/debug/perfkit/k6.js` | the k6 helper module matching this build |
@@ -30,6 +31,7 @@
 mod error;
 mod http;
 pub(crate) mod pprof;
+mod profile;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;

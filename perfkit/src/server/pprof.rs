@@ -3,7 +3,11 @@
 use http::StatusCode;
 use http::Response;
 
-use super::http::{Body, Query, State, html, text};
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+
+use super::http::{Body, Query, State, error, html, response, text};
+use super::profile::Profile;
 
 /// An entry of the index page: link, name and one-line description, like Go's.
 struct Entry {
@@ -13,6 +17,11 @@ struct Entry {
 }
 
 const ENTRIES: &[Entry] = &[
+    Entry {
+        href: "goroutine?debug=1",
+        name: "goroutine",
+        description: "Live tracked tasks (perfkit::task), counted by name and spawn site. debug=2 lists every task with its age; without debug, a pprof profile for go tool pprof.",
+    },
     Entry {
         href: "cmdline",
         name: "cmdline",
@@ -59,4 +68,58 @@ pub(crate) fn cmdline(_: &State, _: &Query) -> Response<Body> {
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     text(StatusCode::OK, args.join("\0"))
+}
+
+pub(crate) fn goroutine(_: &State, q: &Query) -> Response<Body> {
+    match q.get("debug").unwrap_or("0") {
+        "0" => goroutine_profile(),
+        "1" => {
+            let groups = crate::task::grouped();
+            let total: usize = groups.iter().map(|g| g.0).sum();
+            let mut s = format!("tasks profile: total {total}\n");
+            for (count, name, site) in groups {
+                s.push_str(&format!("{count} @ {name} {site}\n#\t{name}\n#\t{site}\n\n"));
+            }
+            text(StatusCode::OK, s)
+        }
+        "2" => {
+            let mut s = String::new();
+            for t in crate::task::dump() {
+                s.push_str(&format!(
+                    "task {} [{}, {:.3}s]:\n\tspawned at {}\n\n",
+                    t.id, t.name, t.age_seconds, t.site
+                ));
+            }
+            text(StatusCode::OK, s)
+        }
+        other => error(
+            StatusCode::BAD_REQUEST,
+            &format!("invalid debug={other:?}: expected 0, 1 or 2"),
+        ),
+    }
+}
+
+/// Live tracked tasks as a pprof profile: one sample per (name, spawn site) with the task
+/// count as value; the stack is the task name (leaf) above its spawn site.
+fn goroutine_profile() -> Response<Body> {
+    let mut p = Profile::new(&[("goroutine", "count")], 1);
+    for (count, name, site) in crate::task::grouped() {
+        let (file, line) = match site.rsplit_once(':') {
+            Some((f, l)) => (f.to_owned(), l.parse().unwrap_or(0)),
+            None => (site.clone(), 0),
+        };
+        let leaf = p.location(name, &file, line);
+        let root = p.location(&format!("spawned at {site}"), &file, line);
+        p.sample(vec![leaf, root], vec![count as i64]);
+    }
+    let mut r = response(
+        StatusCode::OK,
+        "application/octet-stream",
+        Bytes::from(p.encode_gzip()),
+    );
+    r.headers_mut().insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"goroutine\""),
+    );
+    r
 }

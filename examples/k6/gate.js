@@ -16,6 +16,7 @@
 //   RSS_MAX_BYTES (536870912)  resident memory bound, from perfkit's snapshot
 //   QUEUE_SATURATION_MAX (0.8) bound on every queue's peak depth/capacity
 //   DROPPED_MAX (0)       how many dropped items the run tolerates (all queues, all reasons)
+//   TASK_GROWTH_MAX (50)  bound on the growth of live tracked tasks (per name) over the run
 //   RESULTS_DIR (results) where the JSON summary (gate.json) goes
 
 import http from 'k6/http';
@@ -48,6 +49,7 @@ const HTTP_P95_MS = num('HTTP_P95_MS', 250);
 const RSS_MAX_BYTES = num('RSS_MAX_BYTES', 536870912);
 const QUEUE_SATURATION_MAX = num('QUEUE_SATURATION_MAX', 0.8);
 const DROPPED_MAX = num('DROPPED_MAX', 0, { integer: true });
+const TASK_GROWTH_MAX = num('TASK_GROWTH_MAX', 50);
 
 const STATS = ['kills', 'deaths', 'assists', 'wins', 'score'];
 
@@ -79,6 +81,7 @@ export const options = {
     perfkit_process_resident_memory_bytes: [`max<${RSS_MAX_BYTES}`],
     perfkit_queue_saturation: [`max<${QUEUE_SATURATION_MAX}`],
     perfkit_queue_dropped: [`count<=${DROPPED_MAX}`],
+    perfkit_tasks_alive_growth: [`max<${TASK_GROWTH_MAX}`],
     perfkit_polls: ['count>0'],
     perfkit_poll_errors: ['count==0'],
   },

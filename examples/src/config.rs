@@ -24,6 +24,8 @@ pub const ENV_FLUSH_INTERVAL_MS: &str = "INGEST_FLUSH_INTERVAL_MS";
 pub const ENV_MAX_BATCH: &str = "INGEST_MAX_BATCH";
 /// Environment variable holding an artificial delay added to every flush, in milliseconds.
 pub const ENV_FLUSH_DELAY_MS: &str = "INGEST_FLUSH_DELAY_MS";
+/// Environment variable that, set to `1`, leaks one tracked task per request.
+pub const ENV_LEAK_TASKS: &str = "INGEST_LEAK_TASKS";
 
 /// Where the service keeps its SQLite database.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +66,9 @@ pub struct Config {
     /// Artificial latency added to every flush, a slow database (`INGEST_FLUSH_DELAY_MS`,
     /// default 0).
     pub flush_delay: Duration,
+    /// Debug switch: leak one tracked task per request (`INGEST_LEAK_TASKS=1`), so a load
+    /// test can prove its task-growth gate fails.
+    pub leak_tasks: bool,
 }
 
 impl Default for Config {
@@ -78,6 +83,7 @@ impl Default for Config {
             flush_interval: Duration::from_millis(1000),
             max_batch: 500,
             flush_delay: Duration::ZERO,
+            leak_tasks: false,
         }
     }
 }
@@ -145,6 +151,19 @@ impl Config {
         }
         if let Some(v) = number(&mut lookup, ENV_FLUSH_DELAY_MS, 0)? {
             config.flush_delay = Duration::from_millis(v);
+        }
+        if let Some(value) = non_empty(lookup(ENV_LEAK_TASKS)?) {
+            config.leak_tasks = match value.trim() {
+                "1" | "true" => true,
+                "0" | "false" => false,
+                _ => {
+                    return Err(ConfigError {
+                        var: ENV_LEAK_TASKS,
+                        value,
+                        reason: "expected 1 or 0".to_owned(),
+                    });
+                }
+            };
         }
         Ok(config)
     }
@@ -224,6 +243,9 @@ mod tests {
         let defaults = parse(&[]).unwrap();
         assert_eq!((defaults.queue_capacity, defaults.max_batch), (10_000, 500));
         assert_eq!(defaults.queue_policy, Policy::Block);
+        assert!(!defaults.leak_tasks);
+        assert!(parse(&[(ENV_LEAK_TASKS, "1")]).unwrap().leak_tasks);
+        assert!(parse(&[(ENV_LEAK_TASKS, "yes")]).is_err());
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub struct AppState {
     store: Store,
     events: Sender<Event>,
     accepted: Arc<AtomicU64>,
+    leak_tasks: bool,
 }
 
 impl AppState {
@@ -37,7 +38,14 @@ impl AppState {
             store,
             events,
             accepted: Arc::new(AtomicU64::new(0)),
+            leak_tasks: false,
         }
+    }
+
+    /// Leak one tracked task per request (the `INGEST_LEAK_TASKS` debug switch).
+    pub fn with_leak_tasks(mut self, leak: bool) -> Self {
+        self.leak_tasks = leak;
+        self
     }
 
     /// Events accepted (answered 202) since this state was created.
@@ -53,6 +61,7 @@ impl AppState {
 
 /// The service's routes.
 pub fn router(state: AppState) -> Router {
+    let leak = state.leak_tasks;
     Router::new()
         .route(
             "/events",
@@ -60,6 +69,15 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/progress/{user}", get(get_progress))
         .route("/healthz", get(healthz))
+        .layer(axum::middleware::from_fn(
+            move |req, next: axum::middleware::Next| async move {
+                if leak {
+                    // A background task nobody ever stops: what a forgotten spawn looks like.
+                    perfkit::task::spawn("leaked-per-request", std::future::pending::<()>());
+                }
+                next.run(req).await
+            },
+        ))
         .with_state(state)
 }
 

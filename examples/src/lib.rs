@@ -100,7 +100,7 @@ impl Service {
         Ok(Self {
             listener,
             local_addr,
-            state: http::AppState::new(store, events),
+            state: http::AppState::new(store, events).with_leak_tasks(config.leak_tasks),
             pipeline,
             applied_at_start,
             dropped_at_start: pipeline::dropped_events(),

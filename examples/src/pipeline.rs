@@ -62,7 +62,7 @@ pub fn start(store: Store, config: &Config) -> Result<(Sender<Event>, Pipeline),
     .max_delay(config.flush_interval)
     .max_pending(config.max_batch.max(1024))
     .build()?;
-    let forwarder = tokio::spawn(forward(rx, batcher));
+    let forwarder = perfkit::task::spawn("forwarder", forward(rx, batcher));
     Ok((tx, Pipeline { forwarder }))
 }
 

@@ -44,6 +44,9 @@
  *       perfkit_queue_wait_p99_seconds                 (queues, tagged `queue`)
  *       perfkit_batch_pending, perfkit_batch_size_p50,
  *       perfkit_batch_flush_p99_seconds                (batchers, tagged `batcher`)
+ *       perfkit_tasks_alive                            (tasks, tagged `task`)
+ *       perfkit_tasks_alive_growth: alive now minus alive at this VU's first poll, per
+ *       task name (names first seen later grow from 0): `max<N` catches a leak
  *     Counters: perfkit_queue_dropped (tagged `queue`, `reason`: full, oldest, closed,
  *       flush_failed), perfkit_queue_rejected (`queue`), perfkit_batch_dead_lettered
  *       (`queue`: the batcher's name).
@@ -139,6 +142,13 @@ export const SNAPSHOT_TRENDS = Object.freeze([
     },
   },
   {
+    section: 'tasks',
+    tag: 'task',
+    fields: {
+      alive: 'perfkit_tasks_alive',
+    },
+  },
+  {
     section: 'batchers',
     tag: 'batcher',
     fields: {
@@ -192,6 +202,9 @@ for (const { fields } of SNAPSHOT_COUNTERS) {
 }
 // Last total seen per counter series, for deltas. Per VU: the poll scenario runs one VU.
 const lastTotals = {};
+// Growth of live tracked tasks since the first poll, per task name: the leak signal.
+const taskGrowth = new Trend('perfkit_tasks_alive_growth');
+let taskBaseline = null;
 
 /** A `constant-arrival-rate` scenario that runs `exec` (default `perfkitPoll`) `rate`/s. */
 export function pollScenario({ duration, rate = 1, exec = 'perfkitPoll', ...extra } = {}) {
@@ -253,6 +266,23 @@ function record(snapshot) {
   }
   // Keep every counter present (at 0) so `count==0` thresholds are evaluated.
   for (const c of Object.values(counters)) c.add(0);
+  recordTaskGrowth(snapshot.tasks);
+}
+
+/** Alive now minus alive at the first poll, per task name (0 for names first seen later). */
+function recordTaskGrowth(tasks) {
+  if (!Array.isArray(tasks)) return;
+  const first = taskBaseline === null;
+  if (first) taskBaseline = {};
+  let any = false;
+  for (const t of tasks) {
+    if (!t || typeof t.alive !== 'number') continue;
+    const name = String(t.name);
+    if (first) taskBaseline[name] = t.alive;
+    taskGrowth.add(t.alive - (taskBaseline[name] || 0), { task: name });
+    any = true;
+  }
+  if (!any) taskGrowth.add(0);
 }
 
 /** The objects of a snapshot section with their tags: one for `process`, one per element

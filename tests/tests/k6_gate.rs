@@ -256,3 +256,35 @@ fn a_slow_database_behind_a_small_dropping_queue_fails_on_queue_signals_and_lose
         "accepted = applied + dropped, exactly: {stopped:?}"
     );
 }
+
+#[test]
+#[ignore = "needs k6 and a built ingest binary; scripts/test.sh installs k6, builds ingest and runs ignored tests"]
+fn leaking_one_task_per_request_fails_on_task_growth_only() {
+    let dir = results_dir("k6_gate_leak");
+    let svc = start_service(&dir.join("ingest.log"), &[("INGEST_LEAK_TASKS", "1")]);
+    let (code, summary) = run_gate(&svc, &dir.join("run"), &[]);
+    assert_eq!(code, 99);
+    let crossed: Vec<String> = verdicts(&summary)
+        .into_iter()
+        .filter(|(_, _, ok)| !ok)
+        .map(|(m, _, _)| m)
+        .collect();
+    assert_eq!(
+        crossed,
+        ["perfkit_tasks_alive_growth"],
+        "only the growth gate crosses"
+    );
+    let growth = summary["metrics"]["perfkit_tasks_alive_growth"]["values"]["max"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        growth > 100.0,
+        "one leaked task per request: growth {growth}"
+    );
+    let stopped = svc.stop();
+    assert_eq!(
+        stopped.accepted,
+        stopped.applied + stopped.dropped,
+        "{stopped:?}"
+    );
+}

@@ -138,6 +138,9 @@ impl Default for Retry {
     }
 }
 
+/// The tracked-task name of every batcher's flusher (see [`crate::task`]).
+pub const FLUSHER_TASK: &str = "perfkit.batch.flusher";
+
 type DeadLetter<T> = Box<dyn FnMut(Vec<T>, &str) + Send>;
 
 /// Configures a [`Batcher`].
@@ -230,9 +233,9 @@ impl<'r, T: Send + Sync + 'static, F: Flush<T>> Builder<'r, T, F> {
         if self.retry.attempts == 0 {
             return Err(BuildError::ZeroAttempts { name });
         }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        if tokio::runtime::Handle::try_current().is_err() {
             return Err(BuildError::NoRuntime { name });
-        };
+        }
         let registry = self.registry.unwrap_or_else(|| crate::metrics::registry());
         let (tx, rx) = queue::Builder::new(self.name.clone(), self.max_pending)
             .policy(self.policy)
@@ -284,7 +287,7 @@ impl<'r, T: Send + Sync + 'static, F: Flush<T>> Builder<'r, T, F> {
             closing: closing_rx,
             report: Report::default(),
         };
-        rt.spawn(async move {
+        crate::task::spawn(FLUSHER_TASK, async move {
             let report = flusher.run().await;
             let _ = done_tx.send(Some(report));
         });

@@ -161,6 +161,15 @@ fn verdicts(summary: &serde_json::Value) -> Vec<(String, String, bool)> {
     out
 }
 
+/// The metrics whose thresholds crossed.
+fn crossed(summary: &serde_json::Value) -> Vec<String> {
+    verdicts(summary)
+        .into_iter()
+        .filter(|(_, _, ok)| !ok)
+        .map(|(m, _, _)| m)
+        .collect()
+}
+
 fn results_dir(name: &str) -> PathBuf {
     let dir = common::workspace_root()
         .join("target/test-results")
@@ -231,11 +240,7 @@ fn a_slow_database_behind_a_small_dropping_queue_fails_on_queue_signals_and_lose
     );
     let (code, summary) = run_gate(&svc, &dir.join("run"), &[]);
     assert_eq!(code, 99);
-    let crossed: Vec<String> = verdicts(&summary)
-        .into_iter()
-        .filter(|(_, _, ok)| !ok)
-        .map(|(m, _, _)| m)
-        .collect();
+    let crossed = crossed(&summary);
     assert!(
         crossed.contains(&"perfkit_queue_saturation".to_owned()),
         "{crossed:?}"
@@ -264,11 +269,7 @@ fn leaking_one_task_per_request_fails_on_task_growth_only() {
     let svc = start_service(&dir.join("ingest.log"), &[("INGEST_LEAK_TASKS", "1")]);
     let (code, summary) = run_gate(&svc, &dir.join("run"), &[]);
     assert_eq!(code, 99);
-    let crossed: Vec<String> = verdicts(&summary)
-        .into_iter()
-        .filter(|(_, _, ok)| !ok)
-        .map(|(m, _, _)| m)
-        .collect();
+    let crossed = crossed(&summary);
     assert_eq!(
         crossed,
         ["perfkit_tasks_alive_growth"],

@@ -104,7 +104,7 @@ stop_service() {
 		log "ingest exited with status $rc (log: $SERVICE_LOG)"
 	fi
 	# The service's own account of accepted vs applied events.
-	grep -E 'ingest stopped|counts differ' "$SERVICE_LOG" | sed 's/^/gate: ingest: /' >&2 || true
+	grep -E 'ingest stopped|applied \+ dropped' "$SERVICE_LOG" | sed 's/^/gate: ingest: /' >&2 || true
 }
 
 trap 'stop_service' EXIT

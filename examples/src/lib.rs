@@ -6,8 +6,8 @@
 //!
 //! The pieces are kept apart so they can be rebuilt independently:
 //! [`config`] (environment), [`event`] (the request model and its validation),
-//! [`store`] (SQLite), [`http`] (the axum router), [`telemetry`] (the service's own
-//! metrics). [`run`] ties them together; the `ingest` binary adds tracing and perfkit's
+//! [`pipeline`] (the write path: the `events` queue and the `db` batcher), [`store`]
+//! (SQLite), [`http`] (the axum router), [`telemetry`] (the service's own metrics). [`run`] ties them together; the `ingest` binary adds tracing and perfkit's
 //! debug server.
 
 use std::future::Future;

@@ -111,8 +111,8 @@ pub fn dropped_events() -> u64 {
     for name in [EVENTS_QUEUE, DB_BATCHER] {
         for reason in ["full", "oldest", "closed", "flush_failed"] {
             dropped += r
-                .counter(&names::QUEUE_DROPPED_TOTAL, &[name, reason])
-                .get();
+                .counter_value(&names::QUEUE_DROPPED_TOTAL, &[name, reason])
+                .unwrap_or(0);
         }
     }
     dropped

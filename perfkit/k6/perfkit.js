@@ -49,7 +49,7 @@
  *       task name (names first seen later grow from 0): `max<N` catches a leak
  *     Counters: perfkit_queue_dropped (tagged `queue`, `reason`: full, oldest, closed,
  *       flush_failed), perfkit_queue_rejected (`queue`), perfkit_batch_dead_lettered
- *       (`queue`: the batcher's name).
+ *       (`batcher`).
  *     Null figures (e.g. process fields on non-Linux) are skipped.
  *
  * `SNAPSHOT_TRENDS`, `SNAPSHOT_COUNTERS`
@@ -176,10 +176,18 @@ export const SNAPSHOT_COUNTERS = Object.freeze([
     },
   },
   {
+    // Batches dropped after failed flushes count as drops of the batcher's intake queue,
+    // so they carry the `queue` tag like every other drop.
     section: 'batchers',
     tag: 'queue',
     fields: {
       dropped: ['perfkit_queue_dropped', { reason: 'flush_failed' }],
+    },
+  },
+  {
+    section: 'batchers',
+    tag: 'batcher',
+    fields: {
       dead_lettered: ['perfkit_batch_dead_lettered', {}],
     },
   },

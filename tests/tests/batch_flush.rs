@@ -129,6 +129,48 @@ async fn interval_trigger_flushes_a_partial_batch() {
     b.close().await;
 }
 
+/// The interval counts from when the batch's first item was added, even when the flusher
+/// only gets to it later (here: after a slow flush of the previous batch).
+#[tokio::test]
+async fn the_interval_counts_from_when_the_first_item_was_added() {
+    #[derive(Clone, Default)]
+    struct Slow(Arc<Mutex<Vec<(std::time::Instant, usize)>>>);
+    impl Flush<u32> for Slow {
+        type Error = String;
+        async fn flush(&mut self, batch: &[u32]) -> Result<(), String> {
+            self.0
+                .lock()
+                .unwrap()
+                .push((std::time::Instant::now(), batch.len()));
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok(())
+        }
+    }
+    let sink = Slow::default();
+    let b = Batcher::builder("due", sink.clone())
+        .max_batch(10)
+        .max_delay(Duration::from_millis(200))
+        .registry(&Registry::new())
+        .build()
+        .unwrap();
+    b.add(1).await.unwrap(); // flushed by the interval at ~200 ms; the flush takes 300 ms
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let added = std::time::Instant::now();
+    b.add(2).await.unwrap(); // waits in the intake until ~500 ms, already ~250 ms old
+    tokio::time::sleep(Duration::from_millis(900)).await; // both flushed by the interval
+    let report = b.close().await;
+    assert_eq!(report.flushed, 2);
+    let flushes = sink.0.lock().unwrap().clone();
+    assert_eq!(flushes.len(), 2, "{flushes:?}");
+    // Due at added + 200 ms, but the flusher is busy until ~500 ms: it flushes item 2 as soon
+    // as it is free (~250 ms after it was added), not another 200 ms later (~450 ms).
+    let waited = flushes[1].0.duration_since(added);
+    assert!(
+        waited < Duration::from_millis(380),
+        "flushed {waited:?} after it was added"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn failing_twice_then_succeeding_flushes_each_item_once() {
     let r = Registry::new();

@@ -1,8 +1,10 @@
 //! The `ingest` example service: see the `perfkit_examples` crate docs.
 //!
-//! Configuration by environment: `INGEST_ADDR` (default `127.0.0.1:8080`), `INGEST_DB`
-//! (default: a fresh temporary file), `PERFKIT_ADDR` / `PERFKIT_TOKEN` (perfkit's debug
-//! server), `RUST_LOG` (default `info`).
+//! Configuration by environment (see [`perfkit_examples::config`] for every default):
+//! `INGEST_ADDR` (default `127.0.0.1:8080`), `INGEST_DB` (default: a fresh temporary file),
+//! `INGEST_QUEUE_CAPACITY`, `INGEST_QUEUE_POLICY`, `INGEST_FLUSH_INTERVAL_MS`,
+//! `INGEST_MAX_BATCH`, `INGEST_FLUSH_DELAY_MS`, `INGEST_LEAK_TASKS`, `PERFKIT_ADDR` /
+//! `PERFKIT_TOKEN` (perfkit's debug server), `RUST_LOG` (default `info`).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

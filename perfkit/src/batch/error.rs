@@ -23,6 +23,15 @@ pub enum BuildError {
     /// The intake queue could not be built (empty name, zero `max_pending`, ...).
     #[error(transparent)]
     Queue(#[from] crate::queue::BuildError),
+    /// The current tokio runtime has no timer (built without `enable_time`), which the
+    /// interval trigger and the retry backoff need.
+    #[error(
+        "batcher {name:?}: the tokio runtime has timers disabled; build it with enable_time() or enable_all()"
+    )]
+    NoTimer {
+        /// The batcher's name.
+        name: String,
+    },
     /// `build` was called outside a tokio runtime; the flusher needs one to run on.
     #[error("batcher {name:?}: build() must be called from within a tokio runtime")]
     NoRuntime {

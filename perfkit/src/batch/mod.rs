@@ -236,6 +236,10 @@ impl<'r, T: Send + Sync + 'static, F: Flush<T>> Builder<'r, T, F> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(BuildError::NoRuntime { name });
         }
+        if !timers_enabled() {
+            // Otherwise the flusher would panic at its first batch, taking its items with it.
+            return Err(BuildError::NoTimer { name });
+        }
         let registry = self.registry.unwrap_or_else(|| crate::metrics::registry());
         let (tx, rx) = queue::Builder::new(self.name.clone(), self.max_pending)
             .policy(self.policy)
@@ -469,7 +473,11 @@ impl<T: Send + Sync + 'static, F: Flush<T>> Flusher<T, F> {
                 break;
             }
             self.shared.in_flush.store(batch.len(), Ordering::Relaxed);
-            let deadline = tokio::time::Instant::now() + self.shared.max_delay;
+            // The batch is due `max_delay` after its first item was *added*, not after the
+            // flusher got to it (which may be a whole flush later).
+            let waited = self.rx.first_taken_age();
+            let deadline =
+                tokio::time::Instant::now() + self.shared.max_delay.saturating_sub(waited);
             // Fill it until it is full, old enough, or there is nothing more to come.
             let trigger = loop {
                 if batch.len() >= max {
@@ -569,6 +577,18 @@ impl<T: Send + Sync + 'static, F: Flush<T>> Flusher<T, F> {
         }
         self.shared.in_flush.store(0, Ordering::Relaxed);
     }
+}
+
+/// Whether the current runtime has a timer: polling a sleep panics when it has none.
+fn timers_enabled() -> bool {
+    let mut sleep = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    // Only a runtime without timers panics here, and then `build` fails anyway; the panic
+    // hook is left alone (swapping it process-wide could hide other threads' panics).
+    std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let _ = sleep.as_mut().poll(&mut cx);
+    }))
+    .is_ok()
 }
 
 /// Polls a future inside `catch_unwind`, so a panicking flush is a failed attempt rather

@@ -209,6 +209,15 @@ impl Registry {
         self.series_admitted(&family, labels, Counter::new)
     }
 
+    /// The current value of an existing counter series, without creating it: `None` when
+    /// nothing was ever recorded under these labels.
+    pub fn counter_value(&self, def: &'static MetricDef, labels: &[&str]) -> Option<u64> {
+        let family = Arc::clone(lock(&self.counters).get(def.name)?);
+        let key: Box<[String]> = labels.iter().map(|s| (*s).to_owned()).collect();
+        let series = lock(&family.series);
+        series.get(&key).map(|c| c.get())
+    }
+
     fn series<T>(&self, family: &Family<T>, labels: &[&str], make: impl FnOnce() -> T) -> Arc<T> {
         self.series_admitted(family, labels, make).0
     }

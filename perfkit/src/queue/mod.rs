@@ -222,7 +222,10 @@ impl<'r> Builder<'r> {
             Sender {
                 shared: Arc::clone(&shared),
             },
-            Receiver { shared },
+            Receiver {
+                shared,
+                first_taken_at: None,
+            },
         ))
     }
 }
@@ -708,6 +711,8 @@ impl<T> fmt::Debug for SendFuture<'_, T> {
 /// dropped with reason `closed`.
 pub struct Receiver<T> {
     shared: Arc<Shared<T>>,
+    /// Enqueue time of the first item of the last `recv_many` that returned items.
+    first_taken_at: Option<u64>,
 }
 
 impl<T> Receiver<T> {
@@ -765,6 +770,7 @@ impl<T> Receiver<T> {
         let mut entries = Vec::with_capacity(limit.min(self.shared.capacity));
         let (n, wake) = self.shared.take(&mut entries, limit);
         if n > 0 {
+            self.first_taken_at = entries.first().map(|e| e.at);
             for w in wake {
                 w.wake();
             }
@@ -826,6 +832,14 @@ impl<T> Receiver<T> {
         for (_, w) in waiters {
             w.wake();
         }
+    }
+
+    /// How long ago the first item of the last non-empty [`Receiver::recv_many`] was
+    /// enqueued (zero before any).
+    pub(crate) fn first_taken_age(&self) -> std::time::Duration {
+        self.first_taken_at.map_or(std::time::Duration::ZERO, |at| {
+            std::time::Duration::from_nanos(clock::nanos_between(at, clock::raw()))
+        })
     }
 
     /// Items queued now.

@@ -2,16 +2,14 @@
 //! so the same code can be model-checked by loom (`RUSTFLAGS="--cfg loom"`).
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::Arc;
 #[cfg(loom)]
-#[allow(unused_imports)]
-pub(crate) use loom::sync::{Arc, Mutex, MutexGuard};
+pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+pub(crate) use std::sync::Arc;
 #[cfg(not(loom))]
-#[allow(unused_imports)]
-pub(crate) use std::sync::{Arc, Mutex, MutexGuard};
+pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 #[cfg(loom)]
 pub(crate) use loom::sync::{Mutex as FastMutex, MutexGuard as FastGuard};
@@ -21,6 +19,8 @@ pub(crate) use loom::sync::{Mutex as FastMutex, MutexGuard as FastGuard};
 #[cfg(not(loom))]
 pub(crate) use parking_lot::{Mutex as FastMutex, MutexGuard as FastGuard};
 
+// Critical sections under these locks run no user code (values are dropped and wakers woken
+// after release), so parking_lot's lack of poisoning loses nothing.
 #[cfg(not(loom))]
 #[inline]
 pub(crate) fn lock_fast<T>(m: &FastMutex<T>) -> FastGuard<'_, T> {
@@ -30,6 +30,12 @@ pub(crate) fn lock_fast<T>(m: &FastMutex<T>) -> FastGuard<'_, T> {
 #[cfg(loom)]
 pub(crate) fn lock_fast<T>(m: &FastMutex<T>) -> FastGuard<'_, T> {
     m.lock().unwrap()
+}
+
+/// Locks a std mutex, ignoring poisoning: used for registries whose every critical section
+/// is a single insert, remove or read, so a panic elsewhere cannot leave them inconsistent.
+pub(crate) fn lock_unpoisoned<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Runs a future to completion on the current thread (loom's executor under loom).

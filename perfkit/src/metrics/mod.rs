@@ -40,7 +40,7 @@ pub mod names;
 mod process;
 mod registry;
 mod runtime;
-mod shard;
+pub(crate) mod shard;
 mod snapshot;
 mod text;
 
@@ -55,16 +55,6 @@ pub use registry::{
 };
 pub use shard::Counter;
 
-/// Number of per-thread shards perfkit's storage uses on this machine.
-pub(crate) fn shard_count_pub() -> usize {
-    shard::shard_count()
-}
-
-/// The calling thread's shard, in `0..shard_count_pub()`.
-#[inline]
-pub(crate) fn current_shard_pub() -> usize {
-    shard::current_shard()
-}
 pub use snapshot::{SCHEMA_VERSION, SECTIONS};
 
 /// Registers a tokio runtime with the global registry: its stable runtime metrics appear

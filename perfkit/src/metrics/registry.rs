@@ -2,7 +2,7 @@
 //! and the Prometheus text renderer.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::histogram::Histogram;
@@ -104,11 +104,7 @@ fn check_labels(def: &MetricDef, n: usize) {
     );
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding one of these locks cannot leave the maps inconsistent (every
-    // critical section is a single insert or read), so poisoning is ignored.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use crate::loom::lock_unpoisoned as lock;
 
 /// Holds perfkit's metric families and collectors, and renders them.
 ///

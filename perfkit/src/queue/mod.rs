@@ -56,7 +56,7 @@ use serde_json::json;
 pub use error::{BuildError, ParsePolicyError, SendError, TryRecvError};
 
 use crate::clock;
-use crate::loom::{Arc, AtomicUsize, FastGuard, FastMutex, Ordering, lock_fast};
+use crate::loom::{Arc, AtomicUsize, FastMutex, Ordering, lock_fast as lock};
 use crate::metrics::{Counter, Histogram, OVERFLOW_LABEL, Registry, names};
 
 /// What a full queue does with a new item. See the [module docs](self) for the table.
@@ -299,13 +299,6 @@ enum Offer<T> {
     Wait(T),
 }
 
-#[inline]
-fn lock<T>(m: &FastMutex<T>) -> FastGuard<'_, T> {
-    // Critical sections run no user code (values are dropped and wakers woken after the
-    // lock is released), so there is no poisoning to handle.
-    lock_fast(m)
-}
-
 impl<T> Shared<T> {
     fn new(b: Builder<'_>, site: &'static Location<'static>, registry: &Registry) -> Self {
         let (enqueued, admitted) =
@@ -475,6 +468,16 @@ impl<T> Shared<T> {
         self.m.dequeued.add(entries.len() as u64);
         for e in entries {
             self.m.wait.record(clock::nanos_between(e.at, now));
+        }
+    }
+}
+
+impl<T> State<T> {
+    /// Leaves the receiver's waker for the next send (or the last sender's drop) to wake.
+    fn park_receiver(&mut self, waker: &Waker) {
+        match &mut self.rx_waker {
+            Some(w) if w.will_wake(waker) => {}
+            slot => *slot = Some(waker.clone()),
         }
     }
 }
@@ -741,10 +744,7 @@ impl<T> Receiver<T> {
         if st.senders == 0 || st.closed {
             return Poll::Ready(None);
         }
-        match &mut st.rx_waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            slot => *slot = Some(cx.waker().clone()),
-        }
+        st.park_receiver(cx.waker());
         Poll::Pending
     }
 
@@ -787,10 +787,7 @@ impl<T> Receiver<T> {
         if st.senders == 0 || st.closed {
             return Poll::Ready(0);
         }
-        match &mut st.rx_waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            slot => *slot = Some(cx.waker().clone()),
-        }
+        st.park_receiver(cx.waker());
         Poll::Pending
     }
 

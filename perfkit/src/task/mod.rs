@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, Location};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 
 use serde_json::json;
@@ -125,9 +125,7 @@ fn groups() -> &'static Groups {
     })
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use crate::loom::lock_unpoisoned as lock;
 
 thread_local! {
     // Recently used groups, compared by the name's address: a spawn takes no lock once its
@@ -211,7 +209,7 @@ struct LiveTasks {
 fn live() -> &'static LiveTasks {
     static LIVE: OnceLock<LiveTasks> = OnceLock::new();
     LIVE.get_or_init(|| LiveTasks {
-        shards: (0..crate::metrics::shard_count_pub())
+        shards: (0..crate::metrics::shard::shard_count())
             .map(|_| parking_lot::Mutex::default())
             .collect(),
     })
@@ -229,7 +227,7 @@ impl TaskGuard {
     fn start(name: &'static str, site: &'static Location<'static>) -> TaskGuard {
         let group = group(name);
         group.spawned.inc();
-        let shard = crate::metrics::current_shard_pub();
+        let shard = crate::metrics::shard::current_shard();
         let entry = Live {
             name,
             site,

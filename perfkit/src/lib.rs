@@ -57,6 +57,7 @@ pub mod batch;
 mod clock;
 pub(crate) mod loom;
 pub mod metrics;
+pub mod pool;
 pub mod queue;
 pub mod task;
 

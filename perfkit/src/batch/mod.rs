@@ -580,7 +580,8 @@ impl<T: Send + Sync + 'static, F: Flush<T>> Flusher<T, F> {
 }
 
 /// Whether the current runtime has a timer: polling a sleep panics when it has none.
-fn timers_enabled() -> bool {
+/// Whether the current runtime has a time driver (a `sleep` would panic otherwise).
+pub(crate) fn timers_enabled() -> bool {
     let mut sleep = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
     let mut cx = Context::from_waker(std::task::Waker::noop());
     // Only a runtime without timers panics here, and then `build` fails anyway; the panic

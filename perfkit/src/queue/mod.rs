@@ -42,6 +42,7 @@
 //! ```
 
 mod error;
+pub(crate) mod signals;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -50,14 +51,12 @@ use std::panic::Location;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-#[cfg(not(loom))]
-use serde_json::json;
-
 pub use error::{BuildError, ParsePolicyError, SendError, TryRecvError};
 
 use crate::clock;
 use crate::loom::{Arc, AtomicUsize, FastMutex, Ordering, lock_fast as lock};
-use crate::metrics::{Counter, Histogram, OVERFLOW_LABEL, Registry, names};
+use crate::metrics::Registry;
+use signals::Signals;
 
 /// What a full queue does with a new item. See the [module docs](self) for the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -123,9 +122,6 @@ pub enum SendOutcome {
 
 /// Default warning thresholds, as fractions of capacity.
 pub const DEFAULT_WARN_AT: &[f64] = &[0.5, 0.8];
-
-/// Minimum time between two warnings for the same threshold.
-const WARN_EVERY_MS: u64 = 10_000;
 
 /// Configures a queue.
 ///
@@ -206,7 +202,7 @@ impl<'r> Builder<'r> {
         if self.capacity == 0 {
             return Err(BuildError::ZeroCapacity { name: self.name });
         }
-        if let Some(&bad) = self.warn_at.iter().find(|f| !(**f > 0.0 && **f <= 1.0)) {
+        if let Some(bad) = signals::bad_threshold(&self.warn_at) {
             return Err(BuildError::InvalidThreshold {
                 name: self.name,
                 threshold: bad,
@@ -259,37 +255,11 @@ struct State<T> {
     next_waiter: u64,
 }
 
-struct Threshold {
-    fraction: f64,
-    depth: usize,
-    last_warn_ms: std::sync::atomic::AtomicU64,
-}
-
-struct Metrics {
-    enqueued: std::sync::Arc<Counter>,
-    dequeued: std::sync::Arc<Counter>,
-    dropped_full: std::sync::Arc<Counter>,
-    dropped_oldest: std::sync::Arc<Counter>,
-    dropped_closed: std::sync::Arc<Counter>,
-    rejected: std::sync::Arc<Counter>,
-    wait: std::sync::Arc<Histogram>,
-}
-
 pub(crate) struct Shared<T> {
     state: FastMutex<State<T>>,
-    capacity: usize,
-    policy: Policy,
-    name: String,
-    /// The `queue` label: the name, or `__overflow__` past the cardinality cap.
-    #[cfg_attr(loom, allow(dead_code))]
-    label: String,
-    #[cfg_attr(loom, allow(dead_code))]
-    site: &'static Location<'static>,
-    thresholds: Vec<Threshold>,
+    sig: Signals,
     /// Mirror of the buffer's length, written under the lock, read without it.
     depth: AtomicUsize,
-    high_water: AtomicUsize,
-    m: Metrics,
 }
 
 enum Offer<T> {
@@ -301,32 +271,6 @@ enum Offer<T> {
 
 impl<T> Shared<T> {
     fn new(b: Builder<'_>, site: &'static Location<'static>, registry: &Registry) -> Self {
-        let (enqueued, admitted) =
-            registry.counter_admitted(&names::QUEUE_ENQUEUED_TOTAL, &[&b.name]);
-        let label = if admitted {
-            b.name.clone()
-        } else {
-            OVERFLOW_LABEL.to_owned()
-        };
-        let l = label.as_str();
-        let m = Metrics {
-            enqueued,
-            dequeued: registry.counter(&names::QUEUE_DEQUEUED_TOTAL, &[l]),
-            dropped_full: registry.counter(&names::QUEUE_DROPPED_TOTAL, &[l, "full"]),
-            dropped_oldest: registry.counter(&names::QUEUE_DROPPED_TOTAL, &[l, "oldest"]),
-            dropped_closed: registry.counter(&names::QUEUE_DROPPED_TOTAL, &[l, "closed"]),
-            rejected: registry.counter(&names::QUEUE_REJECTED_TOTAL, &[l]),
-            wait: registry.histogram(&names::QUEUE_WAIT_SECONDS, &[l]),
-        };
-        let thresholds = b
-            .warn_at
-            .iter()
-            .map(|&fraction| Threshold {
-                fraction,
-                depth: ((b.capacity as f64 * fraction).ceil() as usize).clamp(1, b.capacity),
-                last_warn_ms: std::sync::atomic::AtomicU64::new(u64::MAX),
-            })
-            .collect();
         Shared {
             state: FastMutex::new(State {
                 buf: VecDeque::with_capacity(b.capacity.min(1024)),
@@ -336,15 +280,8 @@ impl<T> Shared<T> {
                 send_waiters: VecDeque::new(),
                 next_waiter: 0,
             }),
-            capacity: b.capacity,
-            policy: b.policy,
-            name: b.name,
-            label,
-            site,
-            thresholds,
+            sig: Signals::new(b.name, b.capacity, b.policy, &b.warn_at, site, registry),
             depth: AtomicUsize::new(0),
-            high_water: AtomicUsize::new(0),
-            m,
         }
     }
 
@@ -357,25 +294,25 @@ impl<T> Shared<T> {
             return Offer::Closed(value);
         }
         let mut evicted = None;
-        if st.buf.len() >= self.capacity {
-            match self.policy {
+        if st.buf.len() >= self.sig.capacity {
+            match self.sig.policy {
                 Policy::Block => {
                     if let Some((slot, waker)) = waiter {
                         register_waiter(&mut st, slot, waker);
                         return Offer::Wait(value);
                     }
                     drop(st);
-                    self.m.rejected.inc();
+                    self.sig.m.rejected.inc();
                     return Offer::Full(value);
                 }
                 Policy::Reject => {
                     drop(st);
-                    self.m.rejected.inc();
+                    self.sig.m.rejected.inc();
                     return Offer::Full(value);
                 }
                 Policy::DropNewest => {
                     drop(st);
-                    self.m.dropped_full.inc();
+                    self.sig.m.dropped_full.inc();
                     drop(value);
                     return Offer::Done(SendOutcome::DroppedNewest);
                 }
@@ -385,9 +322,6 @@ impl<T> Shared<T> {
         st.buf.push_back(Entry { value, at: now });
         let len = st.buf.len();
         self.depth.store(len, Ordering::Relaxed);
-        if len > self.high_water.load(Ordering::Relaxed) {
-            self.high_water.store(len, Ordering::Relaxed);
-        }
         if let Some((slot, _)) = waiter.as_mut() {
             // A waiting sender that got in: make sure it is off the waiter list.
             if let Some(id) = slot.take() {
@@ -399,49 +333,16 @@ impl<T> Shared<T> {
         if let Some(w) = rx {
             w.wake();
         }
-        self.m.enqueued.inc();
+        self.sig.enqueued(len);
         let outcome = match evicted {
             Some(e) => {
-                self.m.dropped_oldest.inc();
+                self.sig.m.dropped_oldest.inc();
                 drop(e);
                 SendOutcome::EvictedOldest
             }
             None => SendOutcome::Enqueued,
         };
-        self.check_thresholds(len);
         Offer::Done(outcome)
-    }
-
-    #[inline]
-    fn check_thresholds(&self, len: usize) {
-        for t in &self.thresholds {
-            if len == t.depth {
-                self.warn(t, len);
-            }
-        }
-    }
-
-    #[cold]
-    fn warn(&self, t: &Threshold, len: usize) {
-        use std::sync::atomic::Ordering as O;
-        let now = clock::millis();
-        let last = t.last_warn_ms.load(O::Relaxed);
-        if last != u64::MAX && now.saturating_sub(last) < WARN_EVERY_MS {
-            return;
-        }
-        if t.last_warn_ms
-            .compare_exchange(last, now, O::Relaxed, O::Relaxed)
-            .is_ok()
-        {
-            tracing::warn!(
-                queue = %self.name,
-                depth = len,
-                capacity = self.capacity,
-                threshold = t.fraction,
-                "perfkit queue is {:.0}% full",
-                t.fraction * 100.0
-            );
-        }
     }
 
     /// Pops up to `max` items into `out`; returns how many, plus who to wake.
@@ -464,11 +365,7 @@ impl<T> Shared<T> {
         if entries.is_empty() {
             return;
         }
-        let now = clock::raw();
-        self.m.dequeued.add(entries.len() as u64);
-        for e in entries {
-            self.m.wait.record(clock::nanos_between(e.at, now));
-        }
+        self.sig.dequeued(entries.iter().map(|e| e.at), clock::raw());
     }
 }
 
@@ -560,12 +457,12 @@ impl<T> Sender<T> {
 
     /// The queue's bound.
     pub fn capacity(&self) -> usize {
-        self.shared.capacity
+        self.shared.sig.capacity
     }
 
     /// The queue's name.
     pub fn name(&self) -> &str {
-        &self.shared.name
+        &self.shared.sig.name
     }
 
     /// Whether the receiver is gone or closed the queue.
@@ -577,7 +474,7 @@ impl<T> Sender<T> {
 impl<T> Sender<T> {
     /// The `queue` label this queue records under (its name, or `__overflow__`).
     pub(crate) fn label(&self) -> &str {
-        &self.shared.label
+        &self.shared.sig.label
     }
 
     /// A handle that reads the queue's depth without keeping it open for the receiver.
@@ -627,10 +524,10 @@ impl<T> Drop for Sender<T> {
 impl<T> fmt::Debug for Sender<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Sender")
-            .field("name", &self.shared.name)
+            .field("name", &self.shared.sig.name)
             .field("len", &self.len())
-            .field("capacity", &self.shared.capacity)
-            .field("policy", &self.shared.policy)
+            .field("capacity", &self.shared.sig.capacity)
+            .field("policy", &self.shared.sig.policy)
             .finish()
     }
 }
@@ -655,7 +552,7 @@ impl<T> Future for SendFuture<'_, T> {
             .value
             .take()
             .expect("SendFuture polled after completion");
-        let waiter = match this.shared.policy {
+        let waiter = match this.shared.sig.policy {
             Policy::Block => Some((&mut this.waiter, cx.waker())),
             _ => None,
         };
@@ -683,7 +580,7 @@ impl<T> SendFuture<'_, T> {
         let before = st.send_waiters.len();
         st.send_waiters.retain(|(i, _)| *i != id);
         let was_woken = st.send_waiters.len() == before;
-        let next = if was_woken && st.buf.len() < self.shared.capacity {
+        let next = if was_woken && st.buf.len() < self.shared.sig.capacity {
             st.send_waiters.pop_front()
         } else {
             None
@@ -704,7 +601,7 @@ impl<T> Drop for SendFuture<'_, T> {
 impl<T> fmt::Debug for SendFuture<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SendFuture")
-            .field("queue", &self.shared.name)
+            .field("queue", &self.shared.sig.name)
             .field("waiting", &self.waiter.is_some())
             .finish()
     }
@@ -767,7 +664,7 @@ impl<T> Receiver<T> {
         buf: &mut Vec<T>,
         limit: usize,
     ) -> Poll<usize> {
-        let mut entries = Vec::with_capacity(limit.min(self.shared.capacity));
+        let mut entries = Vec::with_capacity(limit.min(self.shared.sig.capacity));
         let (n, wake) = self.shared.take(&mut entries, limit);
         if n > 0 {
             self.first_taken_at = entries.first().map(|e| e.at);
@@ -851,12 +748,12 @@ impl<T> Receiver<T> {
 
     /// The queue's bound.
     pub fn capacity(&self) -> usize {
-        self.shared.capacity
+        self.shared.sig.capacity
     }
 
     /// The queue's name.
     pub fn name(&self) -> &str {
-        &self.shared.name
+        &self.shared.sig.name
     }
 }
 
@@ -869,7 +766,7 @@ impl<T> Drop for Receiver<T> {
         let waiters: Vec<_> = st.send_waiters.drain(..).collect();
         drop(st);
         if !left.is_empty() {
-            self.shared.m.dropped_closed.add(left.len() as u64);
+            self.shared.sig.m.dropped_closed.add(left.len() as u64);
         }
         drop(left);
         for (_, w) in waiters {
@@ -881,9 +778,9 @@ impl<T> Drop for Receiver<T> {
 impl<T> fmt::Debug for Receiver<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Receiver")
-            .field("name", &self.shared.name)
+            .field("name", &self.shared.sig.name)
             .field("len", &self.len())
-            .field("capacity", &self.shared.capacity)
+            .field("capacity", &self.shared.sig.capacity)
             .finish()
     }
 }
@@ -895,61 +792,17 @@ fn futures_noop_waker() -> Waker {
 #[cfg(not(loom))]
 impl<T: Send> crate::metrics::Collector for Shared<T> {
     fn collect(&self, out: &mut crate::metrics::Collection) {
-        let l = self.label.as_str();
-        out.push(
-            &names::QUEUE_DEPTH,
-            &[l],
-            self.depth.load(Ordering::Relaxed) as f64,
-        );
-        out.push(&names::QUEUE_CAPACITY, &[l], self.capacity as f64);
-        out.push(
-            &names::QUEUE_OLDEST_AGE_SECONDS,
-            &[l],
-            self.oldest_age_seconds(),
-        );
+        let depth = self.depth.load(Ordering::Relaxed);
+        self.sig.collect(out, depth, self.oldest_age_seconds());
     }
 
     fn snapshot(&self, out: &mut crate::metrics::Sections) {
         let depth = self.depth.load(Ordering::Relaxed);
-        let high_water = self.high_water.swap(depth, Ordering::Relaxed).max(depth);
-        let wait = self.m.wait.snapshot();
-        out.push(
-            "queues",
-            json!({
-                "name": self.name,
-                "label": self.label,
-                "depth": depth,
-                "capacity": self.capacity,
-                "saturation": depth as f64 / self.capacity as f64,
-                "high_water": high_water,
-                "high_water_saturation": high_water as f64 / self.capacity as f64,
-                "enqueued": self.m.enqueued.get(),
-                "dequeued": self.m.dequeued.get(),
-                "dropped": {
-                    "full": self.m.dropped_full.get(),
-                    "oldest": self.m.dropped_oldest.get(),
-                    "closed": self.m.dropped_closed.get(),
-                },
-                "rejected": self.m.rejected.get(),
-                "wait_seconds": wait.to_json(),
-                "oldest_age_seconds": self.oldest_age_seconds(),
-            }),
-        );
+        self.sig.snapshot(out, depth, self.oldest_age_seconds());
     }
 
     fn inventory(&self, out: &mut crate::metrics::Sections) {
-        out.push(
-            "queues",
-            json!({
-                "name": self.name,
-                "label": self.label,
-                "capacity": self.capacity,
-                "policy": self.policy.as_str(),
-                "warn_at": self.thresholds.iter().map(|t| t.fraction).collect::<Vec<_>>(),
-                "item_type": std::any::type_name::<T>(),
-                "source": format!("{}:{}", self.site.file(), self.site.line()),
-            }),
-        );
+        self.sig.inventory(out, std::any::type_name::<T>());
     }
 }
 

@@ -1,0 +1,440 @@
+//! The pool's synchronisation core, independent of tokio so loom can check it: priority
+//! lanes of lock-free rings under one shared bound, the sleep/wake protocol between
+//! submitters and workers, and per-worker busy accounting.
+//!
+//! # The bound
+//! `len` counts items queued plus slots reserved by submitters that are about to push. A
+//! submitter reserves with a compare-and-swap that fails at `capacity`, then pushes into its
+//! lane's ring (each ring can hold `capacity` items, so a reserved push always finds room
+//! once the previous lap's consumer has finished with the slot). A worker decrements `len`
+//! after it has taken an item. The top bit of `len` is the closed flag, so "closed" and "no
+//! reservation in flight" are read in one load.
+//!
+//! # Sleeping and waking
+//! Both waits use the same store-fence-load handshake: the sleeper registers its waker, bumps
+//! a count, issues a SeqCst fence and re-checks; the other side changes the state, issues a
+//! SeqCst fence and reads the count. One of the two always sees the other, so no wake-up is
+//! lost, and the hot path pays one fence and one load when nobody sleeps.
+
+use std::collections::VecDeque;
+use std::task::{Context, Poll, Waker};
+
+use crossbeam_utils::CachePadded;
+
+use super::ring::Ring;
+use crate::clock;
+use crate::loom::{AtomicU64, AtomicUsize, FastMutex, Ordering, fence, lock_fast as lock, spin};
+use crate::queue::Policy;
+
+const CLOSED: usize = 1 << (usize::BITS - 1);
+
+/// Why a reservation did not produce a slot.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Refused {
+    /// Full under `Block`/`Reject` without a waiter.
+    Full,
+    /// Full under `DropNewest`: the new item is to be dropped.
+    DropNewest,
+    /// Closed for intake.
+    Closed,
+    /// Full; the caller's waker is registered and will be woken when room frees up.
+    Wait,
+}
+
+/// A reserved slot: the caller must [`Core::push`] exactly one item for it.
+#[derive(Debug)]
+#[must_use]
+pub(super) struct Reserved<J> {
+    /// Queue depth including this reservation.
+    pub(super) depth: usize,
+    /// Items evicted to make room (`DropOldest`), for the caller to cancel and count.
+    pub(super) evicted: Vec<J>,
+}
+
+struct SendWaiters {
+    list: VecDeque<(u64, Waker)>,
+    next: u64,
+}
+
+/// One worker's busy state, written only by that worker.
+#[derive(Default)]
+struct Busy {
+    /// Raw clock reading when the current job started; 0 while idle.
+    since: AtomicU64,
+    /// Nanoseconds spent on finished jobs.
+    nanos: AtomicU64,
+}
+
+/// A worker's private cursor: its index and its turn counters for lane fairness.
+#[derive(Debug)]
+pub(super) struct Local {
+    pub(super) id: usize,
+    takes: u32,
+    turn: usize,
+}
+
+impl Local {
+    pub(super) fn new(id: usize) -> Self {
+        Local {
+            id,
+            takes: 0,
+            turn: 0,
+        }
+    }
+}
+
+pub(super) struct Core<J> {
+    lanes: Box<[Ring<J>]>,
+    len: CachePadded<AtomicUsize>,
+    capacity: usize,
+    policy: Policy,
+    fair_every: u32,
+    idle: FastMutex<Vec<(usize, Waker)>>,
+    idle_count: CachePadded<AtomicUsize>,
+    senders: FastMutex<SendWaiters>,
+    send_waiting: CachePadded<AtomicUsize>,
+    busy: Box<[CachePadded<Busy>]>,
+}
+
+impl<J> Core<J> {
+    pub(super) fn new(
+        workers: usize,
+        capacity: usize,
+        lanes: usize,
+        policy: Policy,
+        fair_every: u32,
+    ) -> Self {
+        Core {
+            lanes: (0..lanes).map(|_| Ring::new(capacity)).collect(),
+            len: CachePadded::new(AtomicUsize::new(0)),
+            capacity,
+            policy,
+            fair_every: fair_every.max(1),
+            idle: FastMutex::new(Vec::with_capacity(workers)),
+            idle_count: CachePadded::new(AtomicUsize::new(0)),
+            senders: FastMutex::new(SendWaiters {
+                list: VecDeque::new(),
+                next: 0,
+            }),
+            send_waiting: CachePadded::new(AtomicUsize::new(0)),
+            busy: (0..workers).map(|_| CachePadded::new(Busy::default())).collect(),
+        }
+    }
+
+    pub(super) fn lanes(&self) -> usize {
+        self.lanes.len()
+    }
+
+    /// Items queued plus reservations in flight.
+    pub(super) fn depth(&self) -> usize {
+        self.len.load(Ordering::Relaxed) & !CLOSED
+    }
+
+    pub(super) fn is_closed(&self) -> bool {
+        self.len.load(Ordering::SeqCst) & CLOSED != 0
+    }
+
+    /// Reserves room for one item. With `waiter` (an async submit under `Block`), a full
+    /// pool registers the caller's waker and answers `Wait`; `waiter` holds the caller's
+    /// place in line across polls and must be given to [`Core::forget_sender`] when the
+    /// caller stops waiting.
+    pub(super) fn reserve(
+        &self,
+        mut waiter: Option<(&mut Option<u64>, &Waker)>,
+    ) -> Result<Reserved<J>, Refused> {
+        let mut evicted = Vec::new();
+        let mut n = self.len.load(Ordering::SeqCst);
+        loop {
+            if n & CLOSED != 0 {
+                return Err(Refused::Closed);
+            }
+            if n >= self.capacity {
+                match self.policy {
+                    Policy::Block => {
+                        let Some((slot, waker)) = waiter.as_mut() else {
+                            return Err(Refused::Full);
+                        };
+                        self.register_sender(slot, waker);
+                        // Handshake with `took`: re-check after registering.
+                        n = self.len.load(Ordering::SeqCst);
+                        if n & CLOSED == 0 && n >= self.capacity {
+                            return Err(Refused::Wait);
+                        }
+                        continue;
+                    }
+                    Policy::Reject => return Err(Refused::Full),
+                    Policy::DropNewest => return Err(Refused::DropNewest),
+                    Policy::DropOldest => {
+                        // Evict from the lowest lane that has something; if every item is
+                        // still being pushed, wait for one to land.
+                        match self.lanes.iter().find_map(Ring::pop) {
+                            Some((job, _)) => {
+                                evicted.push(job);
+                                n = self.len.fetch_sub(1, Ordering::SeqCst) - 1;
+                            }
+                            None => {
+                                spin();
+                                n = self.len.load(Ordering::SeqCst);
+                            }
+                        }
+                        continue;
+                    }
+                }
+            }
+            match self
+                .len
+                .compare_exchange_weak(n, n + 1, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => {
+                    if let Some((slot, _)) = waiter {
+                        self.forget_sender(slot);
+                    }
+                    return Ok(Reserved {
+                        depth: n + 1,
+                        evicted,
+                    });
+                }
+                Err(now) => n = now,
+            }
+        }
+    }
+
+    /// Pushes the item a reservation made room for, and wakes a sleeping worker if any.
+    pub(super) fn push(&self, lane: usize, mut job: J, at: u64) {
+        let ring = &self.lanes[lane];
+        // The reservation guarantees room; a slot still being released by a consumer of the
+        // previous lap is a matter of a few instructions.
+        while let Err(back) = ring.push(job, at) {
+            job = back;
+            spin();
+        }
+        fence(Ordering::SeqCst);
+        if self.idle_count.load(Ordering::Relaxed) > 0 {
+            self.wake_one_worker();
+        }
+    }
+
+    /// Takes the next job for worker `me`: the highest non-empty lane, except that every
+    /// `fair_every`-th take of each worker starts at a lower lane (rotating over them), so a
+    /// lower lane with work gets at least one of every `fair_every * (lanes - 1)` takes.
+    pub(super) fn try_take(&self, me: &mut Local) -> Option<(J, u64)> {
+        let got = if self.lanes.len() == 1 {
+            self.lanes[0].pop()
+        } else {
+            self.take_by_priority(me)
+        };
+        if got.is_some() {
+            self.took();
+        }
+        got
+    }
+
+    fn take_by_priority(&self, me: &mut Local) -> Option<(J, u64)> {
+        let top = self.lanes.len() - 1;
+        me.takes = me.takes.wrapping_add(1);
+        if me.takes % self.fair_every == 0 {
+            let first = me.turn % top;
+            me.turn = me.turn.wrapping_add(1);
+            if let Some(got) = self.lanes[first].pop() {
+                return Some(got);
+            }
+        }
+        self.lanes.iter().rev().find_map(Ring::pop)
+    }
+
+    /// Bookkeeping after a take: frees the slot and wakes a waiting submitter if any.
+    fn took(&self) {
+        self.len.fetch_sub(1, Ordering::SeqCst);
+        if self.send_waiting.load(Ordering::SeqCst) > 0 {
+            let next = lock(&self.senders).list.pop_front();
+            if let Some((_, w)) = next {
+                self.send_waiting.fetch_sub(1, Ordering::SeqCst);
+                w.wake();
+            }
+        }
+    }
+
+    /// A worker's wait for work: `Ready(Some(job))`, `Pending` with the worker's waker
+    /// registered, or `Ready(None)` once the pool is closed and every accepted job is taken.
+    pub(super) fn poll_take(&self, me: &mut Local, cx: &mut Context<'_>) -> Poll<Option<(J, u64)>> {
+        if let Some(got) = self.try_take(me) {
+            return Poll::Ready(Some(got));
+        }
+        self.park_worker(me.id, cx.waker());
+        fence(Ordering::SeqCst);
+        if let Some(got) = self.try_take(me) {
+            self.unpark_worker(me.id);
+            return Poll::Ready(Some(got));
+        }
+        if self.len.load(Ordering::SeqCst) == CLOSED {
+            self.unpark_worker(me.id);
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    }
+
+    /// Takes whatever is queued, for cancellation at shutdown.
+    pub(super) fn drain(&self) -> Vec<(J, u64)> {
+        let mut out = Vec::new();
+        while let Some(got) = self.lanes.iter().rev().find_map(Ring::pop) {
+            self.len.fetch_sub(1, Ordering::SeqCst);
+            out.push(got);
+        }
+        out
+    }
+
+    /// Stops intake: reservations fail from now on. Wakes every waiting submitter (to fail)
+    /// and every sleeping worker (to drain and exit).
+    pub(super) fn close(&self) {
+        self.len.fetch_or(CLOSED, Ordering::SeqCst);
+        let senders: Vec<_> = {
+            let mut s = lock(&self.senders);
+            self.send_waiting.store(0, Ordering::SeqCst);
+            s.list.drain(..).collect()
+        };
+        for (_, w) in senders {
+            w.wake();
+        }
+        let workers: Vec<_> = {
+            let mut idle = lock(&self.idle);
+            self.idle_count.store(0, Ordering::SeqCst);
+            idle.drain(..).collect()
+        };
+        for (_, w) in workers {
+            w.wake();
+        }
+    }
+
+    /// Items queued in each lane, lowest lane first (best effort: reads race with pushes
+    /// and takes).
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(super) fn lane_depths(&self) -> Vec<usize> {
+        self.lanes.iter().map(Ring::len).collect()
+    }
+
+    /// Enqueue time of the oldest item at the head of a lane (best effort).
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(super) fn oldest_enqueued_at(&self) -> Option<u64> {
+        self.lanes.iter().filter_map(Ring::head_at).min()
+    }
+
+    fn park_worker(&self, id: usize, waker: &Waker) {
+        let mut idle = lock(&self.idle);
+        match idle.iter_mut().find(|(i, _)| *i == id) {
+            Some((_, w)) => {
+                if !w.will_wake(waker) {
+                    *w = waker.clone();
+                }
+            }
+            None => {
+                idle.push((id, waker.clone()));
+                self.idle_count.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    fn unpark_worker(&self, id: usize) {
+        let mut idle = lock(&self.idle);
+        if let Some(pos) = idle.iter().position(|(i, _)| *i == id) {
+            idle.swap_remove(pos);
+            self.idle_count.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    fn wake_one_worker(&self) {
+        // The most recently parked worker: its cache is the warmest.
+        let next = {
+            let mut idle = lock(&self.idle);
+            let next = idle.pop();
+            if next.is_some() {
+                self.idle_count.fetch_sub(1, Ordering::SeqCst);
+            }
+            next
+        };
+        if let Some((_, w)) = next {
+            w.wake();
+        }
+    }
+
+    fn register_sender(&self, slot: &mut Option<u64>, waker: &Waker) {
+        let mut s = lock(&self.senders);
+        if let Some(id) = *slot {
+            if let Some((_, w)) = s.list.iter_mut().find(|(i, _)| *i == id) {
+                if !w.will_wake(waker) {
+                    *w = waker.clone();
+                }
+                return;
+            }
+        }
+        let id = s.next;
+        s.next += 1;
+        s.list.push_back((id, waker.clone()));
+        self.send_waiting.fetch_add(1, Ordering::SeqCst);
+        *slot = Some(id);
+    }
+
+    /// Leaves the submitters' line. A submitter that was woken for room it will not use
+    /// passes the wake-up on, so no room goes unclaimed.
+    pub(super) fn forget_sender(&self, slot: &mut Option<u64>) {
+        let Some(id) = slot.take() else { return };
+        let mut s = lock(&self.senders);
+        if let Some(pos) = s.list.iter().position(|(i, _)| *i == id) {
+            s.list.remove(pos);
+            self.send_waiting.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+        if self.depth() < self.capacity {
+            if let Some((_, w)) = s.list.pop_front() {
+                self.send_waiting.fetch_sub(1, Ordering::SeqCst);
+                drop(s);
+                w.wake();
+            }
+        }
+    }
+
+    /// Marks worker `id` busy from now; returns the start time.
+    #[inline]
+    pub(super) fn begin(&self, id: usize) -> u64 {
+        let now = clock::raw().max(1);
+        self.busy[id].since.store(now, Ordering::Relaxed);
+        now
+    }
+
+    /// Marks worker `id` idle; returns how long its job took, in nanoseconds.
+    #[inline]
+    pub(super) fn end(&self, id: usize, started: u64) -> u64 {
+        let b = &self.busy[id];
+        let nanos = clock::nanos_between(started, clock::raw());
+        // Single writer: a load and a store, no read-modify-write.
+        b.nanos
+            .store(b.nanos.load(Ordering::Relaxed) + nanos, Ordering::Relaxed);
+        b.since.store(0, Ordering::Relaxed);
+        nanos
+    }
+
+    /// Workers running a job right now: between 0 and the number of workers by construction.
+    pub(super) fn busy(&self) -> usize {
+        self.busy
+            .iter()
+            .filter(|b| b.since.load(Ordering::Relaxed) != 0)
+            .count()
+    }
+
+    /// Busy time so far over all workers, including the elapsed part of running jobs.
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(super) fn busy_nanos(&self) -> u64 {
+        let now = clock::raw();
+        self.busy
+            .iter()
+            .map(|b| {
+                let since = b.since.load(Ordering::Relaxed);
+                let running = if since == 0 {
+                    0
+                } else {
+                    clock::nanos_between(since, now)
+                };
+                b.nanos.load(Ordering::Relaxed) + running
+            })
+            .sum()
+    }
+}

@@ -1,0 +1,755 @@
+//! Worker pools: a fixed set of async workers draining one bounded queue of jobs, with
+//! saturation, busy time, job latency and outcomes measured, panics isolated, and a
+//! shutdown that drains to a deadline and accounts for every job.
+//!
+//! [`Builder`] builds a [`Pool`] on the current tokio runtime. [`Pool::submit`] queues a
+//! job (any `Future + Send + 'static`) and returns a [`JobHandle`] that resolves to the
+//! job's output; [`Pool::try_submit`] never waits and hands the job back as
+//! `Err(SubmitError::Rejected(job))` when the queue is full.
+//!
+//! # The queue
+//! The pool's queue is bounded by `queue_capacity` and follows the overflow [`Policy`]:
+//!
+//! | [`Policy`] | `submit().await` when full | `try_submit` when full |
+//! |---|---|---|
+//! | `Block` (default) | waits for room | `Err(Rejected(job))` |
+//! | `Reject` | `Err(Rejected(job))` | same |
+//! | `DropOldest` | evicts the oldest job of the lowest non-empty lane (its handle gets [`JobError::Dropped`]) and queues | same |
+//! | `DropNewest` | drops the new job; its handle gets [`JobError::Dropped`] | same |
+//!
+//! It records and reports exactly like a [`perfkit queue`](crate::queue) named after the
+//! pool: `perfkit_queue_depth{queue="<pool>"}`, capacity, oldest age, enqueued, dequeued,
+//! dropped, rejected, the wait histogram (submit to start), depth warnings at 50% and 80%
+//! ([`Builder::warn_at`]), and an entry in the snapshot's and inventory's `queues`.
+//! Internally it is lock-free: one ring per lane with a shared bound (see below).
+//!
+//! # Priority lanes
+//! [`Builder::lanes`] gives the pool several lanes sharing the one `queue_capacity` bound.
+//! [`Pool::submit`] queues on lane 0; [`Pool::submit_to`] picks a lane. Higher lanes drain
+//! first. Starvation protection: on every `fair_every`-th job a worker takes (default 8,
+//! [`Builder::fair_every`]), it looks at a lower lane first, rotating over lanes
+//! `0..lanes-1`; so while lane `k < lanes-1` has jobs it gets at least one of every
+//! `fair_every × (lanes − 1)` jobs each worker takes, whatever arrives above it.
+//!
+//! # Signals
+//! Under `pool="<name>"`:
+//!
+//! | series | meaning |
+//! |---|---|
+//! | `perfkit_pool_workers` | workers (gauge) |
+//! | `perfkit_pool_busy` | workers running a job at scrape time (gauge, 0..=workers) |
+//! | `perfkit_pool_busy_seconds_total` | busy time summed over workers, including the elapsed part of running jobs; `rate(perfkit_pool_busy_seconds_total[1m]) / perfkit_pool_workers` is average saturation |
+//! | `perfkit_pool_task_seconds` | job run time, from a worker taking it to its completion (histogram) |
+//! | `perfkit_pool_tasks_total{outcome}` | `ok`, `err` (the output's [`JobOutput::is_err`]), `panic`, `rejected` (refused by a full queue), `cancelled` (never finished: cancelled by a shutdown, or dropped by the overflow policy) |
+//!
+//! A worker is *busy* from taking a job until the job's future completes, including time
+//! the job spends awaiting I/O: busy means occupied, not on-CPU.
+//!
+//! The snapshot's `pools` entry has `saturation` = `busy / workers` at that instant, and
+//! `saturation_avg` = busy seconds accumulated since the previous snapshot request (from
+//! any client) divided by (wall seconds since that request × workers), with the window
+//! length in `saturation_avg_window_seconds`; the first request averages since the pool was
+//! built. See `docs/endpoints.md` for the whole entry.
+//!
+//! # Panics, shutdown, drop
+//! A job that panics is caught: the panic is counted as `outcome="panic"`, the handle
+//! resolves to [`JobError::Panicked`] with the message, and the worker takes the next job.
+//!
+//! [`Pool::shutdown`] stops intake, lets the workers drain the queue until the deadline,
+//! then stops them: jobs still running are dropped at their next yield point and jobs
+//! still queued are cancelled; their handles resolve to [`JobError::Cancelled`]. It
+//! returns once every worker task has ended, with a [`ShutdownReport`]. Dropping a pool
+//! without shutting it down cancels at once (running and queued jobs alike) and stops the
+//! workers without waiting for them.
+//!
+//! # Examples
+//! ```
+//! # tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap().block_on(async {
+//! use std::time::Duration;
+//!
+//! let pool = perfkit::pool::Builder::new("doc-resize")
+//!     .workers(2)
+//!     .queue_capacity(100)
+//!     .build()
+//!     .unwrap();
+//! let handle = pool.submit(async { 6 * 7 }).await.unwrap();
+//! assert_eq!(handle.await.unwrap(), 42);
+//!
+//! let panicked = pool.submit(async { panic!("bad input") }).await.unwrap();
+//! assert!(panicked.await.unwrap_err().is_panic());
+//!
+//! let report = pool.shutdown(Duration::from_secs(1)).await;
+//! assert_eq!((report.ok, report.panicked), (1, 1));
+//! # });
+//! ```
+
+mod core;
+mod error;
+mod job;
+mod ring;
+
+#[cfg(all(test, loom))]
+mod loom_tests;
+
+use std::fmt;
+use std::future::{Future, poll_fn};
+use std::panic::Location;
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::task::JoinHandle;
+
+pub use error::{BuildError, SubmitError};
+pub use job::{JobError, JobHandle, JobOutput};
+
+use self::core::{Core, Local, Refused, Reserved};
+use crate::clock;
+use crate::loom::lock_unpoisoned as lock;
+use crate::metrics::{Counter, Histogram, Registry, names};
+use crate::queue::Policy;
+use crate::queue::signals::{self, Signals};
+use job::{JobRef, Outcome};
+
+/// The most priority lanes a pool can have.
+pub const MAX_LANES: usize = 8;
+
+/// Queue capacity when [`Builder::queue_capacity`] is not called.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+
+/// [`Builder::fair_every`] when not called.
+pub const DEFAULT_FAIR_EVERY: u32 = 8;
+
+/// Name of the tracked tasks the workers run as (see [`crate::task`]).
+pub const WORKER_TASK: &str = "perfkit.pool.worker";
+
+/// Configures a pool.
+#[derive(Debug)]
+#[must_use = "a Builder does nothing until .build() is called"]
+pub struct Builder<'r> {
+    name: String,
+    workers: Option<usize>,
+    queue_capacity: usize,
+    policy: Policy,
+    lanes: usize,
+    fair_every: u32,
+    warn_at: Vec<f64>,
+    registry: Option<&'r Registry>,
+}
+
+impl<'r> Builder<'r> {
+    /// A pool called `name` (its `pool` and `queue` label), with one worker per available
+    /// CPU, a queue of [`DEFAULT_QUEUE_CAPACITY`] jobs, [`Policy::Block`] and one lane.
+    pub fn new(name: impl Into<String>) -> Self {
+        Builder {
+            name: name.into(),
+            workers: None,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            policy: Policy::Block,
+            lanes: 1,
+            fair_every: DEFAULT_FAIR_EVERY,
+            warn_at: crate::queue::DEFAULT_WARN_AT.to_vec(),
+            registry: None,
+        }
+    }
+
+    /// How many jobs run at once.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = Some(workers);
+        self
+    }
+
+    /// How many jobs may wait, over all lanes together.
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.queue_capacity = capacity;
+        self
+    }
+
+    /// What a full queue does with a new job (see the [module docs](self)).
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Priority lanes, 1 to [`MAX_LANES`]; higher lanes drain first.
+    pub fn lanes(mut self, lanes: usize) -> Self {
+        self.lanes = lanes;
+        self
+    }
+
+    /// Starvation protection: every `n`-th job a worker takes comes from a lower lane
+    /// first. 1 means strict rotation, larger values favour higher lanes more.
+    pub fn fair_every(mut self, n: u32) -> Self {
+        self.fair_every = n;
+        self
+    }
+
+    /// Queue depth thresholds, as fractions of capacity in (0, 1], that log a warning when
+    /// crossed upwards (like [`crate::queue::Builder::warn_at`]).
+    pub fn warn_at(mut self, fractions: &[f64]) -> Self {
+        self.warn_at = fractions.to_vec();
+        self
+    }
+
+    /// Records into `registry` instead of the global one.
+    pub fn registry(mut self, registry: &'r Registry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// Builds the pool and starts its workers on the current tokio runtime, as tracked
+    /// tasks named [`WORKER_TASK`].
+    ///
+    /// # Errors
+    /// A [`BuildError`] for a bad setting, or when not called inside a tokio runtime with
+    /// timers enabled.
+    #[track_caller]
+    pub fn build(self) -> Result<Pool, BuildError> {
+        let site = Location::caller();
+        let name = self.name;
+        if name.is_empty() {
+            return Err(BuildError::EmptyName);
+        }
+        let workers = self.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
+        if workers == 0 {
+            return Err(BuildError::ZeroWorkers { name });
+        }
+        if self.queue_capacity == 0 {
+            return Err(BuildError::ZeroCapacity { name });
+        }
+        if self.lanes == 0 || self.lanes > MAX_LANES {
+            return Err(BuildError::BadLanes {
+                name,
+                lanes: self.lanes,
+                max: MAX_LANES,
+            });
+        }
+        if self.fair_every == 0 {
+            return Err(BuildError::ZeroFairEvery { name });
+        }
+        if let Some(threshold) = signals::bad_threshold(&self.warn_at) {
+            return Err(BuildError::InvalidThreshold { name, threshold });
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Err(BuildError::NoRuntime { name });
+        };
+        if !crate::batch::timers_enabled() {
+            return Err(BuildError::NoTimer { name });
+        }
+        let registry = self.registry.unwrap_or_else(|| crate::metrics::registry());
+        let sig = Signals::new(
+            name,
+            self.queue_capacity,
+            self.policy,
+            &self.warn_at,
+            site,
+            registry,
+        );
+        let inner = Arc::new(Inner {
+            core: Core::new(
+                workers,
+                self.queue_capacity,
+                self.lanes,
+                self.policy,
+                self.fair_every,
+            ),
+            task_seconds: registry.histogram(&names::POOL_TASK_SECONDS, &[&sig.label]),
+            sig,
+            workers,
+            fair_every: self.fair_every,
+            outcomes: Outcomes::default(),
+            cancelled_running: AtomicU64::new(0),
+            busy_exported: AtomicU64::new(0),
+            last_snapshot: Mutex::new((clock::raw(), 0)),
+        });
+        registry.register_collector(Arc::downgrade(&inner) as std::sync::Weak<dyn crate::metrics::Collector>);
+        let handles = (0..workers)
+            .map(|id| {
+                let inner = inner.clone();
+                let _enter = runtime.enter();
+                crate::task::spawn(WORKER_TASK, work(inner, id))
+            })
+            .collect();
+        Ok(Pool {
+            inner,
+            workers: Mutex::new(handles),
+            runtime,
+        })
+    }
+}
+
+/// A pool of async workers. See the [module docs](self).
+pub struct Pool {
+    inner: Arc<Inner>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+    runtime: tokio::runtime::Handle,
+}
+
+#[derive(Default)]
+struct Outcomes {
+    ok: Counter,
+    err: Counter,
+    panic: Counter,
+    rejected: Counter,
+    cancelled: Counter,
+}
+
+struct Inner {
+    core: Core<JobRef>,
+    sig: Signals,
+    workers: usize,
+    fair_every: u32,
+    outcomes: Outcomes,
+    task_seconds: Arc<Histogram>,
+    cancelled_running: AtomicU64,
+    /// Largest busy-seconds figure exported so far (nanoseconds), keeping the counter
+    /// monotonic across the racy sum of finished and running time.
+    busy_exported: AtomicU64,
+    /// (raw clock, busy nanoseconds) at the previous snapshot, for `saturation_avg`.
+    last_snapshot: Mutex<(u64, u64)>,
+}
+
+/// What [`Pool::shutdown`] did, and the pool's lifetime job counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Every accepted job finished before the deadline.
+    pub drained: bool,
+    /// Jobs still queued at the deadline, cancelled without running.
+    pub cancelled_queued: u64,
+    /// Jobs running at the deadline, stopped at their next yield point.
+    pub cancelled_running: u64,
+    /// Jobs that completed with an `ok` output, over the pool's life.
+    pub ok: u64,
+    /// Jobs that completed with an `err` output ([`JobOutput::is_err`]).
+    pub err: u64,
+    /// Jobs that panicked.
+    pub panicked: u64,
+    /// Jobs refused by a full queue.
+    pub rejected: u64,
+    /// Jobs that never finished: cancelled by this shutdown or dropped by the overflow
+    /// policy.
+    pub cancelled: u64,
+    /// How long the shutdown took.
+    pub elapsed: Duration,
+}
+
+impl Pool {
+    /// Queues `job` on lane 0, waiting for room under [`Policy::Block`].
+    ///
+    /// # Errors
+    /// [`SubmitError::Rejected`] when full under [`Policy::Reject`],
+    /// [`SubmitError::Closed`] after [`Pool::shutdown`]; the job is handed back.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a submit dropped while waiting for room queued nothing (the job is
+    /// dropped with it) and passes its place on.
+    pub async fn submit<F>(&self, job: F) -> Result<JobHandle<F::Output>, SubmitError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: JobOutput + Send + 'static,
+    {
+        self.submit_to(0, job).await
+    }
+
+    /// [`Pool::submit`] on lane `lane` (0 is the lowest priority).
+    ///
+    /// # Errors
+    /// As [`Pool::submit`], plus [`SubmitError::NoSuchLane`].
+    pub async fn submit_to<F>(
+        &self,
+        lane: usize,
+        job: F,
+    ) -> Result<JobHandle<F::Output>, SubmitError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: JobOutput + Send + 'static,
+    {
+        let job = self.check_lane(lane, job)?;
+        let core = &self.inner.core;
+        let reserved = if self.inner.sig.policy == Policy::Block {
+            let mut line = Line { core, slot: None };
+            poll_fn(|cx| match core.reserve(Some((&mut line.slot, cx.waker()))) {
+                Err(Refused::Wait) => Poll::Pending,
+                other => Poll::Ready(other),
+            })
+            .await
+        } else {
+            core.reserve(None)
+        };
+        self.admit(lane, job, reserved)
+    }
+
+    /// Queues `job` on lane 0 without waiting.
+    ///
+    /// # Errors
+    /// [`SubmitError::Rejected`] when full under [`Policy::Block`] or [`Policy::Reject`],
+    /// [`SubmitError::Closed`] after [`Pool::shutdown`]; the job is handed back.
+    pub fn try_submit<F>(&self, job: F) -> Result<JobHandle<F::Output>, SubmitError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: JobOutput + Send + 'static,
+    {
+        self.try_submit_to(0, job)
+    }
+
+    /// [`Pool::try_submit`] on lane `lane`.
+    ///
+    /// # Errors
+    /// As [`Pool::try_submit`], plus [`SubmitError::NoSuchLane`].
+    pub fn try_submit_to<F>(
+        &self,
+        lane: usize,
+        job: F,
+    ) -> Result<JobHandle<F::Output>, SubmitError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: JobOutput + Send + 'static,
+    {
+        let job = self.check_lane(lane, job)?;
+        let reserved = self.inner.core.reserve(None);
+        self.admit(lane, job, reserved)
+    }
+
+    fn check_lane<F>(&self, lane: usize, job: F) -> Result<F, SubmitError<F>> {
+        let lanes = self.inner.core.lanes();
+        if lane < lanes {
+            Ok(job)
+        } else {
+            Err(SubmitError::NoSuchLane { job, lane, lanes })
+        }
+    }
+
+    fn admit<F>(
+        &self,
+        lane: usize,
+        job: F,
+        reserved: Result<Reserved<JobRef>, Refused>,
+    ) -> Result<JobHandle<F::Output>, SubmitError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: JobOutput + Send + 'static,
+    {
+        let inner = &*self.inner;
+        match reserved {
+            Ok(Reserved { depth, evicted }) => {
+                let at = clock::raw();
+                let (job, handle) = job::new(job);
+                inner.sig.enqueued(depth);
+                inner.core.push(lane, job, at);
+                for old in evicted {
+                    inner.sig.m.dropped_oldest.inc();
+                    inner.outcomes.cancelled.inc();
+                    old.cancel(JobError::Dropped);
+                }
+                Ok(handle)
+            }
+            Err(Refused::Full | Refused::Wait) => {
+                inner.sig.m.rejected.inc();
+                inner.outcomes.rejected.inc();
+                Err(SubmitError::Rejected(job))
+            }
+            Err(Refused::DropNewest) => {
+                inner.sig.m.dropped_full.inc();
+                inner.outcomes.cancelled.inc();
+                let (job, handle) = job::new(job);
+                job.cancel(JobError::Dropped);
+                Ok(handle)
+            }
+            Err(Refused::Closed) => Err(SubmitError::Closed(job)),
+        }
+    }
+
+    /// Stops intake, lets the workers finish queued jobs until `deadline` has passed, then
+    /// cancels the rest, and returns once every worker task has ended. Calling it again
+    /// returns at once with the lifetime counts.
+    pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+        let started = Instant::now();
+        let inner = &*self.inner;
+        inner.core.close();
+        let handles = std::mem::take(&mut *lock(&self.workers));
+        let sleep = {
+            let _enter = self.runtime.enter();
+            tokio::time::sleep(deadline)
+        };
+        let mut sleep = pin!(sleep);
+        let mut handles = handles.into_iter().peekable();
+        let mut drained = true;
+        while let Some(h) = handles.peek_mut() {
+            tokio::select! {
+                biased;
+                _ = h => { handles.next(); }
+                () = &mut sleep => { drained = false; break; }
+            }
+        }
+        let rest: Vec<_> = handles.collect();
+        for h in &rest {
+            h.abort();
+        }
+        for h in rest {
+            let _ = h.await;
+        }
+        let cancelled_queued = inner.cancel_queued();
+        let o = &inner.outcomes;
+        ShutdownReport {
+            drained: drained && cancelled_queued == 0,
+            cancelled_queued,
+            cancelled_running: inner.cancelled_running.swap(0, Ordering::Relaxed),
+            ok: o.ok.get(),
+            err: o.err.get(),
+            panicked: o.panic.get(),
+            rejected: o.rejected.get(),
+            cancelled: o.cancelled.get(),
+            elapsed: started.elapsed(),
+        }
+    }
+
+    /// The pool's name.
+    pub fn name(&self) -> &str {
+        &self.inner.sig.name
+    }
+
+    /// Number of workers.
+    pub fn workers(&self) -> usize {
+        self.inner.workers
+    }
+
+    /// Workers running a job now.
+    pub fn busy(&self) -> usize {
+        self.inner.core.busy()
+    }
+
+    /// Jobs queued now (over all lanes, including submits about to land).
+    pub fn queued(&self) -> usize {
+        self.inner.core.depth()
+    }
+
+    /// The queue's bound.
+    pub fn queue_capacity(&self) -> usize {
+        self.inner.sig.capacity
+    }
+
+    /// Whether intake is closed (shutdown started or the pool is dropping).
+    pub fn is_closed(&self) -> bool {
+        self.inner.core.is_closed()
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.inner.core.close();
+        for h in lock(&self.workers).drain(..) {
+            h.abort();
+        }
+    }
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("name", &self.name())
+            .field("workers", &self.workers())
+            .field("busy", &self.busy())
+            .field("queued", &self.queued())
+            .field("queue_capacity", &self.queue_capacity())
+            .finish()
+    }
+}
+
+/// A submitter's place in line while it waits for room; leaving passes a wake-up on.
+struct Line<'a> {
+    core: &'a Core<JobRef>,
+    slot: Option<u64>,
+}
+
+impl Drop for Line<'_> {
+    fn drop(&mut self) {
+        self.core.forget_sender(&mut self.slot);
+    }
+}
+
+/// A worker: takes jobs until the pool is closed and drained (or the task is aborted).
+async fn work(inner: Arc<Inner>, id: usize) {
+    let mut me = Local::new(id);
+    while let Some((job, at)) = poll_fn(|cx| inner.core.poll_take(&mut me, cx)).await {
+        inner.run(id, job, at).await;
+        // Jobs that finish without ever returning Pending would otherwise keep this worker
+        // from yielding to the rest of the runtime.
+        tokio::task::consume_budget().await;
+    }
+}
+
+/// A job on a worker; if the worker is stopped mid-job, the job is cancelled and counted.
+struct Running<'a> {
+    inner: &'a Inner,
+    id: usize,
+    started: u64,
+    job: Option<JobRef>,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if let Some(job) = self.job.take() {
+            job.cancel(JobError::Cancelled);
+            self.inner.cancelled_running.fetch_add(1, Ordering::Relaxed);
+            self.inner.finish(self.id, self.started, Outcome::Cancelled);
+        }
+    }
+}
+
+impl Inner {
+    async fn run(&self, id: usize, job: JobRef, at: u64) {
+        let started = self.core.begin(id);
+        self.sig.dequeued(std::iter::once(at), started);
+        let mut running = Running {
+            inner: self,
+            id,
+            started,
+            job: Some(job),
+        };
+        let outcome = poll_fn(|cx| match &running.job {
+            Some(job) => job.poll_run(cx),
+            None => Poll::Ready(Outcome::Cancelled),
+        })
+        .await;
+        running.job = None;
+        self.finish(id, started, outcome);
+    }
+
+    fn finish(&self, id: usize, started: u64, outcome: Outcome) {
+        let nanos = self.core.end(id, started);
+        self.task_seconds.record(nanos);
+        match outcome {
+            Outcome::Ok => self.outcomes.ok.inc(),
+            Outcome::Err => self.outcomes.err.inc(),
+            Outcome::Panic => self.outcomes.panic.inc(),
+            Outcome::Cancelled => self.outcomes.cancelled.inc(),
+        }
+    }
+
+    /// Cancels every queued job, waiting out submits that reserved room before intake
+    /// closed. Returns how many were cancelled.
+    fn cancel_queued(&self) -> u64 {
+        let mut n = 0;
+        loop {
+            for (job, _) in self.core.drain() {
+                self.sig.m.dropped_closed.inc();
+                self.outcomes.cancelled.inc();
+                job.cancel(JobError::Cancelled);
+                n += 1;
+            }
+            if self.core.depth() == 0 {
+                return n;
+            }
+            // A submit between its reservation and its push: a few instructions away.
+            std::thread::yield_now();
+        }
+    }
+
+    fn busy_seconds(&self) -> f64 {
+        let nanos = self.core.busy_nanos();
+        let shown = self.busy_exported.fetch_max(nanos, Ordering::Relaxed).max(nanos);
+        shown as f64 * 1e-9
+    }
+
+    fn oldest_age_seconds(&self) -> f64 {
+        self.core.oldest_enqueued_at().map_or(0.0, |at| {
+            clock::nanos_between(at, clock::raw()) as f64 * 1e-9
+        })
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.cancel_queued();
+    }
+}
+
+impl crate::metrics::Collector for Inner {
+    fn collect(&self, out: &mut crate::metrics::Collection) {
+        self.sig
+            .collect(out, self.core.depth(), self.oldest_age_seconds());
+        let l = self.sig.label.as_str();
+        out.push(&names::POOL_WORKERS, &[l], self.workers as f64);
+        out.push(&names::POOL_BUSY, &[l], self.core.busy() as f64);
+        out.push(&names::POOL_BUSY_SECONDS_TOTAL, &[l], self.busy_seconds());
+        let o = &self.outcomes;
+        for (outcome, c) in [
+            ("ok", &o.ok),
+            ("err", &o.err),
+            ("panic", &o.panic),
+            ("rejected", &o.rejected),
+            ("cancelled", &o.cancelled),
+        ] {
+            out.push(&names::POOL_TASKS_TOTAL, &[l, outcome], c.get() as f64);
+        }
+    }
+
+    fn snapshot(&self, out: &mut crate::metrics::Sections) {
+        let depth = self.core.depth();
+        self.sig.snapshot(out, depth, self.oldest_age_seconds());
+        let now = clock::raw();
+        let busy_total = self.core.busy_nanos();
+        let (window, busy_delta) = {
+            let mut last = lock(&self.last_snapshot);
+            let window = clock::nanos_between(last.0, now);
+            let delta = busy_total.saturating_sub(last.1);
+            *last = (now, busy_total.max(last.1));
+            (window, delta)
+        };
+        let busy = self.core.busy();
+        let avg = if window == 0 {
+            0.0
+        } else {
+            (busy_delta as f64 / (window as f64 * self.workers as f64)).min(1.0)
+        };
+        let o = &self.outcomes;
+        out.push(
+            "pools",
+            json!({
+                "name": self.sig.name,
+                "label": self.sig.label,
+                "workers": self.workers,
+                "busy": busy,
+                "saturation": busy as f64 / self.workers as f64,
+                "saturation_avg": avg,
+                "saturation_avg_window_seconds": window as f64 * 1e-9,
+                "busy_seconds": self.busy_seconds(),
+                "queue": self.sig.label,
+                "depth": depth,
+                "capacity": self.sig.capacity,
+                "lane_depths": self.core.lane_depths(),
+                "tasks": {
+                    "ok": o.ok.get(),
+                    "err": o.err.get(),
+                    "panic": o.panic.get(),
+                    "rejected": o.rejected.get(),
+                    "cancelled": o.cancelled.get(),
+                },
+                "task_seconds": self.task_seconds.snapshot().to_json(),
+            }),
+        );
+    }
+
+    fn inventory(&self, out: &mut crate::metrics::Sections) {
+        self.sig.inventory(out, "perfkit::pool job");
+        out.push(
+            "pools",
+            json!({
+                "name": self.sig.name,
+                "label": self.sig.label,
+                "workers": self.workers,
+                "queue_capacity": self.sig.capacity,
+                "policy": self.sig.policy.as_str(),
+                "lanes": self.core.lanes(),
+                "fair_every": self.fair_every,
+                "source": self.sig.source(),
+            }),
+        );
+    }
+}

@@ -1,0 +1,204 @@
+//! What every perfkit queue records and reports, whatever holds its items: the `queue`
+//! label, counters, wait histogram, depth warnings, high-water mark, and its `/metrics`,
+//! snapshot and inventory entries. Used by [`super::Receiver`]'s queue and by the worker
+//! pool's queue, so both read the same in every output.
+
+use std::panic::Location;
+
+#[cfg(not(loom))]
+use serde_json::json;
+
+use crate::clock;
+use crate::loom::{AtomicUsize, Ordering};
+use crate::metrics::{Counter, Histogram, OVERFLOW_LABEL, Registry, names};
+
+use super::Policy;
+
+/// Minimum time between two warnings for the same threshold.
+const WARN_EVERY_MS: u64 = 10_000;
+
+struct Threshold {
+    fraction: f64,
+    depth: usize,
+    last_warn_ms: std::sync::atomic::AtomicU64,
+}
+
+pub(crate) struct Metrics {
+    pub(crate) enqueued: std::sync::Arc<Counter>,
+    pub(crate) dequeued: std::sync::Arc<Counter>,
+    pub(crate) dropped_full: std::sync::Arc<Counter>,
+    pub(crate) dropped_oldest: std::sync::Arc<Counter>,
+    pub(crate) dropped_closed: std::sync::Arc<Counter>,
+    pub(crate) rejected: std::sync::Arc<Counter>,
+    pub(crate) wait: std::sync::Arc<Histogram>,
+}
+
+pub(crate) struct Signals {
+    pub(crate) name: String,
+    /// The `queue` label: the name, or `__overflow__` past the cardinality cap.
+    pub(crate) label: String,
+    #[cfg_attr(loom, allow(dead_code))]
+    site: &'static Location<'static>,
+    pub(crate) capacity: usize,
+    pub(crate) policy: Policy,
+    thresholds: Vec<Threshold>,
+    high_water: AtomicUsize,
+    pub(crate) m: Metrics,
+}
+
+impl Signals {
+    /// Registers the queue's series. `warn_at` must hold fractions in (0, 1].
+    pub(crate) fn new(
+        name: String,
+        capacity: usize,
+        policy: Policy,
+        warn_at: &[f64],
+        site: &'static Location<'static>,
+        registry: &Registry,
+    ) -> Self {
+        let (enqueued, admitted) = registry.counter_admitted(&names::QUEUE_ENQUEUED_TOTAL, &[&name]);
+        let label = if admitted {
+            name.clone()
+        } else {
+            OVERFLOW_LABEL.to_owned()
+        };
+        let l = label.as_str();
+        let m = Metrics {
+            enqueued,
+            dequeued: registry.counter(&names::QUEUE_DEQUEUED_TOTAL, &[l]),
+            dropped_full: registry.counter(&names::QUEUE_DROPPED_TOTAL, &[l, "full"]),
+            dropped_oldest: registry.counter(&names::QUEUE_DROPPED_TOTAL, &[l, "oldest"]),
+            dropped_closed: registry.counter(&names::QUEUE_DROPPED_TOTAL, &[l, "closed"]),
+            rejected: registry.counter(&names::QUEUE_REJECTED_TOTAL, &[l]),
+            wait: registry.histogram(&names::QUEUE_WAIT_SECONDS, &[l]),
+        };
+        let thresholds = warn_at
+            .iter()
+            .map(|&fraction| Threshold {
+                fraction,
+                depth: ((capacity as f64 * fraction).ceil() as usize).clamp(1, capacity),
+                last_warn_ms: std::sync::atomic::AtomicU64::new(u64::MAX),
+            })
+            .collect();
+        Signals {
+            name,
+            label,
+            site,
+            capacity,
+            policy,
+            thresholds,
+            high_water: AtomicUsize::new(0),
+            m,
+        }
+    }
+
+    /// An item was enqueued and the depth is now `len`.
+    #[inline]
+    pub(crate) fn enqueued(&self, len: usize) {
+        self.m.enqueued.inc();
+        if len > self.high_water.load(Ordering::Relaxed) {
+            self.high_water.fetch_max(len, Ordering::Relaxed);
+        }
+        for t in &self.thresholds {
+            if len == t.depth {
+                self.warn(t, len);
+            }
+        }
+    }
+
+    /// Items enqueued at the raw clock readings `ats` were dequeued at `now`.
+    #[inline]
+    pub(crate) fn dequeued(&self, ats: impl ExactSizeIterator<Item = u64>, now: u64) {
+        self.m.dequeued.add(ats.len() as u64);
+        for at in ats {
+            self.m.wait.record(clock::nanos_between(at, now));
+        }
+    }
+
+    #[cold]
+    fn warn(&self, t: &Threshold, len: usize) {
+        use std::sync::atomic::Ordering as O;
+        let now = clock::millis();
+        let last = t.last_warn_ms.load(O::Relaxed);
+        if last != u64::MAX && now.saturating_sub(last) < WARN_EVERY_MS {
+            return;
+        }
+        if t.last_warn_ms
+            .compare_exchange(last, now, O::Relaxed, O::Relaxed)
+            .is_ok()
+        {
+            tracing::warn!(
+                queue = %self.name,
+                depth = len,
+                capacity = self.capacity,
+                threshold = t.fraction,
+                "perfkit queue is {:.0}% full",
+                t.fraction * 100.0
+            );
+        }
+    }
+}
+
+#[cfg(not(loom))]
+impl Signals {
+    /// The scrape-time gauges.
+    pub(crate) fn collect(&self, out: &mut crate::metrics::Collection, depth: usize, oldest: f64) {
+        let l = self.label.as_str();
+        out.push(&names::QUEUE_DEPTH, &[l], depth as f64);
+        out.push(&names::QUEUE_CAPACITY, &[l], self.capacity as f64);
+        out.push(&names::QUEUE_OLDEST_AGE_SECONDS, &[l], oldest);
+    }
+
+    /// The `queues` snapshot entry; resets the high-water mark to the current depth.
+    pub(crate) fn snapshot(&self, out: &mut crate::metrics::Sections, depth: usize, oldest: f64) {
+        let high_water = self.high_water.swap(depth, Ordering::Relaxed).max(depth);
+        out.push(
+            "queues",
+            json!({
+                "name": self.name,
+                "label": self.label,
+                "depth": depth,
+                "capacity": self.capacity,
+                "saturation": depth as f64 / self.capacity as f64,
+                "high_water": high_water,
+                "high_water_saturation": high_water as f64 / self.capacity as f64,
+                "enqueued": self.m.enqueued.get(),
+                "dequeued": self.m.dequeued.get(),
+                "dropped": {
+                    "full": self.m.dropped_full.get(),
+                    "oldest": self.m.dropped_oldest.get(),
+                    "closed": self.m.dropped_closed.get(),
+                },
+                "rejected": self.m.rejected.get(),
+                "wait_seconds": self.m.wait.snapshot().to_json(),
+                "oldest_age_seconds": oldest,
+            }),
+        );
+    }
+
+    /// The `queues` inventory entry.
+    pub(crate) fn inventory(&self, out: &mut crate::metrics::Sections, item_type: &str) {
+        out.push(
+            "queues",
+            json!({
+                "name": self.name,
+                "label": self.label,
+                "capacity": self.capacity,
+                "policy": self.policy.as_str(),
+                "warn_at": self.thresholds.iter().map(|t| t.fraction).collect::<Vec<_>>(),
+                "item_type": item_type,
+                "source": self.source(),
+            }),
+        );
+    }
+
+    /// `file:line` of the call that built the queue.
+    pub(crate) fn source(&self) -> String {
+        format!("{}:{}", self.site.file(), self.site.line())
+    }
+}
+
+/// Checks warning thresholds: each must be a fraction in (0, 1].
+pub(crate) fn bad_threshold(warn_at: &[f64]) -> Option<f64> {
+    warn_at.iter().copied().find(|f| !(*f > 0.0 && *f <= 1.0))
+}

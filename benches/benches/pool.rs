@@ -90,7 +90,7 @@ fn pool(c: &mut Criterion) {
                     drop(handle);
                 }
                 let report = pool.shutdown(Duration::from_secs(60)).await;
-                assert!(report.drained);
+                assert!(report.drained, "{report:?}");
             })
         })
     });

@@ -579,16 +579,16 @@ impl<T: Send + Sync + 'static, F: Flush<T>> Flusher<T, F> {
     }
 }
 
-/// Whether the current runtime has a timer: polling a sleep panics when it has none.
-/// Whether the current runtime has a time driver (a `sleep` would panic otherwise).
+/// Whether the current runtime has a time driver: creating or polling a `sleep` panics
+/// when it has none.
 pub(crate) fn timers_enabled() -> bool {
-    let mut sleep = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
-    let mut cx = Context::from_waker(std::task::Waker::noop());
     // Only a runtime without timers panics here, and then `build` fails anyway; the panic
     // hook is left alone (swapping it process-wide could hide other threads' panics).
-    std::panic::catch_unwind(AssertUnwindSafe(|| {
+    std::panic::catch_unwind(|| {
+        let mut sleep = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
         let _ = sleep.as_mut().poll(&mut cx);
-    }))
+    })
     .is_ok()
 }
 

@@ -3,18 +3,23 @@
 //! submitters and workers, and per-worker busy accounting.
 //!
 //! # The bound
-//! `len` counts items queued plus slots reserved by submitters that are about to push. A
-//! submitter reserves with a compare-and-swap that fails at `capacity`, then pushes into its
-//! lane's ring (each ring can hold `capacity` items, so a reserved push always finds room
-//! once the previous lap's consumer has finished with the slot). A worker decrements `len`
-//! after it has taken an item. The top bit of `len` is the closed flag, so "closed" and "no
-//! reservation in flight" are read in one load.
+//! Two running totals, each on its own cache line: `reserved` (room claimed by submitters,
+//! written only by them) and `taken` (items taken out, written only by workers and
+//! evictions). The depth is `reserved - taken`. A submitter claims room with a
+//! compare-and-swap on `reserved` against a cached copy of `taken` that it refreshes only
+//! when the cached figure says "full" (a stale copy only overstates the depth), so in the
+//! common case submitters and workers write disjoint lines. After claiming, the submitter
+//! pushes into its lane's ring; each ring holds `capacity` items, so a claimed push always
+//! finds room once the previous lap's consumer has finished with the slot. The top bit of
+//! `reserved` is the closed flag: closing and claiming cannot interleave, and "closed with
+//! nothing in flight" is `reserved == CLOSED | taken`.
 //!
 //! # Sleeping and waking
 //! Both waits use the same store-fence-load handshake: the sleeper registers its waker, bumps
 //! a count, issues a SeqCst fence and re-checks; the other side changes the state, issues a
 //! SeqCst fence and reads the count. One of the two always sees the other, so no wake-up is
-//! lost, and the hot path pays one fence and one load when nobody sleeps.
+//! lost, and the hot path pays one fence and one load when nobody sleeps. (Fences rather
+//! than SeqCst operations alone, because that is the form loom can check.)
 
 use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};
@@ -83,15 +88,22 @@ impl Local {
     }
 }
 
+/// The submitters' line: claimed room and their cached copy of `taken`.
+struct Claims {
+    reserved: AtomicUsize,
+    taken_seen: AtomicUsize,
+}
+
 pub(super) struct Core<J> {
     lanes: Box<[Ring<J>]>,
-    len: CachePadded<AtomicUsize>,
     capacity: usize,
     policy: Policy,
     fair_every: u32,
-    idle: FastMutex<Vec<(usize, Waker)>>,
+    claims: CachePadded<Claims>,
+    taken: CachePadded<AtomicUsize>,
+    idle: CachePadded<FastMutex<Vec<(usize, Waker)>>>,
     idle_count: CachePadded<AtomicUsize>,
-    senders: FastMutex<SendWaiters>,
+    senders: CachePadded<FastMutex<SendWaiters>>,
     send_waiting: CachePadded<AtomicUsize>,
     busy: Box<[CachePadded<Busy>]>,
 }
@@ -106,16 +118,20 @@ impl<J> Core<J> {
     ) -> Self {
         Core {
             lanes: (0..lanes).map(|_| Ring::new(capacity)).collect(),
-            len: CachePadded::new(AtomicUsize::new(0)),
             capacity,
             policy,
             fair_every: fair_every.max(1),
-            idle: FastMutex::new(Vec::with_capacity(workers)),
+            claims: CachePadded::new(Claims {
+                reserved: AtomicUsize::new(0),
+                taken_seen: AtomicUsize::new(0),
+            }),
+            taken: CachePadded::new(AtomicUsize::new(0)),
+            idle: CachePadded::new(FastMutex::new(Vec::with_capacity(workers))),
             idle_count: CachePadded::new(AtomicUsize::new(0)),
-            senders: FastMutex::new(SendWaiters {
+            senders: CachePadded::new(FastMutex::new(SendWaiters {
                 list: VecDeque::new(),
                 next: 0,
-            }),
+            })),
             send_waiting: CachePadded::new(AtomicUsize::new(0)),
             busy: (0..workers).map(|_| CachePadded::new(Busy::default())).collect(),
         }
@@ -127,11 +143,19 @@ impl<J> Core<J> {
 
     /// Items queued plus reservations in flight.
     pub(super) fn depth(&self) -> usize {
-        self.len.load(Ordering::Relaxed) & !CLOSED
+        // `taken` first: both only grow and `taken <= reserved` at every instant.
+        let taken = self.taken.load(Ordering::SeqCst);
+        (self.claims.reserved.load(Ordering::SeqCst) & !CLOSED).wrapping_sub(taken)
     }
 
     pub(super) fn is_closed(&self) -> bool {
-        self.len.load(Ordering::SeqCst) & CLOSED != 0
+        self.claims.reserved.load(Ordering::SeqCst) & CLOSED != 0
+    }
+
+    /// Whether intake is closed and every claimed item has been taken.
+    fn drained(&self) -> bool {
+        let taken = self.taken.load(Ordering::SeqCst);
+        self.claims.reserved.load(Ordering::SeqCst) == CLOSED | taken
     }
 
     /// Reserves room for one item. With `waiter` (an async submit under `Block`), a full
@@ -143,12 +167,22 @@ impl<J> Core<J> {
         mut waiter: Option<(&mut Option<u64>, &Waker)>,
     ) -> Result<Reserved<J>, Refused> {
         let mut evicted = Vec::new();
-        let mut n = self.len.load(Ordering::SeqCst);
+        let claims = &*self.claims;
+        let mut r = claims.reserved.load(Ordering::SeqCst);
+        let mut seen = claims.taken_seen.load(Ordering::Relaxed);
         loop {
-            if n & CLOSED != 0 {
+            if r & CLOSED != 0 {
                 return Err(Refused::Closed);
             }
-            if n >= self.capacity {
+            let depth = r.wrapping_sub(seen);
+            if depth >= self.capacity {
+                let fresh = self.taken.load(Ordering::SeqCst);
+                if fresh != seen {
+                    claims.taken_seen.fetch_max(fresh, Ordering::Relaxed);
+                    seen = fresh;
+                    r = claims.reserved.load(Ordering::SeqCst);
+                    continue;
+                }
                 match self.policy {
                     Policy::Block => {
                         let Some((slot, waker)) = waiter.as_mut() else {
@@ -156,8 +190,10 @@ impl<J> Core<J> {
                         };
                         self.register_sender(slot, waker);
                         // Handshake with `took`: re-check after registering.
-                        n = self.len.load(Ordering::SeqCst);
-                        if n & CLOSED == 0 && n >= self.capacity {
+                        fence(Ordering::SeqCst);
+                        seen = self.taken.load(Ordering::SeqCst);
+                        r = claims.reserved.load(Ordering::SeqCst);
+                        if r & CLOSED == 0 && r.wrapping_sub(seen) >= self.capacity {
                             return Err(Refused::Wait);
                         }
                         continue;
@@ -170,31 +206,31 @@ impl<J> Core<J> {
                         match self.lanes.iter().find_map(Ring::pop) {
                             Some((job, _)) => {
                                 evicted.push(job);
-                                n = self.len.fetch_sub(1, Ordering::SeqCst) - 1;
+                                self.taken.fetch_add(1, Ordering::SeqCst);
                             }
-                            None => {
-                                spin();
-                                n = self.len.load(Ordering::SeqCst);
-                            }
+                            None => spin(),
                         }
+                        r = claims.reserved.load(Ordering::SeqCst);
                         continue;
                     }
                 }
             }
-            match self
-                .len
-                .compare_exchange_weak(n, n + 1, Ordering::SeqCst, Ordering::SeqCst)
-            {
+            match claims.reserved.compare_exchange_weak(
+                r,
+                r + 1,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
                 Ok(_) => {
                     if let Some((slot, _)) = waiter {
                         self.forget_sender(slot);
                     }
                     return Ok(Reserved {
-                        depth: n + 1,
+                        depth: depth + 1,
                         evicted,
                     });
                 }
-                Err(now) => n = now,
+                Err(now) => r = now,
             }
         }
     }
@@ -214,9 +250,10 @@ impl<J> Core<J> {
         }
     }
 
-    /// Takes the next job for worker `me`: the highest non-empty lane, except that every
-    /// `fair_every`-th take of each worker starts at a lower lane (rotating over them), so a
-    /// lower lane with work gets at least one of every `fair_every * (lanes - 1)` takes.
+    /// Takes the next job for worker `me`: from the highest non-empty lane, except that
+    /// every `fair_every`-th job each worker takes comes from the lower lanes first (the
+    /// first non-empty one in a rotation over them), so a lower lane with work gets at least
+    /// one of every `fair_every * (lanes - 1)` jobs a worker takes.
     pub(super) fn try_take(&self, me: &mut Local) -> Option<(J, u64)> {
         let got = if self.lanes.len() == 1 {
             self.lanes[0].pop()
@@ -231,20 +268,34 @@ impl<J> Core<J> {
 
     fn take_by_priority(&self, me: &mut Local) -> Option<(J, u64)> {
         let top = self.lanes.len() - 1;
-        me.takes = me.takes.wrapping_add(1);
-        if me.takes % self.fair_every == 0 {
-            let first = me.turn % top;
-            me.turn = me.turn.wrapping_add(1);
-            if let Some(got) = self.lanes[first].pop() {
-                return Some(got);
+        let mut got = None;
+        if me.takes.wrapping_add(1) % self.fair_every == 0 {
+            // A fairness turn: the lower lanes, in rotation, before the usual order.
+            for k in 0..top {
+                let lane = (me.turn + k) % top;
+                if let Some(item) = self.lanes[lane].pop() {
+                    me.turn = lane + 1;
+                    got = Some(item);
+                    break;
+                }
             }
         }
-        self.lanes.iter().rev().find_map(Ring::pop)
+        let got = got.or_else(|| self.lanes.iter().rev().find_map(Ring::pop));
+        if got.is_some() {
+            me.takes = me.takes.wrapping_add(1);
+        }
+        got
     }
 
-    /// Bookkeeping after a take: frees the slot and wakes a waiting submitter if any.
+    /// Bookkeeping after a take: frees the slot and wakes a waiting submitter if any. Once
+    /// intake is closed, a take may be the one that drains the pool: then every parked
+    /// worker is woken to see it and exit.
     fn took(&self) {
-        self.len.fetch_sub(1, Ordering::SeqCst);
+        self.taken.fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if self.claims.reserved.load(Ordering::Relaxed) & CLOSED != 0 {
+            self.wake_all_workers();
+        }
         if self.send_waiting.load(Ordering::SeqCst) > 0 {
             let next = lock(&self.senders).list.pop_front();
             if let Some((_, w)) = next {
@@ -266,7 +317,7 @@ impl<J> Core<J> {
             self.unpark_worker(me.id);
             return Poll::Ready(Some(got));
         }
-        if self.len.load(Ordering::SeqCst) == CLOSED {
+        if self.drained() {
             self.unpark_worker(me.id);
             return Poll::Ready(None);
         }
@@ -277,7 +328,7 @@ impl<J> Core<J> {
     pub(super) fn drain(&self) -> Vec<(J, u64)> {
         let mut out = Vec::new();
         while let Some(got) = self.lanes.iter().rev().find_map(Ring::pop) {
-            self.len.fetch_sub(1, Ordering::SeqCst);
+            self.taken.fetch_add(1, Ordering::SeqCst);
             out.push(got);
         }
         out
@@ -286,7 +337,10 @@ impl<J> Core<J> {
     /// Stops intake: reservations fail from now on. Wakes every waiting submitter (to fail)
     /// and every sleeping worker (to drain and exit).
     pub(super) fn close(&self) {
-        self.len.fetch_or(CLOSED, Ordering::SeqCst);
+        self.claims.reserved.fetch_or(CLOSED, Ordering::SeqCst);
+        // Pairs with the fence in `took`: a take that missed the flag is visible to the
+        // workers woken below.
+        fence(Ordering::SeqCst);
         let senders: Vec<_> = {
             let mut s = lock(&self.senders);
             self.send_waiting.store(0, Ordering::SeqCst);
@@ -295,6 +349,10 @@ impl<J> Core<J> {
         for (_, w) in senders {
             w.wake();
         }
+        self.wake_all_workers();
+    }
+
+    fn wake_all_workers(&self) {
         let workers: Vec<_> = {
             let mut idle = lock(&self.idle);
             self.idle_count.store(0, Ordering::SeqCst);
@@ -392,19 +450,19 @@ impl<J> Core<J> {
         }
     }
 
-    /// Marks worker `id` busy from now; returns the start time.
+    /// Marks worker `id` busy from `now` (a raw clock reading); returns it.
     #[inline]
-    pub(super) fn begin(&self, id: usize) -> u64 {
-        let now = clock::raw().max(1);
+    pub(super) fn begin(&self, id: usize, now: u64) -> u64 {
+        let now = now.max(1);
         self.busy[id].since.store(now, Ordering::Relaxed);
         now
     }
 
-    /// Marks worker `id` idle; returns how long its job took, in nanoseconds.
+    /// Marks worker `id` idle at `now`; returns how long its job took, in nanoseconds.
     #[inline]
-    pub(super) fn end(&self, id: usize, started: u64) -> u64 {
+    pub(super) fn end(&self, id: usize, started: u64, now: u64) -> u64 {
         let b = &self.busy[id];
-        let nanos = clock::nanos_between(started, clock::raw());
+        let nanos = clock::nanos_between(started, now);
         // Single writer: a load and a store, no read-modify-write.
         b.nanos
             .store(b.nanos.load(Ordering::Relaxed) + nanos, Ordering::Relaxed);

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use parking_lot::Mutex;
+use crate::loom::{AtomicUsize, Ordering, UnsafeCell};
 
 /// How a job ended, for `perfkit_pool_tasks_total{outcome}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,9 +64,10 @@ impl std::error::Error for JobError {}
 /// How a job's output counts in `perfkit_pool_tasks_total{outcome}`: `err` when
 /// [`JobOutput::is_err`] says so, `ok` otherwise.
 ///
-/// Implemented for `()` and for `Result<T, E>` (an `Err` counts as `err`). For another
-/// output type, implement it (the default method counts every value as `ok`) or return
-/// `Result<T, std::convert::Infallible>`.
+/// `Result<T, E>` counts an `Err` as `err`. The unit type, primitives, strings, and
+/// `Option`, `Vec`, `Box`, `Arc` of anything always count as `ok`. For an output type of your
+/// own, add `impl perfkit::pool::JobOutput for MyType {}` (the default method counts every
+/// value as `ok`); for another crate's type, return it inside `Ok(..)`.
 pub trait JobOutput {
     /// Whether this value is a failure.
     fn is_err(&self) -> bool {
@@ -74,7 +75,37 @@ pub trait JobOutput {
     }
 }
 
-impl JobOutput for () {}
+macro_rules! always_ok {
+    ($($t:ty),*) => { $(impl JobOutput for $t {})* };
+}
+
+always_ok!(
+    (),
+    bool,
+    char,
+    u8,
+    u16,
+    u32,
+    u64,
+    u128,
+    usize,
+    i8,
+    i16,
+    i32,
+    i64,
+    i128,
+    isize,
+    f32,
+    f64,
+    String,
+    &'static str,
+    std::time::Duration
+);
+
+impl<T> JobOutput for Option<T> {}
+impl<T> JobOutput for Vec<T> {}
+impl<T: ?Sized> JobOutput for Box<T> {}
+impl<T: ?Sized> JobOutput for Arc<T> {}
 
 impl<T, E> JobOutput for Result<T, E> {
     fn is_err(&self) -> bool {
@@ -82,16 +113,41 @@ impl<T, E> JobOutput for Result<T, E> {
     }
 }
 
-/// The pool's view of a job.
-pub(super) trait Run: Send + Sync {
+/// The pool's view of a job. Methods take `&mut self`: the one `JobRef` of a job is the
+/// right to run or cancel it, and is never cloned.
+pub(super) struct JobRef(Arc<dyn Run>);
+
+impl JobRef {
     /// Polls the job; a panic is caught, the future dropped and the handle told.
-    fn poll_run(&self, cx: &mut Context<'_>) -> Poll<Outcome>;
+    #[inline]
+    pub(super) fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<Outcome> {
+        // SAFETY: `&mut self` on the only `JobRef` of this cell (see `new`).
+        unsafe { self.0.poll_run(cx) }
+    }
 
     /// Drops the job's future unfinished and completes its handle with `why`.
-    fn cancel(&self, why: JobError);
+    pub(super) fn cancel(self, why: JobError) {
+        // SAFETY: as above; consuming `self` ends the right to run it.
+        unsafe { self.0.cancel(why) }
+    }
 }
 
-pub(super) type JobRef = Arc<dyn Run>;
+impl fmt::Debug for JobRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JobRef")
+    }
+}
+
+/// Type-erased access to a job's cell.
+trait Run: Send + Sync {
+    /// # Safety
+    /// Only the holder of the job's `JobRef` may call this, and not concurrently.
+    unsafe fn poll_run(&self, cx: &mut Context<'_>) -> Poll<Outcome>;
+
+    /// # Safety
+    /// As `poll_run`.
+    unsafe fn cancel(&self, why: JobError);
+}
 
 /// The submitter's view of a job.
 trait Await<T>: Send + Sync {
@@ -99,18 +155,35 @@ trait Await<T>: Send + Sync {
     fn is_finished(&self) -> bool;
 }
 
-struct Cell<F: Future> {
-    /// Locked only by whoever holds the job's queue entry (one worker, or a canceller), so
-    /// never contended.
-    future: Mutex<Option<F>>,
-    result: Mutex<Slot<F::Output>>,
+/// The result is in `stage`; the runner is done with the cell.
+const COMPLETE: usize = 0b01;
+/// The handle's waker is in `waker`, for the runner to take and wake at completion.
+const WAKER_SET: usize = 0b10;
+
+enum Stage<F: Future> {
+    Running(F),
+    Done(Result<F::Output, JobError>),
+    Taken,
 }
 
-struct Slot<T> {
-    value: Option<Result<T, JobError>>,
-    finished: bool,
-    waker: Option<Waker>,
+/// One job: its future, then its result, and the handle's waker, in one allocation.
+///
+/// A small handshake on `state` (the one tokio's oneshot channel uses) decides who may touch
+/// what: until `COMPLETE` is set, `stage` belongs to the `JobRef` holder; after it, to the
+/// handle. `waker` is written only by the handle, and only while `WAKER_SET` is clear; the
+/// runner reads it (to wake it by reference) only if it sees `WAKER_SET` in the same atomic
+/// step that sets `COMPLETE`.
+struct Cell<F: Future> {
+    state: AtomicUsize,
+    stage: UnsafeCell<Stage<F>>,
+    waker: UnsafeCell<Option<Waker>>,
 }
+
+// SAFETY: the fields are only reached under the ownership rules above, which hand each one
+// to a single thread at a time with acquire/release edges on `state`.
+unsafe impl<F: Future + Send> Sync for Cell<F> where F::Output: Send {}
+// SAFETY: as above; the future and its output move between threads, so both must be Send.
+unsafe impl<F: Future + Send> Send for Cell<F> where F::Output: Send {}
 
 /// Allocates a job; returns the pool's and the handle's references to it.
 pub(super) fn new<F>(future: F) -> (JobRef, JobHandle<F::Output>)
@@ -119,34 +192,52 @@ where
     F::Output: JobOutput + Send + 'static,
 {
     let cell = Arc::new(Cell {
-        future: Mutex::new(Some(future)),
-        result: Mutex::new(Slot {
-            value: None,
-            finished: false,
-            waker: None,
-        }),
+        state: AtomicUsize::new(0),
+        stage: UnsafeCell::new(Stage::Running(future)),
+        waker: UnsafeCell::new(None),
     });
     let handle = JobHandle {
         cell: cell.clone() as Arc<dyn Await<F::Output>>,
     };
-    (cell, handle)
+    (JobRef(cell), handle)
 }
 
-impl<F> Cell<F>
-where
-    F: Future + Send,
-    F::Output: Send,
-{
-    fn complete(&self, value: Result<F::Output, JobError>) {
-        let waker = {
-            let mut slot = self.result.lock();
-            slot.value = Some(value);
-            slot.finished = true;
-            slot.waker.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
+impl<F: Future> Cell<F> {
+    /// Replaces the running future with `result` and tells the handle.
+    ///
+    /// # Safety
+    /// Caller owns `stage` (holds the `JobRef`, `COMPLETE` not yet set).
+    unsafe fn complete(&self, result: Result<F::Output, JobError>) {
+        self.stage.with_mut(|p| {
+            // Drop the future in place (it is pinned there); a panicking destructor is
+            // contained and the slot is still overwritten, never dropped twice.
+            // SAFETY: `p` is valid and owned by the caller.
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| unsafe {
+                std::ptr::drop_in_place(p);
+            }));
+            // SAFETY: the old value was dropped above.
+            unsafe { std::ptr::write(p, Stage::Done(result)) };
+        });
+        let prev = self.state.fetch_or(COMPLETE, Ordering::AcqRel);
+        if prev & WAKER_SET != 0 {
+            // SAFETY: the handle set WAKER_SET before our COMPLETE, so the waker is written
+            // and the handle will not write it again; it may only read it concurrently.
+            self.waker.with(|p| {
+                if let Some(w) = unsafe { (*p).as_ref() } {
+                    w.wake_by_ref();
+                }
+            });
         }
+    }
+
+    /// Takes the result once `COMPLETE` was seen with acquire ordering.
+    fn take_result(&self) -> Result<F::Output, JobError> {
+        // SAFETY: after COMPLETE the stage belongs to the handle, which calls this at most
+        // once per completion (a second poll finds `Taken` and panics).
+        self.stage.with_mut(|p| match unsafe { std::ptr::replace(p, Stage::Taken) } {
+            Stage::Done(result) => result,
+            Stage::Running(_) | Stage::Taken => panic!("JobHandle polled after completion"),
+        })
     }
 }
 
@@ -155,47 +246,46 @@ where
     F: Future + Send,
     F::Output: JobOutput + Send,
 {
-    fn poll_run(&self, cx: &mut Context<'_>) -> Poll<Outcome> {
-        let mut future = self.future.lock();
-        let Some(f) = future.as_mut() else {
-            return Poll::Ready(Outcome::Cancelled);
-        };
-        // SAFETY: the future lives inside this `Arc` allocation, which never moves, and it
-        // is never moved out of the `Option`: it is only dropped in place (`*future = None`).
-        let pinned = unsafe { Pin::new_unchecked(f) };
-        match std::panic::catch_unwind(AssertUnwindSafe(|| pinned.poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(value)) => {
+    unsafe fn poll_run(&self, cx: &mut Context<'_>) -> Poll<Outcome> {
+        let polled = self.stage.with_mut(|p| {
+            // SAFETY: the caller owns the stage; the future never moves (it lives in this
+            // `Arc` allocation and is only dropped in place), so pinning it is sound.
+            match unsafe { &mut *p } {
+                Stage::Running(f) => {
+                    let f = unsafe { Pin::new_unchecked(f) };
+                    Some(std::panic::catch_unwind(AssertUnwindSafe(|| f.poll(cx))))
+                }
+                Stage::Done(_) | Stage::Taken => None,
+            }
+        });
+        match polled {
+            None => Poll::Ready(Outcome::Cancelled),
+            Some(Ok(Poll::Pending)) => Poll::Pending,
+            Some(Ok(Poll::Ready(value))) => {
                 let outcome = if value.is_err() {
                     Outcome::Err
                 } else {
                     Outcome::Ok
                 };
-                drop_quietly(&mut future);
-                drop(future);
-                self.complete(Ok(value));
+                // SAFETY: caller owns the stage.
+                unsafe { self.complete(Ok(value)) };
                 Poll::Ready(outcome)
             }
-            Err(payload) => {
-                drop_quietly(&mut future);
-                drop(future);
-                self.complete(Err(JobError::Panicked(panic_message(&*payload))));
+            Some(Err(payload)) => {
+                let msg = panic_message(&*payload);
+                // SAFETY: caller owns the stage.
+                unsafe { self.complete(Err(JobError::Panicked(msg))) };
                 Poll::Ready(Outcome::Panic)
             }
         }
     }
 
-    fn cancel(&self, why: JobError) {
-        let mut future = self.future.lock();
-        drop_quietly(&mut future);
-        drop(future);
-        self.complete(Err(why));
+    unsafe fn cancel(&self, why: JobError) {
+        if self.state.load(Ordering::Acquire) & COMPLETE == 0 {
+            // SAFETY: caller owns the stage and the job has not completed.
+            unsafe { self.complete(Err(why)) };
+        }
     }
-}
-
-/// Drops the future in place; a panic in its destructor is contained like one in `poll`.
-fn drop_quietly<F>(future: &mut Option<F>) {
-    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| *future = None));
 }
 
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -214,20 +304,37 @@ where
     F::Output: Send,
 {
     fn poll_result(&self, cx: &mut Context<'_>) -> Poll<Result<F::Output, JobError>> {
-        let mut slot = self.result.lock();
-        if let Some(v) = slot.value.take() {
-            return Poll::Ready(v);
+        let mut state = self.state.load(Ordering::Acquire);
+        if state & COMPLETE != 0 {
+            return Poll::Ready(self.take_result());
         }
-        assert!(!slot.finished, "JobHandle polled after completion");
-        match &slot.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => slot.waker = Some(cx.waker().clone()),
+        if state & WAKER_SET != 0 {
+            // SAFETY: reading our own waker; the runner only takes it after COMPLETE,
+            // which we have not seen, and it only reads it (never writes) before that.
+            let same = self
+                .waker
+                .with(|p| unsafe { (*p).as_ref().is_some_and(|w| w.will_wake(cx.waker())) });
+            if same {
+                return Poll::Pending;
+            }
+            // Take the waker slot back before replacing it.
+            state = self.state.fetch_and(!WAKER_SET, Ordering::AcqRel);
+            if state & COMPLETE != 0 {
+                return Poll::Ready(self.take_result());
+            }
+        }
+        // SAFETY: WAKER_SET is clear, so the slot is ours.
+        self.waker
+            .with_mut(|p| unsafe { *p = Some(cx.waker().clone()) });
+        let prev = self.state.fetch_or(WAKER_SET, Ordering::AcqRel);
+        if prev & COMPLETE != 0 {
+            return Poll::Ready(self.take_result());
         }
         Poll::Pending
     }
 
     fn is_finished(&self) -> bool {
-        self.result.lock().finished
+        self.state.load(Ordering::Acquire) & COMPLETE != 0
     }
 }
 

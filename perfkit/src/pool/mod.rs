@@ -100,6 +100,7 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+#[cfg(not(loom))]
 use serde_json::json;
 use tokio::task::JoinHandle;
 
@@ -137,6 +138,7 @@ pub struct Builder<'r> {
     lanes: usize,
     fair_every: u32,
     warn_at: Vec<f64>,
+    task_name: &'static str,
     registry: Option<&'r Registry>,
 }
 
@@ -152,6 +154,7 @@ impl<'r> Builder<'r> {
             lanes: 1,
             fair_every: DEFAULT_FAIR_EVERY,
             warn_at: crate::queue::DEFAULT_WARN_AT.to_vec(),
+            task_name: WORKER_TASK,
             registry: None,
         }
     }
@@ -194,6 +197,14 @@ impl<'r> Builder<'r> {
         self
     }
 
+    /// The tracked-task name the workers run under (default [`WORKER_TASK`]), so each
+    /// pool's workers can be told apart in `/debug/pprof/goroutine` and the `tasks`
+    /// snapshot.
+    pub fn task_name(mut self, name: &'static str) -> Self {
+        self.task_name = name;
+        self
+    }
+
     /// Records into `registry` instead of the global one.
     pub fn registry(mut self, registry: &'r Registry) -> Self {
         self.registry = Some(registry);
@@ -201,7 +212,7 @@ impl<'r> Builder<'r> {
     }
 
     /// Builds the pool and starts its workers on the current tokio runtime, as tracked
-    /// tasks named [`WORKER_TASK`].
+    /// tasks (named [`WORKER_TASK`] unless [`Builder::task_name`] says otherwise).
     ///
     /// # Errors
     /// A [`BuildError`] for a bad setting, or when not called inside a tokio runtime with
@@ -267,12 +278,15 @@ impl<'r> Builder<'r> {
             busy_exported: AtomicU64::new(0),
             last_snapshot: Mutex::new((clock::raw(), 0)),
         });
-        registry.register_collector(Arc::downgrade(&inner) as std::sync::Weak<dyn crate::metrics::Collector>);
+        #[cfg(not(loom))]
+        registry.register_collector(
+            Arc::downgrade(&inner) as std::sync::Weak<dyn crate::metrics::Collector>
+        );
         let handles = (0..workers)
             .map(|id| {
                 let inner = inner.clone();
                 let _enter = runtime.enter();
-                crate::task::spawn(WORKER_TASK, work(inner, id))
+                crate::task::spawn(self.task_name, work(inner, id))
             })
             .collect();
         Ok(Pool {
@@ -303,6 +317,7 @@ struct Inner {
     core: Core<JobRef>,
     sig: Signals,
     workers: usize,
+    #[cfg_attr(loom, allow(dead_code))]
     fair_every: u32,
     outcomes: Outcomes,
     task_seconds: Arc<Histogram>,
@@ -311,6 +326,7 @@ struct Inner {
     /// monotonic across the racy sum of finished and running time.
     busy_exported: AtomicU64,
     /// (raw clock, busy nanoseconds) at the previous snapshot, for `saturation_avg`.
+    #[cfg_attr(loom, allow(dead_code))]
     last_snapshot: Mutex<(u64, u64)>,
 }
 
@@ -573,14 +589,39 @@ impl Drop for Line<'_> {
     }
 }
 
+/// Jobs a worker runs back to back before it yields to the runtime, when none of them
+/// returned `Pending` (which would have yielded anyway).
+const YIELD_EVERY: u32 = 64;
+
 /// A worker: takes jobs until the pool is closed and drained (or the task is aborted).
 async fn work(inner: Arc<Inner>, id: usize) {
     let mut me = Local::new(id);
-    while let Some((job, at)) = poll_fn(|cx| inner.core.poll_take(&mut me, cx)).await {
-        inner.run(id, job, at).await;
-        // Jobs that finish without ever returning Pending would otherwise keep this worker
-        // from yielding to the rest of the runtime.
-        tokio::task::consume_budget().await;
+    // End time of the previous job when the next one is taken right after it: one clock
+    // read then serves as both.
+    let mut last_end = None;
+    let mut streak = 0u32;
+    loop {
+        let (job, at) = match inner.core.try_take(&mut me) {
+            Some(got) => got,
+            None => {
+                last_end = None;
+                match poll_fn(|cx| inner.core.poll_take(&mut me, cx)).await {
+                    Some(got) => got,
+                    None => return,
+                }
+            }
+        };
+        let now = last_end.take().unwrap_or_else(clock::raw);
+        let (end, yielded) = inner.run(id, job, at, now).await;
+        last_end = Some(end);
+        streak = if yielded { 0 } else { streak + 1 };
+        if streak >= YIELD_EVERY {
+            // Jobs that complete without ever returning Pending would otherwise keep this
+            // worker from letting the rest of the runtime run.
+            streak = 0;
+            last_end = None;
+            tokio::task::yield_now().await;
+        }
     }
 }
 
@@ -597,14 +638,17 @@ impl Drop for Running<'_> {
         if let Some(job) = self.job.take() {
             job.cancel(JobError::Cancelled);
             self.inner.cancelled_running.fetch_add(1, Ordering::Relaxed);
-            self.inner.finish(self.id, self.started, Outcome::Cancelled);
+            self.inner
+                .finish(self.id, self.started, clock::raw(), Outcome::Cancelled);
         }
     }
 }
 
 impl Inner {
-    async fn run(&self, id: usize, job: JobRef, at: u64) {
-        let started = self.core.begin(id);
+    /// Runs one job taken at raw clock `now`; returns the end time and whether the job ever
+    /// returned `Pending`.
+    async fn run(&self, id: usize, job: JobRef, at: u64, now: u64) -> (u64, bool) {
+        let started = self.core.begin(id, now);
         self.sig.dequeued(std::iter::once(at), started);
         let mut running = Running {
             inner: self,
@@ -612,17 +656,24 @@ impl Inner {
             started,
             job: Some(job),
         };
-        let outcome = poll_fn(|cx| match &running.job {
-            Some(job) => job.poll_run(cx),
-            None => Poll::Ready(Outcome::Cancelled),
+        let mut pending = false;
+        let outcome = poll_fn(|cx| {
+            let poll = match &mut running.job {
+                Some(job) => job.poll_run(cx),
+                None => Poll::Ready(Outcome::Cancelled),
+            };
+            pending |= poll.is_pending();
+            poll
         })
         .await;
         running.job = None;
-        self.finish(id, started, outcome);
+        let end = clock::raw();
+        self.finish(id, started, end, outcome);
+        (end, pending)
     }
 
-    fn finish(&self, id: usize, started: u64, outcome: Outcome) {
-        let nanos = self.core.end(id, started);
+    fn finish(&self, id: usize, started: u64, end: u64, outcome: Outcome) {
+        let nanos = self.core.end(id, started, end);
         self.task_seconds.record(nanos);
         match outcome {
             Outcome::Ok => self.outcomes.ok.inc(),
@@ -651,12 +702,14 @@ impl Inner {
         }
     }
 
+    #[cfg_attr(loom, allow(dead_code))]
     fn busy_seconds(&self) -> f64 {
         let nanos = self.core.busy_nanos();
         let shown = self.busy_exported.fetch_max(nanos, Ordering::Relaxed).max(nanos);
         shown as f64 * 1e-9
     }
 
+    #[cfg_attr(loom, allow(dead_code))]
     fn oldest_age_seconds(&self) -> f64 {
         self.core.oldest_enqueued_at().map_or(0.0, |at| {
             clock::nanos_between(at, clock::raw()) as f64 * 1e-9
@@ -670,6 +723,7 @@ impl Drop for Inner {
     }
 }
 
+#[cfg(not(loom))]
 impl crate::metrics::Collector for Inner {
     fn collect(&self, out: &mut crate::metrics::Collection) {
         self.sig

@@ -17,6 +17,8 @@
 //   QUEUE_SATURATION_MAX (0.8) bound on every queue's peak depth/capacity
 //   DROPPED_MAX (0)       how many dropped items the run tolerates (all queues, all reasons)
 //   TASK_GROWTH_MAX (50)  bound on the growth of live tracked tasks (per name) over the run
+//   POOL_SATURATION_MAX (0.9)  bound on p(95) of every pool's busy/workers per poll interval
+//   POOL_PANICS_MAX (0)   how many panicked pool jobs the run tolerates
 //   RESULTS_DIR (results) where the JSON summary (gate.json) goes
 
 import http from 'k6/http';
@@ -50,6 +52,8 @@ const RSS_MAX_BYTES = num('RSS_MAX_BYTES', 536870912);
 const QUEUE_SATURATION_MAX = num('QUEUE_SATURATION_MAX', 0.8);
 const DROPPED_MAX = num('DROPPED_MAX', 0, { integer: true });
 const TASK_GROWTH_MAX = num('TASK_GROWTH_MAX', 50);
+const POOL_SATURATION_MAX = num('POOL_SATURATION_MAX', 0.9);
+const POOL_PANICS_MAX = num('POOL_PANICS_MAX', 0, { integer: true });
 
 const STATS = ['kills', 'deaths', 'assists', 'wins', 'score'];
 
@@ -82,6 +86,8 @@ export const options = {
     perfkit_queue_saturation: [`max<${QUEUE_SATURATION_MAX}`],
     perfkit_queue_dropped: [`count<=${DROPPED_MAX}`],
     perfkit_tasks_alive_growth: [`max<${TASK_GROWTH_MAX}`],
+    perfkit_pool_saturation: [`p(95)<${POOL_SATURATION_MAX}`],
+    perfkit_pool_panics: [`count<=${POOL_PANICS_MAX}`],
     perfkit_polls: ['count>0'],
     perfkit_poll_errors: ['count==0'],
   },

@@ -26,6 +26,10 @@ pub const ENV_MAX_BATCH: &str = "INGEST_MAX_BATCH";
 pub const ENV_FLUSH_DELAY_MS: &str = "INGEST_FLUSH_DELAY_MS";
 /// Environment variable that, set to `1`, leaks one tracked task per request.
 pub const ENV_LEAK_TASKS: &str = "INGEST_LEAK_TASKS";
+/// Environment variable: workers of the `progress` pool.
+pub const ENV_WORKERS: &str = "INGEST_WORKERS";
+/// Environment variable: CPU work added to every event's processing, in microseconds.
+pub const ENV_WORK_DELAY_US: &str = "INGEST_WORK_DELAY_US";
 
 /// Where the service keeps its SQLite database.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +70,12 @@ pub struct Config {
     /// Artificial latency added to every flush, a slow database (`INGEST_FLUSH_DELAY_MS`,
     /// default 0).
     pub flush_delay: Duration,
+    /// Workers of the `progress` pool that processes every event (`INGEST_WORKERS`,
+    /// default 4).
+    pub workers: usize,
+    /// Busy CPU work added to every event's processing on the pool, a slow worker
+    /// (`INGEST_WORK_DELAY_US`, default 0).
+    pub work_delay: Duration,
     /// Debug switch: leak one tracked task per request (`INGEST_LEAK_TASKS=1`), so a load
     /// test can prove its task-growth gate fails.
     pub leak_tasks: bool,
@@ -83,6 +93,8 @@ impl Default for Config {
             flush_interval: Duration::from_millis(1000),
             max_batch: 500,
             flush_delay: Duration::ZERO,
+            workers: 4,
+            work_delay: Duration::ZERO,
             leak_tasks: false,
         }
     }
@@ -151,6 +163,12 @@ impl Config {
         }
         if let Some(v) = number(&mut lookup, ENV_FLUSH_DELAY_MS, 0)? {
             config.flush_delay = Duration::from_millis(v);
+        }
+        if let Some(v) = number(&mut lookup, ENV_WORKERS, 1)? {
+            config.workers = v as usize;
+        }
+        if let Some(v) = number(&mut lookup, ENV_WORK_DELAY_US, 0)? {
+            config.work_delay = Duration::from_micros(v);
         }
         if let Some(value) = non_empty(lookup(ENV_LEAK_TASKS)?) {
             config.leak_tasks = match value.trim() {
@@ -246,6 +264,13 @@ mod tests {
         assert!(!defaults.leak_tasks);
         assert!(parse(&[(ENV_LEAK_TASKS, "1")]).unwrap().leak_tasks);
         assert!(parse(&[(ENV_LEAK_TASKS, "yes")]).is_err());
+        assert_eq!(defaults.workers, 4);
+        assert_eq!(parse(&[(ENV_WORKERS, "8")]).unwrap().workers, 8);
+        assert!(parse(&[(ENV_WORKERS, "0")]).is_err());
+        assert_eq!(
+            parse(&[(ENV_WORK_DELAY_US, "250")]).unwrap().work_delay,
+            Duration::from_micros(250)
+        );
     }
 
     #[test]

@@ -134,20 +134,21 @@ impl Service {
         let store = state.store().clone();
         let accepted_events = state.accepted_events();
         drop(state);
-        let batches = pipeline.drain().await;
+        let drained = pipeline.drain().await;
         served.map_err(Error::Serve)?;
         let applied_total = store.events_applied().await?;
         let report = Report {
             accepted_events,
             applied_events: applied_total.saturating_sub(applied_at_start),
-            dropped_events: pipeline::dropped_events().saturating_sub(dropped_at_start),
+            dropped_events: pipeline::dropped_events().saturating_sub(dropped_at_start)
+                + drained.lost_in_pool(),
         };
         tracing::info!(
             accepted_events = report.accepted_events,
             applied_events = report.applied_events,
             dropped_events = report.dropped_events,
             applied_events_all_runs = applied_total,
-            batches = batches.batches,
+            batches = drained.batches.batches,
             "ingest stopped"
         );
         if !report.balanced() {

@@ -44,12 +44,16 @@
  *       perfkit_queue_wait_p99_seconds                 (queues, tagged `queue`)
  *       perfkit_batch_pending, perfkit_batch_size_p50,
  *       perfkit_batch_flush_p99_seconds                (batchers, tagged `batcher`)
+ *       perfkit_pool_saturation (busy time / (interval x workers) since the previous
+ *       poll), perfkit_pool_busy, perfkit_pool_queue_depth,
+ *       perfkit_pool_task_p99_seconds                  (pools, tagged `pool`)
  *       perfkit_tasks_alive                            (tasks, tagged `task`)
  *       perfkit_tasks_alive_growth: alive now minus alive at this VU's first poll, per
  *       task name (names first seen later grow from 0): `max<N` catches a leak
  *     Counters: perfkit_queue_dropped (tagged `queue`, `reason`: full, oldest, closed,
  *       flush_failed), perfkit_queue_rejected (`queue`), perfkit_batch_dead_lettered
- *       (`batcher`).
+ *       (`batcher`), perfkit_pool_panics and perfkit_pool_cancelled (`pool`; a pool's
+ *       queue also reports as a queue named after the pool).
  *     Null figures (e.g. process fields on non-Linux) are skipped.
  *
  * `SNAPSHOT_TRENDS`, `SNAPSHOT_COUNTERS`
@@ -157,6 +161,18 @@ export const SNAPSHOT_TRENDS = Object.freeze([
       'flush_seconds.p99': 'perfkit_batch_flush_p99_seconds',
     },
   },
+  {
+    section: 'pools',
+    tag: 'pool',
+    fields: {
+      // Busy time over the interval since the previous snapshot request divided by
+      // (interval x workers): with one poller, the average over the poll interval.
+      saturation_avg: 'perfkit_pool_saturation',
+      busy: 'perfkit_pool_busy',
+      depth: 'perfkit_pool_queue_depth',
+      'task_seconds.p99': 'perfkit_pool_task_p99_seconds',
+    },
+  },
 ]);
 
 /**
@@ -189,6 +205,14 @@ export const SNAPSHOT_COUNTERS = Object.freeze([
     tag: 'batcher',
     fields: {
       dead_lettered: ['perfkit_batch_dead_lettered', {}],
+    },
+  },
+  {
+    section: 'pools',
+    tag: 'pool',
+    fields: {
+      'tasks.panic': ['perfkit_pool_panics', {}],
+      'tasks.cancelled': ['perfkit_pool_cancelled', {}],
     },
   },
 ]);

@@ -289,3 +289,35 @@ fn leaking_one_task_per_request_fails_on_task_growth_only() {
         "{stopped:?}"
     );
 }
+
+#[test]
+#[ignore = "needs k6 and a built ingest binary; scripts/test.sh installs k6, builds ingest and runs ignored tests"]
+fn one_slow_worker_fails_on_pool_saturation_and_loses_nothing() {
+    let dir = results_dir("k6_gate_slow_worker");
+    // One worker doing 950 µs of CPU work per event against the gate's 1 000 events/s: the
+    // pool is busy about 95% of the time.
+    let svc = start_service(
+        &dir.join("ingest.log"),
+        &[("INGEST_WORKERS", "1"), ("INGEST_WORK_DELAY_US", "950")],
+    );
+    let (code, summary) = run_gate(&svc, &dir.join("run"), &[]);
+    assert_eq!(code, 99);
+    let crossed = crossed(&summary);
+    assert!(
+        crossed.contains(&"perfkit_pool_saturation".to_owned()),
+        "{crossed:?}"
+    );
+    assert!(
+        crossed
+            .iter()
+            .all(|m| m.starts_with("perfkit_pool_") || m == "perfkit_queue_saturation"),
+        "only the pool's signals may cross, not http errors, latency or drops: {crossed:?}"
+    );
+    let p95 = summary["metrics"]["perfkit_pool_saturation"]["values"]["p(95)"]
+        .as_f64()
+        .unwrap();
+    assert!((0.9..=1.0).contains(&p95), "pool saturation p(95) {p95}");
+    let stopped = svc.stop();
+    assert_eq!(stopped.dropped, 0, "{stopped:?}");
+    assert_eq!(stopped.accepted, stopped.applied, "{stopped:?}");
+}

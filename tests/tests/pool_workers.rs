@@ -354,7 +354,14 @@ fn higher_lanes_first_with_lower_lanes_served_every_fair_every_takes() {
             );
         }
         let bad = pool.try_submit_to(2, async {}).unwrap_err();
-        assert!(matches!(bad, SubmitError::NoSuchLane { lane: 2, lanes: 2, .. }));
+        assert!(matches!(
+            bad,
+            SubmitError::NoSuchLane {
+                lane: 2,
+                lanes: 2,
+                ..
+            }
+        ));
         assert_eq!(bad.to_string(), "no lane 2: the pool has lanes 0..2");
         gate.notify_one();
         first.await.unwrap();
@@ -371,7 +378,11 @@ fn higher_lanes_first_with_lower_lanes_served_every_fair_every_takes() {
         assert_eq!(lanes, "HHLHHHLHHHLLLLLL", "{order:?}");
         // FIFO within each lane.
         for lane in ["low", "high"] {
-            let seq: Vec<_> = order.iter().filter(|(l, _)| *l == lane).map(|x| x.1).collect();
+            let seq: Vec<_> = order
+                .iter()
+                .filter(|(l, _)| *l == lane)
+                .map(|x| x.1)
+                .collect();
             assert_eq!(seq, (0..8).collect::<Vec<_>>());
         }
         pool.shutdown(Duration::from_secs(1)).await;
@@ -394,7 +405,11 @@ fn busy_saturation_and_series_while_saturated() {
         let mut held = Vec::new();
         for _ in 0..3 {
             let gate = gate.clone();
-            held.push(pool.submit(async move { gate.notified().await }).await.unwrap());
+            held.push(
+                pool.submit(async move { gate.notified().await })
+                    .await
+                    .unwrap(),
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
         let snap = registry.snapshot();
@@ -451,8 +466,15 @@ fn busy_saturation_and_series_while_saturated() {
 #[test]
 fn build_errors_are_clear() {
     let err = Builder::new("p-nort").build().unwrap_err();
-    assert_eq!(err, BuildError::NoRuntime { name: "p-nort".into() });
-    let current = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    assert_eq!(
+        err,
+        BuildError::NoRuntime {
+            name: "p-nort".into()
+        }
+    );
+    let current = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     current.block_on(async {
         assert!(matches!(
             Builder::new("p-notimer").build().unwrap_err(),

@@ -133,7 +133,9 @@ impl<J> Core<J> {
                 next: 0,
             })),
             send_waiting: CachePadded::new(AtomicUsize::new(0)),
-            busy: (0..workers).map(|_| CachePadded::new(Busy::default())).collect(),
+            busy: (0..workers)
+                .map(|_| CachePadded::new(Busy::default()))
+                .collect(),
         }
     }
 
@@ -225,8 +227,12 @@ impl<J> Core<J> {
                     if let Some((slot, _)) = waiter {
                         self.forget_sender(slot);
                     }
+                    // The depth against the cached `taken` is only an upper bound; the
+                    // signals (high-water mark, warnings) want the real figure.
+                    let taken = self.taken.load(Ordering::Relaxed);
+                    claims.taken_seen.store(taken, Ordering::Relaxed);
                     return Ok(Reserved {
-                        depth: depth + 1,
+                        depth: (r + 1).wrapping_sub(taken).min(depth + 1),
                         evicted,
                     });
                 }

@@ -234,10 +234,11 @@ impl<F: Future> Cell<F> {
     fn take_result(&self) -> Result<F::Output, JobError> {
         // SAFETY: after COMPLETE the stage belongs to the handle, which calls this at most
         // once per completion (a second poll finds `Taken` and panics).
-        self.stage.with_mut(|p| match unsafe { std::ptr::replace(p, Stage::Taken) } {
-            Stage::Done(result) => result,
-            Stage::Running(_) | Stage::Taken => panic!("JobHandle polled after completion"),
-        })
+        self.stage
+            .with_mut(|p| match unsafe { std::ptr::replace(p, Stage::Taken) } {
+                Stage::Done(result) => result,
+                Stage::Running(_) | Stage::Taken => panic!("JobHandle polled after completion"),
+            })
     }
 }
 

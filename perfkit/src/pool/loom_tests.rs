@@ -86,7 +86,8 @@ fn loom_blocked_submitter_is_woken_by_a_take() {
         let mut me = Local::new(0);
         let mut got = Vec::new();
         while got.len() < 2 {
-            if let Some((item, _)) = loom::future::block_on(poll_fn(|cx| core.poll_take(&mut me, cx)))
+            if let Some((item, _)) =
+                loom::future::block_on(poll_fn(|cx| core.poll_take(&mut me, cx)))
             {
                 got.push(item);
             }

@@ -390,10 +390,12 @@ impl Pool {
         let core = &self.inner.core;
         let reserved = if self.inner.sig.policy == Policy::Block {
             let mut line = Line { core, slot: None };
-            poll_fn(|cx| match core.reserve(Some((&mut line.slot, cx.waker()))) {
-                Err(Refused::Wait) => Poll::Pending,
-                other => Poll::Ready(other),
-            })
+            poll_fn(
+                |cx| match core.reserve(Some((&mut line.slot, cx.waker()))) {
+                    Err(Refused::Wait) => Poll::Pending,
+                    other => Poll::Ready(other),
+                },
+            )
             .await
         } else {
             core.reserve(None)
@@ -705,7 +707,10 @@ impl Inner {
     #[cfg_attr(loom, allow(dead_code))]
     fn busy_seconds(&self) -> f64 {
         let nanos = self.core.busy_nanos();
-        let shown = self.busy_exported.fetch_max(nanos, Ordering::Relaxed).max(nanos);
+        let shown = self
+            .busy_exported
+            .fetch_max(nanos, Ordering::Relaxed)
+            .max(nanos);
         shown as f64 * 1e-9
     }
 

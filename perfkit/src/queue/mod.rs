@@ -365,7 +365,8 @@ impl<T> Shared<T> {
         if entries.is_empty() {
             return;
         }
-        self.sig.dequeued(entries.iter().map(|e| e.at), clock::raw());
+        self.sig
+            .dequeued(entries.iter().map(|e| e.at), clock::raw());
     }
 }
 

@@ -56,7 +56,8 @@ impl Signals {
         site: &'static Location<'static>,
         registry: &Registry,
     ) -> Self {
-        let (enqueued, admitted) = registry.counter_admitted(&names::QUEUE_ENQUEUED_TOTAL, &[&name]);
+        let (enqueued, admitted) =
+            registry.counter_admitted(&names::QUEUE_ENQUEUED_TOTAL, &[&name]);
         let label = if admitted {
             name.clone()
         } else {

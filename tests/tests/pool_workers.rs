@@ -550,3 +550,29 @@ fn stress_every_job_runs_once() {
         });
     }
 }
+
+/// The queue's high-water mark is the real peak depth: jobs awaited one at a time never
+/// queue more than one deep, however many go through.
+#[test]
+fn high_water_mark_is_the_real_peak() {
+    let registry = Registry::new();
+    rt(2).block_on(async {
+        let pool = Builder::new("p-highwater")
+            .workers(2)
+            .queue_capacity(64)
+            .registry(&registry)
+            .build()
+            .unwrap();
+        let _ = registry.snapshot();
+        for i in 0..2_000u32 {
+            assert_eq!(pool.submit(async move { i }).await.unwrap().await, Ok(i));
+        }
+        let snap = registry.snapshot();
+        let q = entry(&snap, "queues", "p-highwater");
+        assert!(q["high_water"].as_u64().unwrap() <= 1, "{q}");
+        assert_eq!(q["enqueued"], 2000);
+        assert_eq!(q["dequeued"], 2000);
+        assert_eq!(q["wait_seconds"]["count"], 2000);
+        pool.shutdown(Duration::from_secs(1)).await;
+    });
+}

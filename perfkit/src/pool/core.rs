@@ -101,6 +101,9 @@ pub(super) struct Core<J> {
     fair_every: u32,
     claims: CachePadded<Claims>,
     taken: CachePadded<AtomicUsize>,
+    /// Mirror of the closed bit, on a line nobody writes until close, so a worker can
+    /// check it after every take without pulling the submitters' line away from them.
+    closed: CachePadded<AtomicUsize>,
     idle: CachePadded<FastMutex<Vec<(usize, Waker)>>>,
     idle_count: CachePadded<AtomicUsize>,
     senders: CachePadded<FastMutex<SendWaiters>>,
@@ -126,6 +129,7 @@ impl<J> Core<J> {
                 taken_seen: AtomicUsize::new(0),
             }),
             taken: CachePadded::new(AtomicUsize::new(0)),
+            closed: CachePadded::new(AtomicUsize::new(0)),
             idle: CachePadded::new(FastMutex::new(Vec::with_capacity(workers))),
             idle_count: CachePadded::new(AtomicUsize::new(0)),
             senders: CachePadded::new(FastMutex::new(SendWaiters {
@@ -151,11 +155,14 @@ impl<J> Core<J> {
     }
 
     pub(super) fn is_closed(&self) -> bool {
-        self.claims.reserved.load(Ordering::SeqCst) & CLOSED != 0
+        self.closed.load(Ordering::SeqCst) != 0
     }
 
     /// Whether intake is closed and every claimed item has been taken.
     fn drained(&self) -> bool {
+        if self.closed.load(Ordering::SeqCst) == 0 {
+            return false;
+        }
         let taken = self.taken.load(Ordering::SeqCst);
         self.claims.reserved.load(Ordering::SeqCst) == CLOSED | taken
     }
@@ -299,7 +306,7 @@ impl<J> Core<J> {
     fn took(&self) {
         self.taken.fetch_add(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
-        if self.claims.reserved.load(Ordering::Relaxed) & CLOSED != 0 {
+        if self.closed.load(Ordering::Relaxed) != 0 {
             self.wake_all_workers();
         }
         if self.send_waiting.load(Ordering::SeqCst) > 0 {
@@ -344,6 +351,7 @@ impl<J> Core<J> {
     /// and every sleeping worker (to drain and exit).
     pub(super) fn close(&self) {
         self.claims.reserved.fetch_or(CLOSED, Ordering::SeqCst);
+        self.closed.store(1, Ordering::SeqCst);
         // Pairs with the fence in `took`: a take that missed the flag is visible to the
         // workers woken below.
         fence(Ordering::SeqCst);

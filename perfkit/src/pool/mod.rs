@@ -75,8 +75,11 @@
 //! let handle = pool.submit(async { 6 * 7 }).await.unwrap();
 //! assert_eq!(handle.await.unwrap(), 42);
 //!
-//! let panicked = pool.submit(async { panic!("bad input") }).await.unwrap();
-//! assert!(panicked.await.unwrap_err().is_panic());
+//! let panicked = pool
+//!     .submit(async { "forty-two".parse::<u32>().expect("a number") })
+//!     .await
+//!     .unwrap();
+//! assert!(panicked.await.unwrap_err().is_panic()); // and the worker carries on
 //!
 //! let report = pool.shutdown(Duration::from_secs(1)).await;
 //! assert_eq!((report.ok, report.panicked), (1, 1));

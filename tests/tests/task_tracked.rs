@@ -236,3 +236,64 @@ fn go_tool_pprof_names_the_tracked_tasks() {
     assert_eq!(row("flusher"), "2", "{stdout}");
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// Slots of finished tasks are reused and the registry grows past its first chunk: the dump
+/// stays exact, with unique ids, through several rounds of spawning and finishing.
+#[test]
+fn dump_stays_exact_while_slots_are_reused_and_the_registry_grows() {
+    const NAME: &str = "t-slot-reuse";
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let count = || {
+            perfkit::task::dump()
+                .into_iter()
+                .filter(|t| t.name == NAME)
+                .count()
+        };
+        let mut held = Vec::new();
+        let mut open = Vec::new();
+        for round in 0..4 {
+            let gates: Vec<_> = (0..700)
+                .map(|_| {
+                    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+                    held.push(perfkit::task::spawn(NAME, async move {
+                        let _ = rx.await;
+                    }));
+                    tx
+                })
+                .collect();
+            tokio::task::yield_now().await;
+            assert_eq!(count(), 700 * (round + 1) - 350 * round, "round {round}");
+            // Finish half of this round's tasks; keep the other half's senders open.
+            for (i, tx) in gates.into_iter().enumerate() {
+                if i % 2 == 0 {
+                    tx.send(()).unwrap();
+                } else {
+                    open.push(tx);
+                }
+            }
+            while count() > 700 * (round + 1) - 350 * (round + 1) {
+                tokio::task::yield_now().await;
+            }
+        }
+        let dump: Vec<_> = perfkit::task::dump()
+            .into_iter()
+            .filter(|t| t.name == NAME)
+            .collect();
+        assert_eq!(dump.len(), 4 * 350);
+        let mut ids: Vec<u64> = dump.iter().map(|t| t.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 4 * 350, "ids are unique");
+        for h in &held {
+            h.abort();
+        }
+        for h in held {
+            let _ = h.await;
+        }
+        assert_eq!(count(), 0);
+    });
+}

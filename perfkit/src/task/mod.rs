@@ -27,6 +27,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, Location};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 
@@ -192,13 +193,62 @@ struct Live {
     started: u64,
 }
 
-/// One shard of the live-task registry: a slab with a free list, so registering and
-/// unregistering a task is an index operation under a short lock.
+/// Slots per chunk of a shard's cells.
+const CHUNK: usize = 256;
+
+/// One shard of the live-task registry.
+///
+/// Each slot has a cell holding its task's id while the task lives and 0 once it finished.
+/// The cells live in leaked chunks with stable addresses, so a finishing task (usually on
+/// another thread than the one that spawned it) clears its cell with one store and takes no
+/// lock. The spawning thread, which owns the shard's lock almost exclusively, reuses slots
+/// from its free list and, when that runs dry, sweeps cleared cells back into it (growing
+/// when the sweep finds too few), so the cost stays O(1) per spawn amortised. Memory is
+/// bounded by the peak number of live tasks per shard.
 #[derive(Default)]
 struct Slab {
-    entries: Vec<Option<(u64, Live)>>,
+    /// Name, site and start of the task in each slot, valid while `in_use` and its cell is
+    /// non-zero. Only touched under the shard's lock.
+    meta: Vec<Option<Live>>,
+    /// Slots handed out and not yet swept back.
+    in_use: Vec<bool>,
+    chunks: Vec<&'static [AtomicU64]>,
     free: Vec<u32>,
     next_seq: u64,
+}
+
+impl Slab {
+    fn cell(&self, slot: usize) -> &'static AtomicU64 {
+        &self.chunks[slot / CHUNK][slot % CHUNK]
+    }
+
+    /// A free slot: from the free list, else from finished tasks' slots, else new ones.
+    fn take_slot(&mut self) -> usize {
+        if let Some(slot) = self.free.pop() {
+            return slot as usize;
+        }
+        let total = self.in_use.len();
+        for slot in 0..total {
+            if self.in_use[slot] && self.cell(slot).load(Ordering::Acquire) == 0 {
+                self.in_use[slot] = false;
+                self.meta[slot] = None;
+                self.free.push(slot as u32);
+            }
+        }
+        if self.free.len() < total / 4 + 1 {
+            // Few finished: grow by half again (at least one chunk), keeping sweeps rare.
+            let chunks = (total / 2).div_ceil(CHUNK).max(1);
+            for _ in 0..chunks {
+                let chunk: Box<[AtomicU64]> = (0..CHUNK).map(|_| AtomicU64::new(0)).collect();
+                self.chunks.push(Box::leak(chunk));
+            }
+            let new_total = self.chunks.len() * CHUNK;
+            self.meta.resize(new_total, None);
+            self.in_use.resize(new_total, false);
+            self.free.extend((total as u32..new_total as u32).rev());
+        }
+        self.free.pop().expect("the free list was just refilled") as usize
+    }
 }
 
 /// Live tasks, sharded by the spawning thread so concurrent spawns rarely share a lock.
@@ -217,8 +267,7 @@ fn live() -> &'static LiveTasks {
 
 /// Records a task's start, and its outcome when finished or dropped.
 struct TaskGuard {
-    shard: u32,
-    slot: u32,
+    cell: &'static AtomicU64,
     group: &'static Group,
     done: bool,
 }
@@ -234,24 +283,18 @@ impl TaskGuard {
             started: crate::clock::raw(),
         };
         let mut slab = live().shards[shard].lock();
-        // Ids: shard in the top bits, a per-shard sequence below; unique, and increasing
-        // per spawning thread.
-        let id = ((shard as u64) << 48) | slab.next_seq;
+        // Ids: shard in the top bits, a per-shard sequence below (from 1, as 0 marks a
+        // finished task); unique, and increasing per spawning thread.
         slab.next_seq += 1;
-        let slot = match slab.free.pop() {
-            Some(i) => {
-                slab.entries[i as usize] = Some((id, entry));
-                i
-            }
-            None => {
-                slab.entries.push(Some((id, entry)));
-                (slab.entries.len() - 1) as u32
-            }
-        };
+        let id = ((shard as u64) << 48) | slab.next_seq;
+        let slot = slab.take_slot();
+        slab.meta[slot] = Some(entry);
+        slab.in_use[slot] = true;
+        let cell = slab.cell(slot);
+        cell.store(id, Ordering::Release);
         drop(slab);
         TaskGuard {
-            shard: shard as u32,
-            slot,
+            cell,
             group,
             done: false,
         }
@@ -263,9 +306,7 @@ impl TaskGuard {
         }
         self.done = true;
         self.group.finished[outcome as usize].inc();
-        let mut slab = live().shards[self.shard as usize].lock();
-        slab.entries[self.slot as usize] = None;
-        slab.free.push(self.slot);
+        self.cell.store(0, Ordering::Release);
     }
 }
 
@@ -326,7 +367,14 @@ pub fn dump() -> Vec<TaskInfo> {
     let now = crate::clock::raw();
     let mut out: Vec<(u64, Live)> = Vec::new();
     for shard in live().shards.iter() {
-        out.extend(shard.lock().entries.iter().flatten().cloned());
+        let slab = shard.lock();
+        for (slot, meta) in slab.meta.iter().enumerate() {
+            let Some(meta) = meta else { continue };
+            let id = slab.cell(slot).load(Ordering::Acquire);
+            if id != 0 {
+                out.push((id, meta.clone()));
+            }
+        }
     }
     out.sort_unstable_by_key(|(id, t)| (t.started, *id));
     out.into_iter()

@@ -50,8 +50,10 @@ pub(super) enum Refused {
 #[derive(Debug)]
 #[must_use]
 pub(super) struct Reserved<J> {
-    /// Queue depth including this reservation.
+    /// Queue depth including this reservation, as an upper bound (see [`Core::exact_depth`]).
     pub(super) depth: usize,
+    /// Claims so far, including this one.
+    pub(super) claimed: usize,
     /// Items evicted to make room (`DropOldest`), for the caller to cancel and count.
     pub(super) evicted: Vec<J>,
 }
@@ -234,18 +236,25 @@ impl<J> Core<J> {
                     if let Some((slot, _)) = waiter {
                         self.forget_sender(slot);
                     }
-                    // The depth against the cached `taken` is only an upper bound; the
-                    // signals (high-water mark, warnings) want the real figure.
-                    let taken = self.taken.load(Ordering::Relaxed);
-                    claims.taken_seen.store(taken, Ordering::Relaxed);
                     return Ok(Reserved {
-                        depth: (r + 1).wrapping_sub(taken).min(depth + 1),
+                        depth: depth + 1,
+                        claimed: r + 1,
                         evicted,
                     });
                 }
                 Err(now) => r = now,
             }
         }
+    }
+
+    /// The real depth right after a reservation that brought the claims to `claimed`
+    /// (`Reserved::depth` is measured against the submitters' cached copy of `taken`, an
+    /// upper bound). Costs a read of the workers' line, so callers ask only when the upper
+    /// bound says the figure matters. Refreshes the cached copy too.
+    pub(super) fn exact_depth(&self, claimed: usize) -> usize {
+        let taken = self.taken.load(Ordering::Relaxed);
+        self.claims.taken_seen.store(taken, Ordering::Relaxed);
+        claimed.wrapping_sub(taken)
     }
 
     /// Pushes the item a reservation made room for, and wakes a sleeping worker if any.

@@ -458,10 +458,22 @@ impl Pool {
     {
         let inner = &*self.inner;
         match reserved {
-            Ok(Reserved { depth, evicted }) => {
+            Ok(Reserved {
+                depth,
+                claimed,
+                evicted,
+            }) => {
                 let at = clock::raw();
                 let (job, handle) = job::new(job);
-                inner.sig.enqueued(depth);
+                // The high-water mark and the warnings need the real depth only when the
+                // upper bound could set a new mark; below it, counting is all there is to do.
+                if depth > inner.sig.high_water() {
+                    inner
+                        .sig
+                        .enqueued(inner.core.exact_depth(claimed).min(depth));
+                } else {
+                    inner.sig.enqueued_below_high_water();
+                }
                 inner.core.push(lane, job, at);
                 for old in evicted {
                     inner.sig.m.dropped_oldest.inc();

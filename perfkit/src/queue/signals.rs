@@ -107,6 +107,20 @@ impl Signals {
         }
     }
 
+    /// An item was enqueued at a depth known not to exceed the high-water mark: no mark to
+    /// raise, and no warning (a threshold crossed again below the mark is warned about
+    /// again only once a snapshot has reset the mark).
+    #[inline]
+    pub(crate) fn enqueued_below_high_water(&self) {
+        self.m.enqueued.inc();
+    }
+
+    /// The highest depth since the previous snapshot.
+    #[inline]
+    pub(crate) fn high_water(&self) -> usize {
+        self.high_water.load(Ordering::Relaxed)
+    }
+
     /// Items enqueued at the raw clock readings `ats` were dequeued at `now`.
     #[inline]
     pub(crate) fn dequeued(&self, ats: impl ExactSizeIterator<Item = u64>, now: u64) {

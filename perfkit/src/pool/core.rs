@@ -3,9 +3,10 @@
 //! submitters and workers, and per-worker busy accounting.
 //!
 //! # The bound
-//! Two running totals, each on its own cache line: `reserved` (room claimed by submitters,
-//! written only by them) and `taken` (items taken out, written only by workers and
-//! evictions). The depth is `reserved - taken`. A submitter claims room with a
+//! Two running totals, on different cache lines: `reserved` (room claimed by submitters,
+//! written only by them) and `taken` (items taken out: the sum of the rings' head
+//! positions, since every removal is a pop that advances a head, so workers keep no separate
+//! count). The depth is `reserved - taken`. A submitter claims room with a
 //! compare-and-swap on `reserved` against a cached copy of `taken` that it refreshes only
 //! when the cached figure says "full" (a stale copy only overstates the depth), so in the
 //! common case submitters and workers write disjoint lines. After claiming, the submitter
@@ -102,7 +103,6 @@ pub(super) struct Core<J> {
     policy: Policy,
     fair_every: u32,
     claims: CachePadded<Claims>,
-    taken: CachePadded<AtomicUsize>,
     /// Mirror of the closed bit, on a line nobody writes until close, so a worker can
     /// check it after every take without pulling the submitters' line away from them.
     closed: CachePadded<AtomicUsize>,
@@ -130,7 +130,6 @@ impl<J> Core<J> {
                 reserved: AtomicUsize::new(0),
                 taken_seen: AtomicUsize::new(0),
             }),
-            taken: CachePadded::new(AtomicUsize::new(0)),
             closed: CachePadded::new(AtomicUsize::new(0)),
             idle: CachePadded::new(FastMutex::new(Vec::with_capacity(workers))),
             idle_count: CachePadded::new(AtomicUsize::new(0)),
@@ -149,10 +148,19 @@ impl<J> Core<J> {
         self.lanes.len()
     }
 
+    /// Items taken out so far (by workers, evictions and drains): the sum of the rings'
+    /// head positions, as every removal is a pop that advances a head.
+    #[inline]
+    fn taken(&self) -> usize {
+        self.lanes
+            .iter()
+            .fold(0usize, |sum, ring| sum.wrapping_add(ring.taken()))
+    }
+
     /// Items queued plus reservations in flight.
     pub(super) fn depth(&self) -> usize {
         // `taken` first: both only grow and `taken <= reserved` at every instant.
-        let taken = self.taken.load(Ordering::SeqCst);
+        let taken = self.taken();
         (self.claims.reserved.load(Ordering::SeqCst) & !CLOSED).wrapping_sub(taken)
     }
 
@@ -165,7 +173,7 @@ impl<J> Core<J> {
         if self.closed.load(Ordering::SeqCst) == 0 {
             return false;
         }
-        let taken = self.taken.load(Ordering::SeqCst);
+        let taken = self.taken();
         self.claims.reserved.load(Ordering::SeqCst) == CLOSED | taken
     }
 
@@ -187,7 +195,7 @@ impl<J> Core<J> {
             }
             let depth = r.wrapping_sub(seen);
             if depth >= self.capacity {
-                let fresh = self.taken.load(Ordering::SeqCst);
+                let fresh = self.taken();
                 if fresh != seen {
                     claims.taken_seen.fetch_max(fresh, Ordering::Relaxed);
                     seen = fresh;
@@ -202,7 +210,7 @@ impl<J> Core<J> {
                         self.register_sender(slot, waker);
                         // Handshake with `took`: re-check after registering.
                         fence(Ordering::SeqCst);
-                        seen = self.taken.load(Ordering::SeqCst);
+                        seen = self.taken();
                         r = claims.reserved.load(Ordering::SeqCst);
                         if r & CLOSED == 0 && r.wrapping_sub(seen) >= self.capacity {
                             return Err(Refused::Wait);
@@ -215,10 +223,7 @@ impl<J> Core<J> {
                         // Evict from the lowest lane that has something; if every item is
                         // still being pushed, wait for one to land.
                         match self.lanes.iter().find_map(Ring::pop) {
-                            Some((job, _)) => {
-                                evicted.push(job);
-                                self.taken.fetch_add(1, Ordering::SeqCst);
-                            }
+                            Some((job, _)) => evicted.push(job),
                             None => spin(),
                         }
                         r = claims.reserved.load(Ordering::SeqCst);
@@ -252,7 +257,7 @@ impl<J> Core<J> {
     /// upper bound). Costs a read of the workers' line, so callers ask only when the upper
     /// bound says the figure matters. Refreshes the cached copy too.
     pub(super) fn exact_depth(&self, claimed: usize) -> usize {
-        let taken = self.taken.load(Ordering::Relaxed);
+        let taken = self.taken();
         self.claims.taken_seen.store(taken, Ordering::Relaxed);
         claimed.wrapping_sub(taken)
     }
@@ -313,7 +318,7 @@ impl<J> Core<J> {
     /// intake is closed, a take may be the one that drains the pool: then every parked
     /// worker is woken to see it and exit.
     fn took(&self) {
-        self.taken.fetch_add(1, Ordering::SeqCst);
+        // The ring's head moved with the take; the fence orders that before the loads below.
         fence(Ordering::SeqCst);
         if self.closed.load(Ordering::Relaxed) != 0 {
             self.wake_all_workers();
@@ -350,7 +355,6 @@ impl<J> Core<J> {
     pub(super) fn drain(&self) -> Vec<(J, u64)> {
         let mut out = Vec::new();
         while let Some(got) = self.lanes.iter().rev().find_map(Ring::pop) {
-            self.taken.fetch_add(1, Ordering::SeqCst);
             out.push(got);
         }
         out

@@ -120,6 +120,12 @@ impl<T> Ring<T> {
         }
     }
 
+    /// How many pops have claimed a position so far (wrapping): the head position.
+    #[inline]
+    pub(super) fn taken(&self) -> usize {
+        self.head.load(Ordering::SeqCst)
+    }
+
     /// Items published or being published (best effort: the two loads are not atomic).
     #[cfg_attr(loom, allow(dead_code))]
     pub(super) fn len(&self) -> usize {

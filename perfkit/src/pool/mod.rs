@@ -391,17 +391,19 @@ impl Pool {
     {
         let job = self.check_lane(lane, job)?;
         let core = &self.inner.core;
-        let reserved = if self.inner.sig.policy == Policy::Block {
-            let mut line = Line { core, slot: None };
-            poll_fn(
-                |cx| match core.reserve(Some((&mut line.slot, cx.waker()))) {
-                    Err(Refused::Wait) => Poll::Pending,
-                    other => Poll::Ready(other),
-                },
-            )
-            .await
-        } else {
-            core.reserve(None)
+        let reserved = match core.reserve(None) {
+            // Full under Block: wait in line for room.
+            Err(Refused::Full) if self.inner.sig.policy == Policy::Block => {
+                let mut line = Line { core, slot: None };
+                poll_fn(
+                    |cx| match core.reserve(Some((&mut line.slot, cx.waker()))) {
+                        Err(Refused::Wait) => Poll::Pending,
+                        other => Poll::Ready(other),
+                    },
+                )
+                .await
+            }
+            other => other,
         };
         self.admit(lane, job, reserved)
     }

@@ -1,0 +1,253 @@
+//! The runtime behind `#[hot_path]`: one [`Site`](crate::__private::Site) per annotated
+//! function, and the guard each call holds.
+//!
+//! Per call, the guard reads the clock twice and makes three relaxed adds on the calling
+//! thread's cells (calls entered, a histogram bucket, the histogram's sum); an `err`,
+//! `panic` or `cancelled` outcome adds one more. Nothing is shared between threads on that
+//! path, so it scales with threads. At scrape time: `calls_total{outcome="ok"}` is the
+//! histogram's count minus the other outcomes, and `in_flight` is calls entered minus the
+//! histogram's count.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde_json::json;
+
+use crate::clock;
+use crate::metrics::{Counter, Histogram, names};
+
+/// A `#[hot_path]` function's handles, registered on first call. Lives in a `static` the
+/// macro emits in the function's body.
+#[doc(hidden)]
+pub struct Site {
+    function: &'static str,
+    module: &'static str,
+    handles: OnceLock<&'static Handles>,
+}
+
+struct Handles {
+    function: &'static str,
+    module: &'static str,
+    labels: [String; 2],
+    seconds: Arc<Histogram>,
+    entered: Counter,
+    err: Counter,
+    panic: Counter,
+    cancelled: Counter,
+    /// Largest `ok` figure exported so far, keeping the derived counter monotonic.
+    ok_shown: AtomicU64,
+}
+
+impl std::fmt::Debug for Site {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Site")
+            .field("function", &self.function)
+            .field("module", &self.module)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("function", &self.handles.function)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Site {
+    #[doc(hidden)]
+    pub const fn new(function: &'static str, module: &'static str) -> Self {
+        Site {
+            function,
+            module,
+            handles: OnceLock::new(),
+        }
+    }
+
+    #[inline]
+    fn handles(&'static self) -> &'static Handles {
+        match self.handles.get() {
+            Some(h) => h,
+            None => self.register(),
+        }
+    }
+
+    #[cold]
+    fn register(&'static self) -> &'static Handles {
+        self.handles.get_or_init(|| {
+            let registry = crate::metrics::registry();
+            // Labels come from the code (one set per annotated function), so they are few
+            // by construction.
+            let labels = [self.function.to_owned(), self.module.to_owned()];
+            let handles: &'static Handles = Box::leak(Box::new(Handles {
+                function: self.function,
+                module: self.module,
+                seconds: registry.histogram(&names::HOT_PATH_SECONDS, &[&labels[0], &labels[1]]),
+                labels,
+                entered: Counter::new(),
+                err: Counter::new(),
+                panic: Counter::new(),
+                cancelled: Counter::new(),
+                ok_shown: AtomicU64::new(0),
+            }));
+            sites()
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(handles);
+            handles
+        })
+    }
+}
+
+/// Every registered site, for scrapes.
+fn sites() -> &'static Mutex<Vec<&'static Handles>> {
+    static SITES: OnceLock<Mutex<Vec<&'static Handles>>> = OnceLock::new();
+    SITES.get_or_init(|| {
+        crate::metrics::registry().register_owned("hot_paths".into(), Arc::new(HotPaths));
+        Mutex::default()
+    })
+}
+
+/// Measures one call; records in `Drop`, so a panic or a dropped future is counted too.
+#[doc(hidden)]
+#[must_use]
+pub struct Guard {
+    handles: &'static Handles,
+    start: u64,
+    done: bool,
+}
+
+impl Guard {
+    #[doc(hidden)]
+    #[inline]
+    pub fn enter(site: &'static Site) -> Guard {
+        let handles = site.handles();
+        handles.entered.inc();
+        Guard {
+            handles,
+            start: clock::raw(),
+            done: false,
+        }
+    }
+
+    /// The call returned; `err` when it returned a `Result::Err`.
+    #[doc(hidden)]
+    #[inline]
+    pub fn finish(&mut self, err: bool) {
+        self.done = true;
+        if err {
+            self.handles.err.inc();
+        }
+        self.record();
+    }
+
+    #[inline]
+    fn record(&self) {
+        let nanos = clock::nanos_between(self.start, clock::raw());
+        self.handles.seconds.record(nanos);
+    }
+}
+
+impl Drop for Guard {
+    #[inline]
+    fn drop(&mut self) {
+        if !self.done {
+            if std::thread::panicking() {
+                self.handles.panic.inc();
+            } else {
+                self.handles.cancelled.inc();
+            }
+            self.record();
+        }
+    }
+}
+
+/// Whether a `Result` is an `Err` (the macro calls this when the written return type's
+/// last path segment is `Result`).
+#[doc(hidden)]
+#[inline]
+pub fn is_err<T, E>(r: &Result<T, E>) -> bool {
+    r.is_err()
+}
+
+/// Calls `f` once. The macro wraps a sync body in a closure passed here, so `return` and `?`
+/// come back to the guard, and the closure may hand out borrows of what it captured.
+#[doc(hidden)]
+#[inline(always)]
+pub fn call_once<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+impl Handles {
+    /// (ok, err, panic, cancelled, in flight, histogram snapshot), read consistently enough
+    /// for a scrape: the other outcomes are read before the histogram, and each is
+    /// incremented before its call's histogram record, so `ok` never overstates.
+    fn read(&self) -> (u64, u64, u64, u64, u64, crate::metrics::HistogramSnapshot) {
+        let err = self.err.get();
+        let panic = self.panic.get();
+        let cancelled = self.cancelled.get();
+        let snap = self.seconds.snapshot();
+        let entered = self.entered.get();
+        let count = snap.count();
+        let ok = count.saturating_sub(err + panic + cancelled);
+        let ok = self.ok_shown.fetch_max(ok, Ordering::Relaxed).max(ok);
+        (
+            ok,
+            err,
+            panic,
+            cancelled,
+            entered.saturating_sub(count),
+            snap,
+        )
+    }
+}
+
+struct HotPaths;
+
+impl crate::metrics::Collector for HotPaths {
+    fn collect(&self, out: &mut crate::metrics::Collection) {
+        let sites = sites()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        for h in sites {
+            let (ok, err, panic, cancelled, in_flight, _) = h.read();
+            let [f, m] = &h.labels;
+            for (outcome, v) in [
+                ("ok", ok),
+                ("err", err),
+                ("panic", panic),
+                ("cancelled", cancelled),
+            ] {
+                out.push(&names::HOT_PATH_CALLS_TOTAL, &[f, m, outcome], v as f64);
+            }
+            out.push(&names::HOT_PATH_IN_FLIGHT, &[f, m], in_flight as f64);
+        }
+    }
+
+    fn snapshot(&self, out: &mut crate::metrics::Sections) {
+        let sites = sites()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        for h in sites {
+            let (ok, err, panic, cancelled, in_flight, snap) = h.read();
+            out.push(
+                "hot_paths",
+                json!({
+                    "function": h.function,
+                    "module": h.module,
+                    "label": h.labels[0],
+                    "calls": ok + err + panic + cancelled,
+                    "ok": ok,
+                    "errors": err,
+                    "panics": panic,
+                    "cancelled": cancelled,
+                    "in_flight": in_flight,
+                    "seconds": snap.to_json(),
+                }),
+            );
+        }
+    }
+}

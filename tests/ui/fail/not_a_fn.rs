@@ -1,0 +1,6 @@
+#[perfkit::hot_path]
+struct NotAFunction;
+
+fn main() {
+    let _ = NotAFunction;
+}

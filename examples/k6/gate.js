@@ -19,6 +19,7 @@
 //   TASK_GROWTH_MAX (50)  bound on the growth of live tracked tasks (per name) over the run
 //   POOL_SATURATION_MAX (0.9)  bound on p(95) of every pool's busy/workers per poll interval
 //   POOL_PANICS_MAX (0)   how many panicked pool jobs the run tolerates
+//   FLUSH_P99_MAX_MS (250)  bound on the `db_flush` hot path's p99, in ms
 //   RESULTS_DIR (results) where the JSON summary (gate.json) goes
 
 import http from 'k6/http';
@@ -54,6 +55,7 @@ const DROPPED_MAX = num('DROPPED_MAX', 0, { integer: true });
 const TASK_GROWTH_MAX = num('TASK_GROWTH_MAX', 50);
 const POOL_SATURATION_MAX = num('POOL_SATURATION_MAX', 0.9);
 const POOL_PANICS_MAX = num('POOL_PANICS_MAX', 0, { integer: true });
+const FLUSH_P99_MAX_MS = num('FLUSH_P99_MAX_MS', 250);
 
 const STATS = ['kills', 'deaths', 'assists', 'wins', 'score'];
 
@@ -88,6 +90,7 @@ export const options = {
     perfkit_tasks_alive_growth: [`max<${TASK_GROWTH_MAX}`],
     perfkit_pool_saturation: [`p(95)<${POOL_SATURATION_MAX}`],
     perfkit_pool_panics: [`count<=${POOL_PANICS_MAX}`],
+    'perfkit_hot_path_p99_seconds{function:db_flush}': [`max<${FLUSH_P99_MAX_MS / 1000}`],
     perfkit_polls: ['count>0'],
     perfkit_poll_errors: ['count==0'],
   },

@@ -138,6 +138,7 @@ fn reject(reason: &'static str, err: ApiError) -> ApiError {
     err
 }
 
+#[perfkit::hot_path]
 async fn post_events(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
@@ -197,6 +198,7 @@ async fn post_events(
     Ok((status, Json(Accepted { accepted, rejected })))
 }
 
+#[perfkit::hot_path]
 async fn get_progress(
     State(state): State<AppState>,
     Path(user_id): Path<String>,

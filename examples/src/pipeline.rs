@@ -44,6 +44,7 @@ struct DbFlush {
 impl Flush<Event> for DbFlush {
     type Error = StoreError;
 
+    #[perfkit::hot_path(name = "db_flush")]
     async fn flush(&mut self, batch: &[Event]) -> Result<(), StoreError> {
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
@@ -108,6 +109,7 @@ pub fn start(store: Store, config: &Config) -> Result<(Sender<Event>, Pipeline),
 
 /// One event's processing, run on the pool: the (simulated) CPU work of a progress update,
 /// then the hand-off to the batcher (waiting while it is full).
+#[perfkit::hot_path]
 async fn progress_update(
     event: Event,
     batcher: Arc<Batcher<Event>>,

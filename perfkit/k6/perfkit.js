@@ -47,12 +47,15 @@
  *       perfkit_pool_saturation (busy time / (interval x workers) since the previous
  *       poll), perfkit_pool_busy, perfkit_pool_queue_depth,
  *       perfkit_pool_task_p99_seconds                  (pools, tagged `pool`)
+ *       perfkit_hot_path_p50_seconds, perfkit_hot_path_p99_seconds (over the process's
+ *       life), perfkit_hot_path_in_flight              (hot_paths, tagged `function`)
  *       perfkit_tasks_alive                            (tasks, tagged `task`)
  *       perfkit_tasks_alive_growth: alive now minus alive at this VU's first poll, per
  *       task name (names first seen later grow from 0): `max<N` catches a leak
  *     Counters: perfkit_queue_dropped (tagged `queue`, `reason`: full, oldest, closed,
  *       flush_failed), perfkit_queue_rejected (`queue`), perfkit_batch_dead_lettered
- *       (`batcher`), perfkit_pool_panics and perfkit_pool_cancelled (`pool`; a pool's
+ *       (`batcher`), perfkit_hot_path_errors and perfkit_hot_path_panics (`function`),
+ *       perfkit_pool_panics and perfkit_pool_cancelled (`pool`; a pool's
  *       queue also reports as a queue named after the pool).
  *     Null figures (e.g. process fields on non-Linux) are skipped.
  *
@@ -162,6 +165,15 @@ export const SNAPSHOT_TRENDS = Object.freeze([
     },
   },
   {
+    section: 'hot_paths',
+    tag: 'function',
+    fields: {
+      'seconds.p99': 'perfkit_hot_path_p99_seconds',
+      'seconds.p50': 'perfkit_hot_path_p50_seconds',
+      in_flight: 'perfkit_hot_path_in_flight',
+    },
+  },
+  {
     section: 'pools',
     tag: 'pool',
     fields: {
@@ -205,6 +217,14 @@ export const SNAPSHOT_COUNTERS = Object.freeze([
     tag: 'batcher',
     fields: {
       dead_lettered: ['perfkit_batch_dead_lettered', {}],
+    },
+  },
+  {
+    section: 'hot_paths',
+    tag: 'function',
+    fields: {
+      errors: ['perfkit_hot_path_errors', {}],
+      panics: ['perfkit_hot_path_panics', {}],
     },
   },
   {

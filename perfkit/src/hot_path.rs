@@ -236,9 +236,9 @@ impl crate::metrics::Collector for HotPaths {
             out.push(
                 "hot_paths",
                 json!({
+                    "name": h.labels[0],
                     "function": h.function,
                     "module": h.module,
-                    "label": h.labels[0],
                     "calls": ok + err + panic + cancelled,
                     "ok": ok,
                     "errors": err,

@@ -325,3 +325,27 @@ fn one_slow_worker_fails_on_pool_saturation_and_loses_nothing() {
     assert_eq!(stopped.dropped, 0, "{stopped:?}");
     assert_eq!(stopped.accepted, stopped.applied, "{stopped:?}");
 }
+
+#[test]
+#[ignore = "needs k6 and a built ingest binary; scripts/test.sh installs k6, builds ingest and runs ignored tests"]
+fn a_flush_slower_than_its_bound_fails_on_the_flush_hot_path_p99_only() {
+    let dir = results_dir("k6_gate_slow_flush");
+    // Every flush sleeps 20 ms; the gate allows a p99 of 10 ms.
+    let svc = start_service(&dir.join("ingest.log"), &[("INGEST_FLUSH_DELAY_MS", "20")]);
+    let (code, summary) = run_gate(&svc, &dir.join("run"), &["FLUSH_P99_MAX_MS=10"]);
+    assert_eq!(code, 99);
+    assert_eq!(
+        crossed(&summary),
+        ["perfkit_hot_path_p99_seconds{function:db_flush}"]
+    );
+    let p99 =
+        summary["metrics"]["perfkit_hot_path_p99_seconds{function:db_flush}"]["values"]["max"]
+            .as_f64()
+            .unwrap();
+    assert!(
+        p99 >= 0.02,
+        "db_flush p99 {p99} s with a 20 ms delay per flush"
+    );
+    let stopped = svc.stop();
+    assert_eq!(stopped.accepted, stopped.applied, "{stopped:?}");
+}

@@ -67,3 +67,7 @@ cargo test --workspace --all-features --doc
 log "loom model checks"
 # tokio compiles its net module out under cfg(loom), so the server feature is left off.
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p perfkit --lib --release --no-default-features loom
+
+log "#[hot_path] compiled away (--cfg perfkit_hot_path_off)"
+RUSTFLAGS="--cfg perfkit_hot_path_off" CARGO_TARGET_DIR=target/hot-path-off \
+  cargo test -p perfkit --lib hot_path

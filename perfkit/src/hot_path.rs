@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::json;
 
+#[cfg_attr(perfkit_hot_path_off, allow(unused_imports))]
 use crate::clock;
 use crate::metrics::{Counter, Histogram, names};
 
@@ -47,12 +48,33 @@ impl std::fmt::Debug for Site {
     }
 }
 
+#[cfg(not(perfkit_hot_path_off))]
 impl std::fmt::Debug for Guard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Guard")
             .field("function", &self.handles.function)
             .finish_non_exhaustive()
     }
+}
+
+/// Built with `--cfg perfkit_hot_path_off`, every guard is this empty value and every call to it
+/// inlines to nothing: `#[hot_path]` functions compile to their plain bodies.
+#[cfg(perfkit_hot_path_off)]
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Guard;
+
+#[cfg(perfkit_hot_path_off)]
+impl Guard {
+    #[doc(hidden)]
+    #[inline(always)]
+    pub fn enter(_site: &'static Site) -> Guard {
+        Guard
+    }
+
+    #[doc(hidden)]
+    #[inline(always)]
+    pub fn finish(&mut self, _err: bool) {}
 }
 
 impl Site {
@@ -65,6 +87,7 @@ impl Site {
         }
     }
 
+    #[cfg_attr(perfkit_hot_path_off, allow(dead_code))]
     #[inline]
     fn handles(&'static self) -> &'static Handles {
         match self.handles.get() {
@@ -73,6 +96,7 @@ impl Site {
         }
     }
 
+    #[cfg_attr(perfkit_hot_path_off, allow(dead_code))]
     #[cold]
     fn register(&'static self) -> &'static Handles {
         self.handles.get_or_init(|| {
@@ -110,6 +134,7 @@ fn sites() -> &'static Mutex<Vec<&'static Handles>> {
 }
 
 /// Measures one call; records in `Drop`, so a panic or a dropped future is counted too.
+#[cfg(not(perfkit_hot_path_off))]
 #[doc(hidden)]
 #[must_use]
 pub struct Guard {
@@ -118,6 +143,7 @@ pub struct Guard {
     done: bool,
 }
 
+#[cfg(not(perfkit_hot_path_off))]
 impl Guard {
     #[doc(hidden)]
     #[inline]
@@ -149,6 +175,7 @@ impl Guard {
     }
 }
 
+#[cfg(not(perfkit_hot_path_off))]
 impl Drop for Guard {
     #[inline]
     fn drop(&mut self) {
@@ -249,5 +276,26 @@ impl crate::metrics::Collector for HotPaths {
                 }),
             );
         }
+    }
+}
+
+#[cfg(all(test, feature = "macros"))]
+mod tests {
+    #[crate::hot_path(crate = "crate", name = "hot_path_off_probe")]
+    fn probe(x: u32) -> u32 {
+        x + 1
+    }
+
+    /// With `--cfg perfkit_hot_path_off` nothing is registered or recorded; without it the
+    /// call shows up. (`RUSTFLAGS="--cfg perfkit_hot_path_off" cargo test -p perfkit --lib
+    /// hot_path` runs the first case.)
+    #[test]
+    fn hot_path_off_compiles_the_measurement_away() {
+        assert_eq!(probe(1), 2);
+        let snap = crate::metrics::registry().snapshot();
+        let found = snap["hot_paths"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|e| e["function"] == "hot_path_off_probe"));
+        assert_eq!(found, cfg!(not(perfkit_hot_path_off)), "{snap}");
     }
 }

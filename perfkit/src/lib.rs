@@ -81,6 +81,10 @@ pub mod task;
 /// Cost per call: two clock reads and three relaxed adds on the calling thread's own
 /// cells; `docs/hot-path.md` has the measured figures and when not to annotate.
 ///
+/// To compile every `#[hot_path]` to the plain function (no clock reads, no series), build
+/// with `RUSTFLAGS="--cfg perfkit_hot_path_off"`: the annotations stay in the code and cost
+/// nothing.
+///
 /// # Examples
 /// ```
 /// #[perfkit::hot_path]

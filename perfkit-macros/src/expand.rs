@@ -144,11 +144,11 @@ fn instrument(args: &Args, func: ItemFn) -> TokenStream {
     let body = if sig.asyncness.is_some() {
         quote_spanned! {span=>
             #site
-            let __perfkit_ret = async move {
+            let __perfkit_ret = #private::instrument(&__PERFKIT_SITE, async move {
                 let __perfkit_out: #ret_ty = { #(#stmts)* };
                 #[allow(unreachable_code)]
                 __perfkit_out
-            }
+            })
             .await;
             #finish
             __perfkit_ret
@@ -156,6 +156,8 @@ fn instrument(args: &Args, func: ItemFn) -> TokenStream {
     } else {
         quote_spanned! {span=>
             #site
+            #[allow(clippy::let_unit_value)]
+            let __perfkit_span = #private::enter_span(&__PERFKIT_SITE);
             // A closure called once, so `return` and `?` in the body come back here.
             let __perfkit_ret = #private::call_once(move || {
                 let __perfkit_out: #ret_ty = { #(#stmts)* };

@@ -190,6 +190,49 @@ impl Drop for Guard {
     }
 }
 
+/// Enters the call's `tracing` span (feature `tracing`): held for the duration of a sync
+/// call. Without the feature, nothing.
+#[cfg(feature = "tracing")]
+#[doc(hidden)]
+#[inline]
+pub fn enter_span(site: &'static Site) -> tracing::span::EnteredSpan {
+    span(site).entered()
+}
+
+/// Enters the call's `tracing` span (feature `tracing`). Without the feature, nothing.
+#[cfg(not(feature = "tracing"))]
+#[doc(hidden)]
+#[inline(always)]
+pub fn enter_span(_site: &'static Site) {}
+
+/// Runs an async call's body inside its `tracing` span (feature `tracing`), entered on every
+/// poll and exited between polls. Without the feature, the body unchanged.
+#[cfg(feature = "tracing")]
+#[doc(hidden)]
+#[inline]
+pub fn instrument<F: std::future::Future>(
+    site: &'static Site,
+    body: F,
+) -> tracing::instrument::Instrumented<F> {
+    tracing::Instrument::instrument(body, span(site))
+}
+
+/// Runs an async call's body inside its `tracing` span (feature `tracing`). Without the
+/// feature, the body unchanged.
+#[cfg(not(feature = "tracing"))]
+#[doc(hidden)]
+#[inline(always)]
+pub fn instrument<F: std::future::Future>(_site: &'static Site, body: F) -> F {
+    body
+}
+
+/// One span per call, at INFO level, named `hot_path`, with the `function` and `module`
+/// labels as fields. A disabled span (no subscriber interested) costs a filter check.
+#[cfg(feature = "tracing")]
+fn span(site: &'static Site) -> tracing::Span {
+    tracing::info_span!("hot_path", function = site.function, module = site.module)
+}
+
 /// Whether a `Result` is an `Err` (the macro calls this when the written return type's
 /// last path segment is `Result`).
 #[doc(hidden)]

@@ -41,6 +41,7 @@
 //! | `server` | yes | the debug HTTP server ([`server`], [`init`], [`Builder`]) |
 //! | `facade` | yes | installs `metrics-exporter-prometheus` as the `metrics` recorder so the service's own metrics appear on `/metrics` ([`metrics::facade`]) |
 //! | `macros` | yes | `#[hot_path]` ([`hot_path`]) |
+//! | `tracing` | no | `#[hot_path]` also opens a `tracing` span per call (`hot_path`, INFO, fields `function` and `module`) |
 //! | `full` | no | every feature above |
 //!
 //! Features are additive. Without `server`, the metrics core still records and renders
@@ -111,7 +112,7 @@ pub use perfkit_macros::hot_path;
 /// Runtime support for `#[hot_path]` expansions. Not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::hot_path::{Guard, Site, call_once, is_err};
+    pub use crate::hot_path::{Guard, Site, call_once, enter_span, instrument, is_err};
 }
 
 cfg_server! {

@@ -170,3 +170,52 @@ fn percentiles_are_within_ten_percent_of_exact() {
         }
     }
 }
+
+#[hot_path]
+fn hp_traced() -> u8 {
+    tracing::info!("inside");
+    3
+}
+
+#[hot_path]
+async fn hp_traced_async() -> u8 {
+    tokio::task::yield_now().await;
+    tracing::info!("inside async");
+    4
+}
+
+/// With the `tracing` feature (on here through `full`), each call runs inside a `hot_path`
+/// span carrying the function's name, and events in the body are its children.
+#[test]
+fn calls_open_a_tracing_span_with_the_tracing_feature() {
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::layer::{Context, SubscriberExt};
+
+    #[derive(Clone, Default)]
+    struct Seen(Arc<Mutex<Vec<String>>>);
+    impl<S> tracing_subscriber::Layer<S> for Seen
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
+            let parent = ctx
+                .event_span(event)
+                .map(|s| format!("{}:{:?}", s.name(), s.fields().field("function").is_some()));
+            self.0.lock().unwrap().push(parent.unwrap_or_default());
+        }
+    }
+    let seen = Seen::default();
+    let subscriber = tracing_subscriber::registry().with(seen.clone());
+    tracing::subscriber::with_default(subscriber, || {
+        assert_eq!(hp_traced(), 3);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert_eq!(rt.block_on(hp_traced_async()), 4);
+    });
+    assert_eq!(
+        *seen.0.lock().unwrap(),
+        ["hot_path:true", "hot_path:true"],
+        "both events happen inside the call's span"
+    );
+}

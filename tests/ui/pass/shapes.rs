@@ -30,6 +30,18 @@ fn early_return_and_question_mark(s: &str) -> Result<u32, std::num::ParseIntErro
 }
 
 #[hot_path]
+fn question_mark_converts(s: &str) -> Result<u32, Box<dyn std::error::Error + Send + Sync>> {
+    let n: u32 = s.parse()?;
+    Ok(n)
+}
+
+#[hot_path]
+async fn async_question_mark(s: String) -> Result<u32, Box<dyn std::error::Error + Send + Sync>> {
+    let n: u32 = s.parse()?;
+    Ok(n)
+}
+
+#[hot_path]
 fn io_result() -> std::io::Result<()> {
     Ok(())
 }
@@ -144,6 +156,8 @@ fn main() {
     assert_eq!(early_return_and_question_mark(""), Ok(0));
     assert!(early_return_and_question_mark("x").is_err());
     io_result().unwrap();
+    assert!(question_mark_converts("x").is_err());
+    assert_eq!(question_mark_converts("4").unwrap(), 4);
     assert_eq!(generic(&7u8), 7);
     assert_eq!(impl_trait(3).count(), 3);
     assert_eq!(borrowed("hi"), "h");
@@ -159,6 +173,7 @@ fn main() {
     rt.block_on(async {
         assert_eq!(assert_send(async_fn(2)).await, Ok(2));
         assert!(async_fn(0).await.is_err());
+        assert!(async_question_mark("x".into()).await.is_err());
         println!("{:?}", async_impl_trait().await);
         assert_eq!(s.async_method().await, 2);
         assert_eq!(assert_send(w.get_async()).await, "w");

@@ -115,6 +115,22 @@ impl S {
     }
 
     #[hot_path]
+    fn pinned(self: std::pin::Pin<&mut Self>) -> usize {
+        self.v.len()
+    }
+
+    #[hot_path]
+    fn shared(self: std::sync::Arc<Self>) -> usize {
+        self.v.len()
+    }
+
+    #[hot_path]
+    fn by_mut_value(mut self) -> Self {
+        self.v.clear();
+        self
+    }
+
+    #[hot_path]
     async fn async_method(&self) -> usize {
         self.v.len()
     }
@@ -167,6 +183,10 @@ fn main() {
     s.by_mut().push(2);
     assert_eq!(s.area(), 2.0);
     assert_eq!(Box::new(S::new()).boxed(), 1);
+    let mut p = S::new();
+    assert_eq!(std::pin::Pin::new(&mut p).pinned(), 1);
+    assert_eq!(std::sync::Arc::new(S::new()).shared(), 1);
+    assert!(S::new().by_mut_value().v.is_empty());
     let w = Wrapper(String::from("w"));
     assert_eq!(w.get(), "w");
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();

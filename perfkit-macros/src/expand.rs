@@ -117,10 +117,8 @@ fn instrument(args: &Args, func: ItemFn) -> TokenStream {
         .krate
         .as_ref()
         .map_or_else(|| quote!(::perfkit), ToTokens::to_token_stream);
-    let name = args
-        .name
-        .as_ref()
-        .map_or_else(|| sig.ident.to_string(), LitStr::value);
+    // An explicit label, or "" to derive one from the function's path at first call.
+    let name = args.name.as_ref().map_or_else(String::new, LitStr::value);
     let span = block.span();
     let private = quote_spanned!(span=> #krate::__private);
     let (ret_ty, is_result) = match &sig.output {
@@ -138,7 +136,11 @@ fn instrument(args: &Args, func: ItemFn) -> TokenStream {
     };
     let stmts = &block.stmts;
     let site = quote_spanned! {span=>
-        static __PERFKIT_SITE: #private::Site = #private::Site::new(#name, ::core::module_path!());
+        fn __perfkit_path() -> &'static str {
+            ::core::any::type_name_of_val(&__perfkit_path)
+        }
+        static __PERFKIT_SITE: #private::Site =
+            #private::Site::new(#name, ::core::module_path!(), __perfkit_path);
         let mut __perfkit_guard = #private::Guard::enter(&__PERFKIT_SITE);
     };
     let body = if sig.asyncness.is_some() {

@@ -21,13 +21,16 @@ use crate::metrics::{Counter, Histogram, names};
 /// macro emits in the function's body.
 #[doc(hidden)]
 pub struct Site {
-    function: &'static str,
+    /// The `name = "..."` argument, or empty.
+    name: &'static str,
     module: &'static str,
+    /// The path of an item nested in the function, for the default label.
+    path: fn() -> &'static str,
     handles: OnceLock<&'static Handles>,
 }
 
 struct Handles {
-    function: &'static str,
+    function: String,
     module: &'static str,
     labels: [String; 2],
     seconds: Arc<Histogram>,
@@ -42,7 +45,7 @@ struct Handles {
 impl std::fmt::Debug for Site {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Site")
-            .field("function", &self.function)
+            .field("name", &self.name)
             .field("module", &self.module)
             .finish()
     }
@@ -79,12 +82,27 @@ impl Guard {
 
 impl Site {
     #[doc(hidden)]
-    pub const fn new(function: &'static str, module: &'static str) -> Self {
+    pub const fn new(name: &'static str, module: &'static str, path: fn() -> &'static str) -> Self {
         Site {
-            function,
+            name,
             module,
+            path,
             handles: OnceLock::new(),
         }
+    }
+
+    /// The `function` label: the `name` argument, else the function's path below its
+    /// module — `parse` for a free function, `Parser::parse` for a method (so methods of
+    /// different types in one module stay apart), `<Parser as Read>::read` in a trait impl.
+    fn function_label(&self) -> String {
+        if !self.name.is_empty() {
+            return self.name.to_owned();
+        }
+        let full = (self.path)();
+        let full = full.strip_suffix("::__perfkit_path").unwrap_or(full);
+        // An `async fn`'s body is a closure; its path segment says nothing to a reader.
+        let full = full.replace("::{{closure}}", "");
+        full.replace(&format!("{}::", self.module), "")
     }
 
     #[cfg_attr(perfkit_hot_path_off, allow(dead_code))]
@@ -103,9 +121,10 @@ impl Site {
             let registry = crate::metrics::registry();
             // Labels come from the code (one set per annotated function), so they are few
             // by construction.
-            let labels = [self.function.to_owned(), self.module.to_owned()];
+            let function = self.function_label();
+            let labels = [function.clone(), self.module.to_owned()];
             let handles: &'static Handles = Box::leak(Box::new(Handles {
-                function: self.function,
+                function,
                 module: self.module,
                 seconds: registry.histogram(&names::HOT_PATH_SECONDS, &[&labels[0], &labels[1]]),
                 labels,
@@ -192,7 +211,7 @@ impl Drop for Guard {
 
 /// Enters the call's `tracing` span (feature `tracing`): held for the duration of a sync
 /// call. Without the feature, nothing.
-#[cfg(feature = "tracing")]
+#[cfg(all(feature = "tracing", not(perfkit_hot_path_off)))]
 #[doc(hidden)]
 #[inline]
 pub fn enter_span(site: &'static Site) -> tracing::span::EnteredSpan {
@@ -200,14 +219,14 @@ pub fn enter_span(site: &'static Site) -> tracing::span::EnteredSpan {
 }
 
 /// Enters the call's `tracing` span (feature `tracing`). Without the feature, nothing.
-#[cfg(not(feature = "tracing"))]
+#[cfg(any(not(feature = "tracing"), perfkit_hot_path_off))]
 #[doc(hidden)]
 #[inline(always)]
 pub fn enter_span(_site: &'static Site) {}
 
 /// Runs an async call's body inside its `tracing` span (feature `tracing`), entered on every
 /// poll and exited between polls. Without the feature, the body unchanged.
-#[cfg(feature = "tracing")]
+#[cfg(all(feature = "tracing", not(perfkit_hot_path_off)))]
 #[doc(hidden)]
 #[inline]
 pub fn instrument<F: std::future::Future>(
@@ -219,7 +238,7 @@ pub fn instrument<F: std::future::Future>(
 
 /// Runs an async call's body inside its `tracing` span (feature `tracing`). Without the
 /// feature, the body unchanged.
-#[cfg(not(feature = "tracing"))]
+#[cfg(any(not(feature = "tracing"), perfkit_hot_path_off))]
 #[doc(hidden)]
 #[inline(always)]
 pub fn instrument<F: std::future::Future>(_site: &'static Site, body: F) -> F {
@@ -228,9 +247,14 @@ pub fn instrument<F: std::future::Future>(_site: &'static Site, body: F) -> F {
 
 /// One span per call, at INFO level, named `hot_path`, with the `function` and `module`
 /// labels as fields. A disabled span (no subscriber interested) costs a filter check.
-#[cfg(feature = "tracing")]
+#[cfg(all(feature = "tracing", not(perfkit_hot_path_off)))]
 fn span(site: &'static Site) -> tracing::Span {
-    tracing::info_span!("hot_path", function = site.function, module = site.module)
+    let h = site.handles();
+    tracing::info_span!(
+        "hot_path",
+        function = h.function.as_str(),
+        module = h.module
+    )
 }
 
 /// Whether a `Result` is an `Err` (the macro calls this when the written return type's
@@ -251,15 +275,17 @@ pub fn call_once<R>(f: impl FnOnce() -> R) -> R {
 
 impl Handles {
     /// (ok, err, panic, cancelled, in flight, histogram snapshot), read consistently enough
-    /// for a scrape: the other outcomes are read before the histogram, and each is
-    /// incremented before its call's histogram record, so `ok` never overstates.
+    /// for a scrape.
     fn read(&self) -> (u64, u64, u64, u64, u64, crate::metrics::HistogramSnapshot) {
+        // The histogram first: every call it counts had its other outcome (if any) counted
+        // before its record, so the reads below include it, and `ok` can only be understated
+        // (by calls finishing meanwhile), never overstated.
+        let snap = self.seconds.snapshot();
+        let count = snap.count();
         let err = self.err.get();
         let panic = self.panic.get();
         let cancelled = self.cancelled.get();
-        let snap = self.seconds.snapshot();
         let entered = self.entered.get();
-        let count = snap.count();
         let ok = count.saturating_sub(err + panic + cancelled);
         let ok = self.ok_shown.fetch_max(ok, Ordering::Relaxed).max(ok);
         (

@@ -219,3 +219,39 @@ fn calls_open_a_tracing_span_with_the_tracing_feature() {
         "both events happen inside the call's span"
     );
 }
+
+struct Alpha;
+struct Beta;
+
+impl Alpha {
+    #[hot_path]
+    fn run(&self) -> u8 {
+        1
+    }
+}
+
+impl Beta {
+    #[hot_path]
+    fn run(&self) -> u8 {
+        2
+    }
+
+    #[hot_path]
+    async fn run_async(&self) -> u8 {
+        3
+    }
+}
+
+/// Methods of different types with one name, in one module, get their own series: the
+/// default `function` label is the path below the module.
+#[test]
+fn methods_are_labelled_with_their_type() {
+    assert_eq!(Alpha.run() + Beta.run() + Beta.run(), 5);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    assert_eq!(rt.block_on(Beta.run_async()), 3);
+    assert_eq!(entry("Alpha::run")["calls"], 1);
+    assert_eq!(entry("Beta::run")["calls"], 2);
+    assert_eq!(entry("Beta::run_async")["calls"], 1);
+}

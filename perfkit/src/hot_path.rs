@@ -15,7 +15,8 @@ use serde_json::json;
 
 #[cfg_attr(perfkit_hot_path_off, allow(unused_imports))]
 use crate::clock;
-use crate::metrics::{Counter, Histogram, names};
+use crate::loom::lock_unpoisoned as lock;
+use crate::metrics::{Counter, Histogram, HistogramSnapshot, names};
 
 /// A `#[hot_path]` function's handles, registered on first call. Lives in a `static` the
 /// macro emits in the function's body.
@@ -134,16 +135,13 @@ impl Site {
                 cancelled: Counter::new(),
                 ok_shown: AtomicU64::new(0),
             }));
-            sites()
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push(handles);
+            lock(sites()).push(handles);
             handles
         })
     }
 }
 
-/// Every registered site, for scrapes.
+/// Every registered site.
 fn sites() -> &'static Mutex<Vec<&'static Handles>> {
     static SITES: OnceLock<Mutex<Vec<&'static Handles>>> = OnceLock::new();
     SITES.get_or_init(|| {
@@ -273,75 +271,81 @@ pub fn call_once<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// A site's figures as one scrape reads them.
+struct Reading {
+    ok: u64,
+    err: u64,
+    panic: u64,
+    cancelled: u64,
+    in_flight: u64,
+    seconds: HistogramSnapshot,
+}
+
 impl Handles {
-    /// (ok, err, panic, cancelled, in flight, histogram snapshot), read consistently enough
-    /// for a scrape.
-    fn read(&self) -> (u64, u64, u64, u64, u64, crate::metrics::HistogramSnapshot) {
+    /// The figures, read consistently enough for a scrape.
+    fn read(&self) -> Reading {
         // The histogram first: every call it counts had its other outcome (if any) counted
         // before its record, so the reads below include it, and `ok` can only be understated
         // (by calls finishing meanwhile), never overstated.
-        let snap = self.seconds.snapshot();
-        let count = snap.count();
+        let seconds = self.seconds.snapshot();
+        let count = seconds.count();
         let err = self.err.get();
         let panic = self.panic.get();
         let cancelled = self.cancelled.get();
         let entered = self.entered.get();
         let ok = count.saturating_sub(err + panic + cancelled);
         let ok = self.ok_shown.fetch_max(ok, Ordering::Relaxed).max(ok);
-        (
+        Reading {
             ok,
             err,
             panic,
             cancelled,
-            entered.saturating_sub(count),
-            snap,
-        )
+            in_flight: entered.saturating_sub(count),
+            seconds,
+        }
     }
+}
+
+/// A copy of the registered sites, so a scrape reads them without holding the lock.
+fn registered() -> Vec<&'static Handles> {
+    lock(sites()).clone()
 }
 
 struct HotPaths;
 
 impl crate::metrics::Collector for HotPaths {
     fn collect(&self, out: &mut crate::metrics::Collection) {
-        let sites = sites()
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        for h in sites {
-            let (ok, err, panic, cancelled, in_flight, _) = h.read();
+        for h in registered() {
+            let r = h.read();
             let [f, m] = &h.labels;
             for (outcome, v) in [
-                ("ok", ok),
-                ("err", err),
-                ("panic", panic),
-                ("cancelled", cancelled),
+                ("ok", r.ok),
+                ("err", r.err),
+                ("panic", r.panic),
+                ("cancelled", r.cancelled),
             ] {
                 out.push(&names::HOT_PATH_CALLS_TOTAL, &[f, m, outcome], v as f64);
             }
-            out.push(&names::HOT_PATH_IN_FLIGHT, &[f, m], in_flight as f64);
+            out.push(&names::HOT_PATH_IN_FLIGHT, &[f, m], r.in_flight as f64);
         }
     }
 
     fn snapshot(&self, out: &mut crate::metrics::Sections) {
-        let sites = sites()
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        for h in sites {
-            let (ok, err, panic, cancelled, in_flight, snap) = h.read();
+        for h in registered() {
+            let r = h.read();
             out.push(
                 "hot_paths",
                 json!({
                     "name": h.labels[0],
                     "function": h.function,
                     "module": h.module,
-                    "calls": ok + err + panic + cancelled,
-                    "ok": ok,
-                    "errors": err,
-                    "panics": panic,
-                    "cancelled": cancelled,
-                    "in_flight": in_flight,
-                    "seconds": snap.to_json(),
+                    "calls": r.ok + r.err + r.panic + r.cancelled,
+                    "ok": r.ok,
+                    "errors": r.err,
+                    "panics": r.panic,
+                    "cancelled": r.cancelled,
+                    "in_flight": r.in_flight,
+                    "seconds": r.seconds.to_json(),
                 }),
             );
         }

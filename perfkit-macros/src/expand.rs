@@ -29,38 +29,31 @@ impl Parse for Args {
                 })?
             };
             let key_name = key.to_string();
-            match key_name.as_str() {
-                "name" => {
-                    if args.name.is_some() {
-                        return Err(syn::Error::new(
-                            key.span(),
-                            format!("duplicate argument `name`; {VALID_KEYS}"),
-                        ));
-                    }
-                    input.parse::<Token![=]>()?;
-                    let lit: LitStr = input.parse()?;
-                    if lit.value().is_empty() {
-                        return Err(syn::Error::new(lit.span(), "`name` must not be empty"));
-                    }
-                    args.name = Some(lit);
-                }
-                "crate" => {
-                    if args.krate.is_some() {
-                        return Err(syn::Error::new(
-                            key.span(),
-                            format!("duplicate argument `crate`; {VALID_KEYS}"),
-                        ));
-                    }
-                    input.parse::<Token![=]>()?;
-                    let lit: LitStr = input.parse()?;
-                    args.krate = Some(lit.parse()?);
-                }
+            let seen = match key_name.as_str() {
+                "name" => args.name.is_some(),
+                "crate" => args.krate.is_some(),
                 other => {
                     return Err(syn::Error::new(
                         key.span(),
                         format!("unknown argument `{other}`; {VALID_KEYS}"),
                     ));
                 }
+            };
+            if seen {
+                return Err(syn::Error::new(
+                    key.span(),
+                    format!("duplicate argument `{key_name}`; {VALID_KEYS}"),
+                ));
+            }
+            input.parse::<Token![=]>()?;
+            let lit: LitStr = input.parse()?;
+            if key_name == "name" {
+                if lit.value().is_empty() {
+                    return Err(syn::Error::new(lit.span(), "`name` must not be empty"));
+                }
+                args.name = Some(lit);
+            } else {
+                args.krate = Some(lit.parse()?);
             }
             if !input.is_empty() {
                 input.parse::<Token![,]>()?;

@@ -19,7 +19,6 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use metrics_exporter_prometheus::PrometheusBuilder;
 
 #[inline(never)]
 fn bare(x: u64) -> u64 {
@@ -33,15 +32,7 @@ fn annotated(x: u64) -> u64 {
 }
 
 fn hot_path(c: &mut Criterion) {
-    let handle = PrometheusBuilder::new()
-        .install_recorder()
-        .expect("install the Prometheus recorder");
-    std::thread::spawn(move || {
-        loop {
-            std::thread::sleep(Duration::from_millis(50));
-            handle.run_upkeep();
-        }
-    });
+    perfkit_benches::install_prometheus_recorder();
     let histogram = metrics::histogram!("bench_hot_path_seconds");
     let clock = quanta::Clock::new();
 

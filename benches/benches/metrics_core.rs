@@ -13,7 +13,6 @@
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use metrics_exporter_prometheus::PrometheusBuilder;
@@ -39,15 +38,7 @@ fn record(c: &mut Criterion) {
     let counter = registry.counter(&names::QUEUE_ENQUEUED_TOTAL, &["bench"]);
     let histogram = registry.histogram(&names::QUEUE_WAIT_SECONDS, &["bench"]);
 
-    let handle = PrometheusBuilder::new()
-        .install_recorder()
-        .expect("install the Prometheus recorder");
-    std::thread::spawn(move || {
-        loop {
-            std::thread::sleep(Duration::from_millis(50));
-            handle.run_upkeep();
-        }
-    });
+    perfkit_benches::install_prometheus_recorder();
     let facade = metrics::histogram!("bench_facade_seconds");
     let (nudging, _nudging_handle) = perfkit::metrics::facade::build();
     let facade_perfkit =

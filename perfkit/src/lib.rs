@@ -63,6 +63,7 @@ pub mod metrics;
 pub mod pool;
 pub mod queue;
 pub mod task;
+mod wait_list;
 
 /// Measures every call of the function it annotates.
 ///

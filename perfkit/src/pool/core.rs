@@ -22,7 +22,6 @@
 //! lost, and the hot path pays one fence and one load when nobody sleeps. (Fences rather
 //! than SeqCst operations alone, because that is the form loom can check.)
 
-use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};
 
 use crossbeam_utils::CachePadded;
@@ -31,6 +30,7 @@ use super::ring::Ring;
 use crate::clock;
 use crate::loom::{AtomicU64, AtomicUsize, FastMutex, Ordering, fence, lock_fast as lock, spin};
 use crate::queue::Policy;
+use crate::wait_list::WaitList;
 
 const CLOSED: usize = 1 << (usize::BITS - 1);
 
@@ -57,11 +57,6 @@ pub(super) struct Reserved<J> {
     pub(super) claimed: usize,
     /// Items evicted to make room (`DropOldest`), for the caller to cancel and count.
     pub(super) evicted: Vec<J>,
-}
-
-struct SendWaiters {
-    list: VecDeque<(u64, Waker)>,
-    next: u64,
 }
 
 /// One worker's busy state, written only by that worker.
@@ -108,7 +103,7 @@ pub(super) struct Core<J> {
     closed: CachePadded<AtomicUsize>,
     idle: CachePadded<FastMutex<Vec<(usize, Waker)>>>,
     idle_count: CachePadded<AtomicUsize>,
-    senders: CachePadded<FastMutex<SendWaiters>>,
+    senders: CachePadded<FastMutex<WaitList>>,
     send_waiting: CachePadded<AtomicUsize>,
     busy: Box<[CachePadded<Busy>]>,
 }
@@ -133,10 +128,7 @@ impl<J> Core<J> {
             closed: CachePadded::new(AtomicUsize::new(0)),
             idle: CachePadded::new(FastMutex::new(Vec::with_capacity(workers))),
             idle_count: CachePadded::new(AtomicUsize::new(0)),
-            senders: CachePadded::new(FastMutex::new(SendWaiters {
-                list: VecDeque::new(),
-                next: 0,
-            })),
+            senders: CachePadded::new(FastMutex::new(WaitList::default())),
             send_waiting: CachePadded::new(AtomicUsize::new(0)),
             busy: (0..workers)
                 .map(|_| CachePadded::new(Busy::default()))
@@ -324,8 +316,8 @@ impl<J> Core<J> {
             self.wake_all_workers();
         }
         if self.send_waiting.load(Ordering::SeqCst) > 0 {
-            let next = lock(&self.senders).list.pop_front();
-            if let Some((_, w)) = next {
+            let next = lock(&self.senders).pop();
+            if let Some(w) = next {
                 self.send_waiting.fetch_sub(1, Ordering::SeqCst);
                 w.wake();
             }
@@ -371,9 +363,9 @@ impl<J> Core<J> {
         let senders: Vec<_> = {
             let mut s = lock(&self.senders);
             self.send_waiting.store(0, Ordering::SeqCst);
-            s.list.drain(..).collect()
+            s.drain()
         };
-        for (_, w) in senders {
+        for w in senders {
             w.wake();
         }
         self.wake_all_workers();
@@ -442,20 +434,9 @@ impl<J> Core<J> {
     }
 
     fn register_sender(&self, slot: &mut Option<u64>, waker: &Waker) {
-        let mut s = lock(&self.senders);
-        if let Some(id) = *slot {
-            if let Some((_, w)) = s.list.iter_mut().find(|(i, _)| *i == id) {
-                if !w.will_wake(waker) {
-                    *w = waker.clone();
-                }
-                return;
-            }
+        if lock(&self.senders).register(slot, waker) {
+            self.send_waiting.fetch_add(1, Ordering::SeqCst);
         }
-        let id = s.next;
-        s.next += 1;
-        s.list.push_back((id, waker.clone()));
-        self.send_waiting.fetch_add(1, Ordering::SeqCst);
-        *slot = Some(id);
     }
 
     /// Leaves the submitters' line. A submitter that was woken for room it will not use
@@ -463,13 +444,12 @@ impl<J> Core<J> {
     pub(super) fn forget_sender(&self, slot: &mut Option<u64>) {
         let Some(id) = slot.take() else { return };
         let mut s = lock(&self.senders);
-        if let Some(pos) = s.list.iter().position(|(i, _)| *i == id) {
-            s.list.remove(pos);
+        if s.remove(id) {
             self.send_waiting.fetch_sub(1, Ordering::SeqCst);
             return;
         }
         if self.depth() < self.capacity {
-            if let Some((_, w)) = s.list.pop_front() {
+            if let Some(w) = s.pop() {
                 self.send_waiting.fetch_sub(1, Ordering::SeqCst);
                 drop(s);
                 w.wake();

@@ -56,6 +56,7 @@ pub use error::{BuildError, ParsePolicyError, SendError, TryRecvError};
 use crate::clock;
 use crate::loom::{Arc, AtomicUsize, FastMutex, Ordering, lock_fast as lock};
 use crate::metrics::Registry;
+use crate::wait_list::WaitList;
 use signals::Signals;
 
 /// What a full queue does with a new item. See the [module docs](self) for the table.
@@ -251,8 +252,7 @@ struct State<T> {
     closed: bool,
     rx_waker: Option<Waker>,
     /// Senders waiting for room (Block policy), oldest first.
-    send_waiters: VecDeque<(u64, Waker)>,
-    next_waiter: u64,
+    send_waiters: WaitList,
 }
 
 pub(crate) struct Shared<T> {
@@ -277,8 +277,7 @@ impl<T> Shared<T> {
                 senders: 1,
                 closed: false,
                 rx_waker: None,
-                send_waiters: VecDeque::new(),
-                next_waiter: 0,
+                send_waiters: WaitList::default(),
             }),
             sig: Signals::new(b.name, b.capacity, b.policy, &b.warn_at, site, registry),
             depth: AtomicUsize::new(0),
@@ -298,7 +297,7 @@ impl<T> Shared<T> {
             match self.sig.policy {
                 Policy::Block => {
                     if let Some((slot, waker)) = waiter {
-                        register_waiter(&mut st, slot, waker);
+                        st.send_waiters.register(slot, waker);
                         return Offer::Wait(value);
                     }
                     drop(st);
@@ -325,7 +324,7 @@ impl<T> Shared<T> {
         if let Some((slot, _)) = waiter.as_mut() {
             // A waiting sender that got in: make sure it is off the waiter list.
             if let Some(id) = slot.take() {
-                st.send_waiters.retain(|(i, _)| *i != id);
+                st.send_waiters.remove(id);
             }
         }
         let rx = st.rx_waker.take();
@@ -353,8 +352,8 @@ impl<T> Shared<T> {
         self.depth.store(st.buf.len(), Ordering::Relaxed);
         let mut wake = Vec::new();
         for _ in 0..n {
-            match st.send_waiters.pop_front() {
-                Some((_, w)) => wake.push(w),
+            match st.send_waiters.pop() {
+                Some(w) => wake.push(w),
                 None => break,
             }
         }
@@ -378,24 +377,6 @@ impl<T> State<T> {
             slot => *slot = Some(waker.clone()),
         }
     }
-}
-
-fn register_waiter<T>(st: &mut State<T>, slot: &mut Option<u64>, waker: &Waker) {
-    if let Some(id) = *slot {
-        if let Some(entry) = st.send_waiters.iter_mut().find(|(i, _)| *i == id) {
-            if !entry.1.will_wake(waker) {
-                entry.1 = waker.clone();
-            }
-            return;
-        }
-        // We were woken but found no room again: queue up anew.
-        st.send_waiters.push_back((id, waker.clone()));
-        return;
-    }
-    let id = st.next_waiter;
-    st.next_waiter += 1;
-    st.send_waiters.push_back((id, waker.clone()));
-    *slot = Some(id);
 }
 
 /// The sending half. Cheap to clone; the queue closes for the receiver once every sender is
@@ -578,16 +559,14 @@ impl<T> SendFuture<'_, T> {
     fn forget_waiter(&mut self) {
         let Some(id) = self.waiter.take() else { return };
         let mut st = lock(&self.shared.state);
-        let before = st.send_waiters.len();
-        st.send_waiters.retain(|(i, _)| *i != id);
-        let was_woken = st.send_waiters.len() == before;
+        let was_woken = !st.send_waiters.remove(id);
         let next = if was_woken && st.buf.len() < self.shared.sig.capacity {
-            st.send_waiters.pop_front()
+            st.send_waiters.pop()
         } else {
             None
         };
         drop(st);
-        if let Some((_, w)) = next {
+        if let Some(w) = next {
             w.wake();
         }
     }
@@ -631,9 +610,9 @@ impl<T> Receiver<T> {
         let mut st = lock(&self.shared.state);
         if let Some(e) = st.buf.pop_front() {
             self.shared.depth.store(st.buf.len(), Ordering::Relaxed);
-            let next = st.send_waiters.pop_front();
+            let next = st.send_waiters.pop();
             drop(st);
-            if let Some((_, w)) = next {
+            if let Some(w) = next {
                 w.wake();
             }
             self.shared.record_dequeue(std::slice::from_ref(&e));
@@ -722,9 +701,9 @@ impl<T> Receiver<T> {
     pub fn close(&mut self) {
         let mut st = lock(&self.shared.state);
         st.closed = true;
-        let waiters: Vec<_> = st.send_waiters.drain(..).collect();
+        let waiters = st.send_waiters.drain();
         drop(st);
-        for (_, w) in waiters {
+        for w in waiters {
             w.wake();
         }
     }
@@ -764,13 +743,13 @@ impl<T> Drop for Receiver<T> {
         st.closed = true;
         let left: Vec<Entry<T>> = st.buf.drain(..).collect();
         self.shared.depth.store(0, Ordering::Relaxed);
-        let waiters: Vec<_> = st.send_waiters.drain(..).collect();
+        let waiters = st.send_waiters.drain();
         drop(st);
         if !left.is_empty() {
             self.shared.sig.m.dropped_closed.add(left.len() as u64);
         }
         drop(left);
-        for (_, w) in waiters {
+        for w in waiters {
             w.wake();
         }
     }

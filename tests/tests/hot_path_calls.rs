@@ -1,6 +1,8 @@
 //! `#[hot_path]` at run time: outcomes, in-flight accounting, exact counts under threads,
 //! and the accuracy of the percentiles the snapshot reports.
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -8,15 +10,9 @@ use perfkit::hot_path;
 use perfkit::metrics::names::Unit;
 use perfkit::metrics::{Histogram, registry};
 
+/// The `hot_paths` entry of the function labelled `function` (its snapshot `name`).
 fn entry(function: &str) -> serde_json::Value {
-    let snap = registry().snapshot();
-    snap["hot_paths"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["function"] == function)
-        .cloned()
-        .unwrap_or_else(|| panic!("no hot path {function} in {snap}"))
+    common::entry(&registry().snapshot(), "hot_paths", function)
 }
 
 #[hot_path]

@@ -1,10 +1,13 @@
 //! `perfkit::pool`: results, panics, overflow policies, lanes, shutdown, and what the pool
 //! reports on `/metrics` and in the snapshot.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::entry;
 use perfkit::metrics::Registry;
 use perfkit::pool::{BuildError, Builder, JobError, SubmitError};
 use perfkit::queue::Policy;
@@ -16,16 +19,6 @@ fn rt(workers: usize) -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
-}
-
-fn entry(snap: &serde_json::Value, section: &str, name: &str) -> serde_json::Value {
-    snap[section]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == name)
-        .cloned()
-        .unwrap_or_else(|| panic!("no {section} entry {name} in {snap}"))
 }
 
 fn alive(task: &str) -> usize {

@@ -9,14 +9,7 @@ use std::time::Duration;
 use perfkit::metrics::registry;
 
 fn task_entry(name: &str) -> serde_json::Value {
-    let snap = registry().snapshot();
-    snap["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == name)
-        .cloned()
-        .unwrap_or_else(|| panic!("no task group {name} in {snap}"))
+    common::entry(&registry().snapshot(), "tasks", name)
 }
 
 #[test]

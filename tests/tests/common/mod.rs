@@ -111,3 +111,15 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// The entry called `name` in a snapshot (or inventory) section such as `"queues"`,
+/// `"pools"`, `"tasks"` or `"hot_paths"`; panics, showing the snapshot, if there is none.
+pub fn entry(snap: &serde_json::Value, section: &str, name: &str) -> serde_json::Value {
+    snap[section]
+        .as_array()
+        .unwrap_or_else(|| panic!("no section {section} in {snap}"))
+        .iter()
+        .find(|e| e["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {section} entry {name} in {snap}"))
+}

@@ -140,6 +140,15 @@ impl<J> Core<J> {
         self.lanes.len()
     }
 
+    pub(super) fn workers(&self) -> usize {
+        self.busy.len()
+    }
+
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(super) fn fair_every(&self) -> u32 {
+        self.fair_every
+    }
+
     /// Items taken out so far (by workers, evictions and drains): the sum of the rings'
     /// head positions, as every removal is a pop that advances a head.
     #[inline]

@@ -274,8 +274,6 @@ impl<'r> Builder<'r> {
             ),
             task_seconds: registry.histogram(&names::POOL_TASK_SECONDS, &[&sig.label]),
             sig,
-            workers,
-            fair_every: self.fair_every,
             outcomes: Outcomes::default(),
             cancelled_running: AtomicU64::new(0),
             busy_exported: AtomicU64::new(0),
@@ -319,9 +317,6 @@ struct Outcomes {
 struct Inner {
     core: Core<JobRef>,
     sig: Signals,
-    workers: usize,
-    #[cfg_attr(loom, allow(dead_code))]
-    fair_every: u32,
     outcomes: Outcomes,
     task_seconds: Arc<Histogram>,
     cancelled_running: AtomicU64,
@@ -551,7 +546,7 @@ impl Pool {
 
     /// Number of workers.
     pub fn workers(&self) -> usize {
-        self.inner.workers
+        self.inner.core.workers()
     }
 
     /// Workers running a job now.
@@ -751,7 +746,7 @@ impl crate::metrics::Collector for Inner {
         self.sig
             .collect(out, self.core.depth(), self.oldest_age_seconds());
         let l = self.sig.label.as_str();
-        out.push(&names::POOL_WORKERS, &[l], self.workers as f64);
+        out.push(&names::POOL_WORKERS, &[l], self.core.workers() as f64);
         out.push(&names::POOL_BUSY, &[l], self.core.busy() as f64);
         out.push(&names::POOL_BUSY_SECONDS_TOTAL, &[l], self.busy_seconds());
         let o = &self.outcomes;
@@ -779,10 +774,11 @@ impl crate::metrics::Collector for Inner {
             (window, delta)
         };
         let busy = self.core.busy();
+        let workers = self.core.workers();
         let avg = if window == 0 {
             0.0
         } else {
-            (busy_delta as f64 / (window as f64 * self.workers as f64)).min(1.0)
+            (busy_delta as f64 / (window as f64 * workers as f64)).min(1.0)
         };
         let o = &self.outcomes;
         out.push(
@@ -790,9 +786,9 @@ impl crate::metrics::Collector for Inner {
             json!({
                 "name": self.sig.name,
                 "label": self.sig.label,
-                "workers": self.workers,
+                "workers": workers,
                 "busy": busy,
-                "saturation": busy as f64 / self.workers as f64,
+                "saturation": busy as f64 / workers as f64,
                 "saturation_avg": avg,
                 "saturation_avg_window_seconds": window as f64 * 1e-9,
                 "busy_seconds": self.busy_seconds(),
@@ -819,11 +815,11 @@ impl crate::metrics::Collector for Inner {
             json!({
                 "name": self.sig.name,
                 "label": self.sig.label,
-                "workers": self.workers,
+                "workers": self.core.workers(),
                 "queue_capacity": self.sig.capacity,
                 "policy": self.sig.policy.as_str(),
                 "lanes": self.core.lanes(),
-                "fair_every": self.fair_every,
+                "fair_every": self.core.fair_every(),
                 "source": self.sig.source(),
             }),
         );

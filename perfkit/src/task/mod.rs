@@ -207,11 +207,10 @@ const CHUNK: usize = 256;
 /// bounded by the peak number of live tasks per shard.
 #[derive(Default)]
 struct Slab {
-    /// Name, site and start of the task in each slot, valid while `in_use` and its cell is
-    /// non-zero. Only touched under the shard's lock.
+    /// Name, site and start of the task in each slot handed out and not yet swept back
+    /// (`None` for a free slot); its task is alive while the slot's cell is non-zero. Only
+    /// touched under the shard's lock.
     meta: Vec<Option<Live>>,
-    /// Slots handed out and not yet swept back.
-    in_use: Vec<bool>,
     chunks: Vec<&'static [AtomicU64]>,
     free: Vec<u32>,
     next_seq: u64,
@@ -227,10 +226,9 @@ impl Slab {
         if let Some(slot) = self.free.pop() {
             return slot as usize;
         }
-        let total = self.in_use.len();
+        let total = self.meta.len();
         for slot in 0..total {
-            if self.in_use[slot] && self.cell(slot).load(Ordering::Acquire) == 0 {
-                self.in_use[slot] = false;
+            if self.meta[slot].is_some() && self.cell(slot).load(Ordering::Acquire) == 0 {
                 self.meta[slot] = None;
                 self.free.push(slot as u32);
             }
@@ -244,7 +242,6 @@ impl Slab {
             }
             let new_total = self.chunks.len() * CHUNK;
             self.meta.resize(new_total, None);
-            self.in_use.resize(new_total, false);
             self.free.extend((total as u32..new_total as u32).rev());
         }
         self.free.pop().expect("the free list was just refilled") as usize
@@ -289,7 +286,6 @@ impl TaskGuard {
         let id = ((shard as u64) << 48) | slab.next_seq;
         let slot = slab.take_slot();
         slab.meta[slot] = Some(entry);
-        slab.in_use[slot] = true;
         let cell = slab.cell(slot);
         cell.store(id, Ordering::Release);
         drop(slab);

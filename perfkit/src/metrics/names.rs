@@ -195,6 +195,16 @@ defs! {
     METRIC_OVERFLOW_TOTAL = "perfkit_metric_overflow_total", Counter, Count, ["metric"],
         "Requests for a new label set refused by the family's cardinality cap and recorded under __overflow__ instead.";
 
+    /// jemalloc: bytes allocated by the application.
+    JEMALLOC_ALLOCATED_BYTES = "perfkit_jemalloc_allocated_bytes", Gauge, Bytes, [],
+        "Bytes allocated by the application through jemalloc (stats.allocated), read at scrape time.";
+    /// jemalloc: bytes in active pages.
+    JEMALLOC_ACTIVE_BYTES = "perfkit_jemalloc_active_bytes", Gauge, Bytes, [],
+        "Bytes in active jemalloc pages, a multiple of the page size (stats.active), read at scrape time.";
+    /// jemalloc: resident bytes.
+    JEMALLOC_RESIDENT_BYTES = "perfkit_jemalloc_resident_bytes", Gauge, Bytes, [],
+        "Bytes in physically resident data pages mapped by jemalloc (stats.resident), read at scrape time.";
+
     /// Process CPU time.
     PROCESS_CPU_SECONDS_TOTAL = "process_cpu_seconds_total", Counter, Seconds, [],
         "Total user and system CPU time spent in seconds.";
@@ -216,6 +226,13 @@ defs! {
     /// Start time.
     PROCESS_START_TIME_SECONDS = "process_start_time_seconds", Gauge, Seconds, [],
         "Start time of the process since unix epoch in seconds.";
+
+    /// Live bytes allocated through `perfkit::alloc::Counting`.
+    HEAP_ALLOCATED_BYTES = "perfkit_heap_allocated_bytes", Gauge, Bytes, [],
+        "Bytes allocated through the perfkit::alloc::Counting global allocator and not yet freed, read at scrape time.";
+    /// Allocations served through `perfkit::alloc::Counting`.
+    HEAP_ALLOCATIONS_TOTAL = "perfkit_heap_allocations_total", Counter, Count, [],
+        "Allocations (alloc and alloc_zeroed calls) served by the perfkit::alloc::Counting global allocator; reallocations are not included.";
 
     /// Runtime worker threads.
     TOKIO_RUNTIME_WORKERS = "tokio_runtime_workers", Gauge, Count, ["runtime"],

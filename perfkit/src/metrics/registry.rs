@@ -329,6 +329,7 @@ impl Registry {
         // lines are contiguous as the format requires.
         let mut collection = Collection::default();
         super::process::collect(&mut collection);
+        crate::alloc::collect(&mut collection);
         for c in self.collectors() {
             c.collect(&mut collection);
         }

@@ -42,6 +42,26 @@ fn finish(mut obj: Map<String, Value>, mut sections: Sections) -> Value {
     Value::Object(obj)
 }
 
+/// The `heap` object: the counting allocator's figures and jemalloc's (from its collector,
+/// with the `heap-profiling` feature), with `allocated_bytes` taken from jemalloc when it
+/// serves the allocations, else from the counting allocator; `null` with neither.
+fn heap(counting: Value, jemalloc: Vec<Value>) -> Value {
+    let jemalloc = jemalloc.into_iter().next().unwrap_or(Value::Null);
+    let (source, allocated) = if !jemalloc.is_null() {
+        ("jemalloc", jemalloc["allocated_bytes"].clone())
+    } else if !counting.is_null() {
+        ("counting", counting["allocated_bytes"].clone())
+    } else {
+        return Value::Null;
+    };
+    json!({
+        "allocated_bytes": allocated,
+        "source": source,
+        "counting": counting,
+        "jemalloc": jemalloc,
+    })
+}
+
 impl Registry {
     /// Every registered primitive's current figures, plus the process's, as JSON.
     pub fn snapshot(&self) -> Value {
@@ -53,6 +73,10 @@ impl Registry {
         obj.insert(
             "process".into(),
             serde_json::to_value(super::process::read()).unwrap_or(Value::Null),
+        );
+        obj.insert(
+            "heap".into(),
+            heap(crate::alloc::snapshot(), sections.take("heap")),
         );
         finish(obj, sections)
     }

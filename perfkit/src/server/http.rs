@@ -1,7 +1,9 @@
 //! Connection handling, routing and the request-level safety rules.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,9 +23,14 @@ pub(crate) struct State {
     pub(crate) local_addr: SocketAddr,
     pub(crate) max_connections: usize,
     pub(crate) header_read_timeout: Duration,
+    pub(crate) profile_max_seconds: u64,
+    pub(crate) profile_frequency: u32,
 }
 
 pub(crate) type Body = Full<Bytes>;
+
+/// The answer of a handler that waits (a CPU profile) or works off the server thread.
+pub(crate) type Reply = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 
 /// Accepts connections until `stop` turns true, then lets open connections finish (1 s).
 pub(crate) async fn serve(listener: tokio::net::TcpListener, state: Arc<State>, mut stop: watch::Receiver<bool>) {
@@ -58,7 +65,7 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, state: Arc<State>, 
             let svc_state = Arc::clone(&state);
             let service = service_fn(move |req| {
                 let state = Arc::clone(&svc_state);
-                async move { Ok::<_, Infallible>(handle(&state, req).await) }
+                async move { Ok::<_, Infallible>(handle(state, req).await) }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
@@ -117,20 +124,33 @@ async fn reject_busy(
 struct Route {
     path: &'static str,
     params: &'static [&'static str],
-    handler: fn(&State, &Query) -> Response<Body>,
+    handler: Handler,
 }
 
+#[derive(Clone, Copy)]
+enum Handler {
+    /// Answers at once, on the server thread.
+    Now(fn(&State, &Query) -> Response<Body>),
+    /// Answers later without holding up other requests.
+    Later(fn(Arc<State>, Query) -> Reply),
+}
+use Handler::{Later, Now};
+
 const ROUTES: &[Route] = &[
-    Route { path: "/metrics", params: &[], handler: metrics },
-    Route { path: "/debug/pprof/", params: &[], handler: pprof::index },
-    Route { path: "/debug/pprof/cmdline", params: &[], handler: pprof::cmdline },
-    Route { path: "/debug/pprof/goroutine", params: &["debug"], handler: pprof::goroutine },
-    Route { path: "/debug/perfkit/snapshot", params: &[], handler: snapshot },
-    Route { path: "/debug/perfkit/inventory", params: &[], handler: inventory },
-    Route { path: "/debug/perfkit/k6.js", params: &[], handler: k6_js },
+    Route { path: "/metrics", params: &[], handler: Now(metrics) },
+    Route { path: "/debug/pprof/", params: &[], handler: Now(pprof::index) },
+    Route { path: "/debug/pprof/cmdline", params: &[], handler: Now(pprof::cmdline) },
+    Route { path: "/debug/pprof/goroutine", params: &["debug"], handler: Now(pprof::goroutine) },
+    Route { path: "/debug/pprof/profile", params: &["seconds", "format"], handler: Later(pprof::profile) },
+    Route { path: "/debug/pprof/profile/last", params: &["format"], handler: Later(pprof::profile_last) },
+    Route { path: "/debug/pprof/heap", params: &["debug", "gc", "format"], handler: Later(pprof::heap) },
+    Route { path: "/debug/pprof/allocs", params: &["debug", "gc", "format"], handler: Later(pprof::allocs) },
+    Route { path: "/debug/perfkit/snapshot", params: &[], handler: Now(snapshot) },
+    Route { path: "/debug/perfkit/inventory", params: &[], handler: Now(inventory) },
+    Route { path: "/debug/perfkit/k6.js", params: &[], handler: Now(k6_js) },
 ];
 
-pub(crate) async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
+pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     if let Some(token) = &state.token {
         if !authorized(req.headers().get(header::AUTHORIZATION), token) {
             let mut r = error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
@@ -166,7 +186,10 @@ pub(crate) async fn handle(state: &State, req: Request<Incoming>) -> Response<Bo
         Ok(q) => q,
         Err(reason) => return error(StatusCode::BAD_REQUEST, &reason),
     };
-    (route.handler)(state, &query)
+    match route.handler {
+        Now(f) => f(&state, &query),
+        Later(f) => f(state, query).await,
+    }
 }
 
 /// Compares the `Authorization` header against `Bearer <token>` in constant time for a
@@ -222,6 +245,13 @@ impl Query {
             pairs.push((k, v));
         }
         Ok(Query { pairs })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn from_pairs(pairs: &[(&str, &str)]) -> Query {
+        Query {
+            pairs: pairs.iter().map(|&(k, v)| (k.to_owned(), v.to_owned())).collect(),
+        }
     }
 
     /// The value of `key`, if given.
@@ -318,6 +348,10 @@ fn inventory(state: &State, _: &Query) -> Response<Body> {
                 "auth": if state.token.is_some() { "bearer" } else { "none" },
                 "max_connections": state.max_connections,
                 "header_read_timeout_seconds": state.header_read_timeout.as_secs_f64(),
+                "profile_max_seconds": state.profile_max_seconds,
+                "profile_frequency_hz": state.profile_frequency,
+                "cpu_profiling": cfg!(feature = "cpu-profiling"),
+                "heap_profiling": cfg!(feature = "heap-profiling"),
             }),
         );
     }
@@ -372,7 +406,7 @@ mod tests {
         assert!(Query::parse("", route).is_ok());
         let e = Query::parse("x=1", route).unwrap_err();
         assert!(e.contains("unknown query parameter `x`"), "{e}");
-        let r = Route { path: "/p", params: &["seconds"], handler: metrics };
+        let r = Route { path: "/p", params: &["seconds"], handler: Now(metrics) };
         assert_eq!(Query::parse("seconds=5", &r).unwrap().get("seconds"), Some("5"));
         assert!(Query::parse("seconds=1&seconds=2", &r).unwrap_err().contains("more than once"));
         assert!(Query::parse("seconds=%G1", &r).unwrap_err().contains("malformed"));

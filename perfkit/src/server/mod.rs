@@ -12,6 +12,9 @@
 //! | `/debug/pprof/` | index page, like Go's net/http/pprof |
 //! | `/debug/pprof/cmdline` | the process's arguments, NUL-separated |
 //! | `/debug/pprof/goroutine?debug=0\|1\|2` | live tracked tasks ([`crate::task`]): a pprof profile, counts by name and spawn site, or one line per task |
+//! | `/debug/pprof/profile?seconds=N` | CPU profile (feature `cpu-profiling`): gzipped pprof, or `&format=flamegraph` for SVG; one at a time |
+//! | `/debug/pprof/profile/last` | the most recent completed CPU profile (`format` as above) |
+//! | `/debug/pprof/heap`, `/debug/pprof/allocs` | live and cumulative heap profiles from jemalloc (feature `heap-profiling`); `debug=1` for a text summary |
 //! | `/debug/perfkit/snapshot` | JSON: current figures of every primitive (what k6 polls) |
 //! | `/debug/perfkit/inventory` | JSON: configuration of every primitive |
 //! | `/debug/perfkit/k6.js` | the k6 helper module matching this build |
@@ -27,11 +30,21 @@
 //! | [`Builder::token`] | `PERFKIT_TOKEN` | none (required for a non-loopback address) |
 //! | [`Builder::max_connections`] | | 64 |
 //! | [`Builder::header_read_timeout`] | | 5 s |
+//! | [`Builder::profile_max_seconds`] | | 60 s |
+//! | [`Builder::profile_frequency`] | | 99 Hz |
 
+#[cfg(feature = "cpu-profiling")]
+mod cpu;
 mod error;
+#[cfg(feature = "heap-profiling")]
+pub(crate) mod heap;
 mod http;
 pub(crate) mod pprof;
 mod profile;
+#[cfg(feature = "cpu-profiling")]
+mod sampler;
+#[cfg(any(feature = "cpu-profiling", feature = "heap-profiling"))]
+mod symbols;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -39,6 +52,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use error::BuildError;
+#[cfg(feature = "cpu-profiling")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cpu-profiling")))]
+pub use cpu::{CpuProfile, CpuProfiler};
 
 /// Default debug server address.
 pub const DEFAULT_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 6060);
@@ -69,6 +85,8 @@ pub struct Builder {
     runtimes: Vec<(String, tokio::runtime::Handle)>,
     facade: bool,
     cardinality_cap: Option<usize>,
+    profile_max_seconds: u64,
+    profile_frequency: u32,
 }
 
 impl std::fmt::Debug for Builder {
@@ -80,6 +98,8 @@ impl std::fmt::Debug for Builder {
             .field("header_read_timeout", &self.header_read_timeout)
             .field("runtimes", &self.runtimes.iter().map(|(n, _)| n).collect::<Vec<_>>())
             .field("facade", &self.facade)
+            .field("profile_max_seconds", &self.profile_max_seconds)
+            .field("profile_frequency", &self.profile_frequency)
             .finish()
     }
 }
@@ -102,6 +122,8 @@ impl Builder {
             runtimes: Vec::new(),
             facade: true,
             cardinality_cap: None,
+            profile_max_seconds: 60,
+            profile_frequency: 99,
         }
     }
 
@@ -176,6 +198,20 @@ impl Builder {
         self
     }
 
+    /// The longest CPU profile `/debug/pprof/profile?seconds=N` runs (default 60 s); a longer
+    /// request gets a 400. Needs the `cpu-profiling` feature to matter.
+    pub fn profile_max_seconds(mut self, seconds: u64) -> Self {
+        self.profile_max_seconds = seconds;
+        self
+    }
+
+    /// How often the CPU profiler samples, per second of CPU time (default 99 Hz, at most
+    /// 1 000). Needs the `cpu-profiling` feature to matter.
+    pub fn profile_frequency(mut self, hz: u32) -> Self {
+        self.profile_frequency = hz;
+        self
+    }
+
     fn validate(&self) -> Result<(), BuildError> {
         if let Some(t) = &self.token {
             if t.is_empty() {
@@ -201,6 +237,18 @@ impl Builder {
                 reason: "must be greater than zero",
             });
         }
+        if self.profile_max_seconds == 0 {
+            return Err(BuildError::InvalidSetting {
+                setting: "profile_max_seconds",
+                reason: "must be at least 1",
+            });
+        }
+        if !(1..=1000).contains(&self.profile_frequency) {
+            return Err(BuildError::InvalidSetting {
+                setting: "profile_frequency",
+                reason: "must be between 1 and 1000 Hz",
+            });
+        }
         if self.cardinality_cap == Some(0) {
             return Err(BuildError::InvalidSetting {
                 setting: "cardinality_cap",
@@ -223,6 +271,8 @@ impl Builder {
         if let Some(cap) = self.cardinality_cap {
             registry.set_cardinality_cap(cap);
         }
+        #[cfg(feature = "heap-profiling")]
+        registry.register_owned("jemalloc".into(), Arc::new(heap::JemallocStats));
         for (name, handle) in &self.runtimes {
             registry.register_runtime(name, handle.clone());
         }
@@ -249,6 +299,8 @@ impl Builder {
             local_addr,
             max_connections: self.max_connections,
             header_read_timeout: self.header_read_timeout,
+            profile_max_seconds: self.profile_max_seconds,
+            profile_frequency: self.profile_frequency,
         });
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<std::io::Result<()>>(1);

@@ -6,7 +6,9 @@ use http::Response;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 
-use super::http::{Body, Query, State, error, html, response, text};
+use std::sync::Arc;
+
+use super::http::{Body, Query, Reply, State, error, html, response, text};
 use super::profile::Profile;
 
 /// An entry of the index page: link, name and one-line description, like Go's.
@@ -17,6 +19,21 @@ struct Entry {
 }
 
 const ENTRIES: &[Entry] = &[
+    Entry {
+        href: "allocs?debug=1",
+        name: "allocs",
+        description: "A sampling of all past memory allocations (jemalloc, feature heap-profiling).",
+    },
+    Entry {
+        href: "heap?debug=1",
+        name: "heap",
+        description: "A sampling of memory allocations of live objects (jemalloc, feature heap-profiling). gc is accepted and ignored.",
+    },
+    Entry {
+        href: "profile?seconds=30",
+        name: "profile",
+        description: "CPU profile (feature cpu-profiling). Set seconds (default 30, capped); format=flamegraph gives an SVG. One runs at a time; profile/last serves the latest.",
+    },
     Entry {
         href: "goroutine?debug=1",
         name: "goroutine",
@@ -112,14 +129,110 @@ fn goroutine_profile() -> Response<Body> {
         let root = p.location(&format!("spawned at {site}"), &file, line);
         p.sample(vec![leaf, root], vec![count as i64]);
     }
-    let mut r = response(
-        StatusCode::OK,
-        "application/octet-stream",
-        Bytes::from(p.encode_gzip()),
-    );
-    r.headers_mut().insert(
-        header::CONTENT_DISPOSITION,
-        HeaderValue::from_static("attachment; filename=\"goroutine\""),
-    );
+    attachment("goroutine", Bytes::from(p.encode_gzip()))
+}
+
+/// A gzipped pprof profile, with Go's headers.
+pub(crate) fn attachment(name: &'static str, body: Bytes) -> Response<Body> {
+    let mut r = response(StatusCode::OK, "application/octet-stream", body);
+    let disposition = format!("attachment; filename=\"{name}\"");
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
     r
+}
+
+pub(crate) fn profile(state: Arc<State>, q: Query) -> Reply {
+    #[cfg(feature = "cpu-profiling")]
+    return Box::pin(super::cpu::profile(state, q));
+    #[cfg(not(feature = "cpu-profiling"))]
+    {
+        let _ = (state, q);
+        Box::pin(async { not_built("CPU profiles", "cpu-profiling") })
+    }
+}
+
+pub(crate) fn profile_last(state: Arc<State>, q: Query) -> Reply {
+    #[cfg(feature = "cpu-profiling")]
+    return Box::pin(super::cpu::last(state, q));
+    #[cfg(not(feature = "cpu-profiling"))]
+    {
+        let _ = (state, q);
+        Box::pin(async { not_built("CPU profiles", "cpu-profiling") })
+    }
+}
+
+pub(crate) fn heap(state: Arc<State>, q: Query) -> Reply {
+    #[cfg(feature = "heap-profiling")]
+    return Box::pin(super::heap::serve(state, q, super::heap::Kind::Inuse));
+    #[cfg(not(feature = "heap-profiling"))]
+    {
+        let _ = (state, q);
+        Box::pin(async { not_built("heap profiles", "heap-profiling") })
+    }
+}
+
+pub(crate) fn allocs(state: Arc<State>, q: Query) -> Reply {
+    #[cfg(feature = "heap-profiling")]
+    return Box::pin(super::heap::serve(state, q, super::heap::Kind::Allocs));
+    #[cfg(not(feature = "heap-profiling"))]
+    {
+        let _ = (state, q);
+        Box::pin(async { not_built("allocation profiles", "heap-profiling") })
+    }
+}
+
+#[cfg(not(all(feature = "cpu-profiling", feature = "heap-profiling")))]
+fn not_built(what: &str, feature: &str) -> Response<Body> {
+    error(
+        StatusCode::NOT_IMPLEMENTED,
+        &format!("{what} are not built in: enable perfkit's `{feature}` feature"),
+    )
+}
+
+#[cfg(all(test, not(all(feature = "cpu-profiling", feature = "heap-profiling"))))]
+mod tests {
+    use super::*;
+
+    fn state() -> Arc<State> {
+        Arc::new(State {
+            token: None,
+            local_addr: "127.0.0.1:0".parse().unwrap(),
+            max_connections: 1,
+            header_read_timeout: std::time::Duration::from_secs(1),
+            profile_max_seconds: 60,
+            profile_frequency: 99,
+        })
+    }
+
+    fn answer(reply: Reply) -> (StatusCode, String) {
+        use http_body_util::BodyExt;
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async {
+            let r = reply.await;
+            let status = r.status();
+            let body = r.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        })
+    }
+
+    #[cfg(not(feature = "cpu-profiling"))]
+    #[test]
+    fn cpu_profiles_without_the_feature_are_501_naming_it() {
+        for reply in [profile(state(), Query::default()), profile_last(state(), Query::default())] {
+            let (status, body) = answer(reply);
+            assert_eq!(status, StatusCode::NOT_IMPLEMENTED);
+            assert!(body.contains("`cpu-profiling` feature"), "{body}");
+        }
+    }
+
+    #[cfg(not(feature = "heap-profiling"))]
+    #[test]
+    fn heap_profiles_without_the_feature_are_501_naming_it() {
+        for reply in [heap(state(), Query::default()), allocs(state(), Query::default())] {
+            let (status, body) = answer(reply);
+            assert_eq!(status, StatusCode::NOT_IMPLEMENTED);
+            assert!(body.contains("`heap-profiling` feature"), "{body}");
+        }
+    }
 }

@@ -12,16 +12,27 @@ pub(crate) struct Profile {
     sample_types: Vec<(i64, i64)>,
     functions: Vec<(i64, i64, i64)>, // name, filename, start line
     function_ids: HashMap<(String, String), u64>,
-    locations: Vec<(u64, i64)>, // function id, line
+    locations: Vec<Vec<(u64, i64)>>, // lines (function id, line), innermost first
     location_ids: HashMap<(u64, i64), u64>,
+    #[cfg_attr(not(any(feature = "cpu-profiling", feature = "heap-profiling")), allow(dead_code))]
+    keyed_locations: HashMap<u64, u64>,
     samples: Vec<(Vec<u64>, Vec<i64>)>,
     period_type: (i64, i64),
     period: i64,
     time_nanos: i64,
+    duration_nanos: i64,
+    comments: Vec<i64>,
+    default_sample_type: i64,
+    main_binary: Option<i64>,
 }
 
+/// One line of a location: function name, file and line number.
+#[cfg_attr(not(any(feature = "cpu-profiling", feature = "heap-profiling")), allow(dead_code))]
+pub(crate) type Line<'a> = (&'a str, &'a str, i64);
+
 impl Profile {
-    /// An empty profile whose samples carry one value per `(type, unit)` pair.
+    /// An empty profile whose samples carry one value per `(type, unit)` pair. The period
+    /// type is the first sample type until [`Profile::set_period`] says otherwise.
     pub(crate) fn new(sample_types: &[(&str, &str)], period: i64) -> Self {
         let mut p = Profile {
             strings: vec![String::new()],
@@ -31,16 +42,58 @@ impl Profile {
             function_ids: HashMap::new(),
             locations: Vec::new(),
             location_ids: HashMap::new(),
+            keyed_locations: HashMap::new(),
             samples: Vec::new(),
             period_type: (0, 0),
             period,
             time_nanos: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
+            duration_nanos: 0,
+            comments: Vec::new(),
+            default_sample_type: 0,
+            main_binary: None,
         };
         p.sample_types = sample_types.iter().map(|(t, u)| (p.string(t), p.string(u))).collect();
         p.period_type = p.sample_types.first().copied().unwrap_or((0, 0));
         p
+    }
+
+    #[cfg(any(feature = "cpu-profiling", feature = "heap-profiling"))]
+    /// Sets the period's type and value (e.g. `("cpu", "nanoseconds")`, 10 101 010).
+    pub(crate) fn set_period(&mut self, (t, u): (&str, &str), period: i64) {
+        self.period_type = (self.string(t), self.string(u));
+        self.period = period;
+    }
+
+    #[cfg(feature = "cpu-profiling")]
+    /// When the profile started and how long it covers.
+    pub(crate) fn set_time(&mut self, start: std::time::SystemTime, duration: std::time::Duration) {
+        self.time_nanos = start
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        self.duration_nanos = i64::try_from(duration.as_nanos()).unwrap_or(i64::MAX);
+    }
+
+    #[cfg(feature = "heap-profiling")]
+    /// The sample type `go tool pprof` shows unless told otherwise.
+    pub(crate) fn set_default_sample_type(&mut self, t: &str) {
+        self.default_sample_type = self.string(t);
+    }
+
+    #[cfg(any(feature = "cpu-profiling", feature = "heap-profiling"))]
+    /// Names the executable in one mapping that covers every location, marked as already
+    /// symbolized, so `go tool pprof` names the binary and does not try to symbolize.
+    pub(crate) fn set_main_binary(&mut self) {
+        let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default();
+        self.main_binary = Some(self.string(&exe));
+    }
+
+    #[cfg(any(feature = "cpu-profiling", feature = "heap-profiling"))]
+    /// A free-text comment (`go tool pprof -comments`).
+    pub(crate) fn comment(&mut self, c: &str) {
+        let id = self.string(c);
+        self.comments.push(id);
     }
 
     fn string(&mut self, s: &str) -> i64 {
@@ -53,23 +106,45 @@ impl Profile {
         id
     }
 
+    fn function(&mut self, function: &str, file: &str, line: i64) -> u64 {
+        let key = (function.to_owned(), file.to_owned());
+        if let Some(&id) = self.function_ids.get(&key) {
+            return id;
+        }
+        let (n, f) = (self.string(function), self.string(file));
+        self.functions.push((n, f, line));
+        let id = self.functions.len() as u64;
+        self.function_ids.insert(key, id);
+        id
+    }
+
     /// The location of `function` (defined in `file`) at `line`, created on first use.
     pub(crate) fn location(&mut self, function: &str, file: &str, line: i64) -> u64 {
-        let key = (function.to_owned(), file.to_owned());
-        let fid = match self.function_ids.get(&key) {
-            Some(&id) => id,
-            None => {
-                let (n, f) = (self.string(function), self.string(file));
-                self.functions.push((n, f, line));
-                let id = self.functions.len() as u64;
-                self.function_ids.insert(key, id);
-                id
-            }
-        };
-        *self.location_ids.entry((fid, line)).or_insert_with(|| {
-            self.locations.push((fid, line));
-            self.locations.len() as u64
-        })
+        let fid = self.function(function, file, line);
+        if let Some(&id) = self.location_ids.get(&(fid, line)) {
+            return id;
+        }
+        self.locations.push(vec![(fid, line)]);
+        let id = self.locations.len() as u64;
+        self.location_ids.insert((fid, line), id);
+        id
+    }
+
+    #[cfg(any(feature = "cpu-profiling", feature = "heap-profiling"))]
+    /// The location known by `key` (an instruction address), created on first use with
+    /// `lines`: innermost first, the last being the function the others were inlined into.
+    pub(crate) fn location_at(&mut self, key: u64, lines: &[Line<'_>]) -> u64 {
+        if let Some(&id) = self.keyed_locations.get(&key) {
+            return id;
+        }
+        let lines = lines
+            .iter()
+            .map(|&(f, file, line)| (self.function(f, file, 0), line))
+            .collect();
+        self.locations.push(lines);
+        let id = self.locations.len() as u64;
+        self.keyed_locations.insert(key, id);
+        id
     }
 
     /// A sample: `stack` is leaf first, as in profile.proto.
@@ -97,13 +172,28 @@ impl Profile {
             packed(&mut m, 2, values.iter().map(|&v| v as u64));
             message(&mut out, 2, &m);
         }
-        for (i, &(fid, line)) in self.locations.iter().enumerate() {
-            let mut l = Vec::new();
-            uint(&mut l, 1, fid);
-            uint(&mut l, 2, line as u64);
+        if let Some(exe) = self.main_binary {
+            let mut m = Vec::new();
+            uint(&mut m, 1, 1); // id
+            uint(&mut m, 3, u64::MAX); // memory_limit: every address
+            uint(&mut m, 5, exe as u64); // filename
+            for field in 7..=10 {
+                uint(&mut m, field, 1); // has_functions, _filenames, _line_numbers, _inline_frames
+            }
+            message(&mut out, 3, &m);
+        }
+        for (i, lines) in self.locations.iter().enumerate() {
             let mut m = Vec::new();
             uint(&mut m, 1, i as u64 + 1);
-            message(&mut m, 4, &l);
+            if self.main_binary.is_some() {
+                uint(&mut m, 2, 1); // mapping_id
+            }
+            for &(fid, line) in lines {
+                let mut l = Vec::new();
+                uint(&mut l, 1, fid);
+                uint(&mut l, 2, line as u64);
+                message(&mut m, 4, &l);
+            }
             message(&mut out, 4, &m);
         }
         for (i, &(name, file, line)) in self.functions.iter().enumerate() {
@@ -119,8 +209,11 @@ impl Profile {
             bytes(&mut out, 6, s.as_bytes());
         }
         uint(&mut out, 9, self.time_nanos as u64);
+        uint(&mut out, 10, self.duration_nanos as u64);
         message(&mut out, 11, &value_type(self.period_type.0, self.period_type.1));
         uint(&mut out, 12, self.period as u64);
+        packed(&mut out, 13, self.comments.iter().map(|&c| c as u64));
+        uint(&mut out, 14, self.default_sample_type as u64);
         out
     }
 }

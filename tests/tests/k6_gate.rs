@@ -179,6 +179,35 @@ fn results_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// The gate's `handleSummary` saved the CPU profile taken mid-run and the live heap, and
+/// the real `go tool pprof` reads them.
+fn profiles_saved(results: &Path) {
+    for svg in ["cpu.svg", "heap.svg"] {
+        let body =
+            std::fs::read_to_string(results.join(svg)).unwrap_or_else(|e| panic!("{svg}: {e}"));
+        assert!(body.contains("<svg"), "{svg} is not an SVG");
+    }
+    let go = common::tool("GO", "go", &[]);
+    for (file, kind) in [
+        ("cpu.pb.gz", "Type: cpu"),
+        ("heap.pb.gz", "Type: inuse_space"),
+    ] {
+        let path = results.join(file);
+        let out = Command::new(&go)
+            .args(["tool", "pprof", "-top"])
+            .arg(&path)
+            .env("HOME", results)
+            .output()
+            .expect("run go tool pprof");
+        let top = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && top.contains(kind),
+            "{file}: {top}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 #[test]
 #[ignore = "needs k6 and a built ingest binary; scripts/test.sh installs k6, builds ingest and runs ignored tests"]
 fn gate_passes_on_a_healthy_service_and_fails_on_an_impossible_rss_threshold() {
@@ -194,6 +223,7 @@ fn gate_passes_on_a_healthy_service_and_fails_on_an_impossible_rss_threshold() {
         .as_f64()
         .unwrap();
     assert!(polls >= 3.0, "the poll scenario barely ran: {polls}");
+    profiles_saved(&dir.join("healthy"));
 
     let (code, summary) = run_gate(&svc, &dir.join("impossible"), &["RSS_MAX_BYTES=1"]);
     assert_eq!(code, 99, "k6 exits 99 when a threshold is crossed");

@@ -20,38 +20,20 @@
 //   POOL_SATURATION_MAX (0.9)  bound on p(95) of every pool's busy/workers per poll interval
 //   POOL_PANICS_MAX (0)   how many panicked pool jobs the run tolerates
 //   FLUSH_P99_MAX_MS (250)  bound on the `db_flush` hot path's p99, in ms
+//   ROUTE_P99_MAX_MS (250)  bound on the service-side p99 of GET /v1/progress/{user} and
+//                         POST /events (perfkit::http::MetricsLayer), in ms
 //   PROFILE_SECONDS (5)   length of the CPU profile taken mid-run (0: none)
 //   RESULTS_DIR (results) where the JSON summary (gate.json) and the profiles go:
 //                         cpu.pb.gz and cpu.svg (the mid-run CPU profile), heap.pb.gz and
 //                         heap.svg (the live heap at the end); open a .pb.gz with
 //                         `go tool pprof -http=: results/cpu.pb.gz`
 
-import http from 'k6/http';
-import { check } from 'k6';
 import { poll, pollScenario, profile, profileScenario, summary } from '../../perfkit/k6/perfkit.js';
+import { arrival, durationMs, getProgress as progressRequest, num, PERFKIT_URL, postEvents as eventsRequest, str } from './lib.js';
 
-function str(name, def) {
-  const v = __ENV[name];
-  return v === undefined || v === '' ? def : v;
-}
-
-function num(name, def, { min = 0, integer = false } = {}) {
-  const raw = __ENV[name];
-  if (raw === undefined || raw === '') return def;
-  const v = Number(raw);
-  if (!Number.isFinite(v) || v < min || (integer && !Number.isInteger(v))) {
-    throw new Error(`-e ${name}=${raw}: expected ${integer ? 'an integer' : 'a number'} >= ${min}`);
-  }
-  return v;
-}
-
-const BASE_URL = str('BASE_URL', 'http://127.0.0.1:8080').replace(/\/+$/, '');
-const PERFKIT_URL = str('PERFKIT_URL', 'http://127.0.0.1:6060').replace(/\/+$/, '');
 const DURATION = str('DURATION', '20s');
 const EVENTS_RATE = num('EVENTS_RATE', 100, { min: 1, integer: true });
 const PROGRESS_RATE = num('PROGRESS_RATE', 50, { min: 1, integer: true });
-const BATCH = num('BATCH', 10, { min: 1, integer: true });
-const USERS = num('USERS', 1000, { min: 1, integer: true });
 const HTTP_P95_MS = num('HTTP_P95_MS', 250);
 const RSS_MAX_BYTES = num('RSS_MAX_BYTES', 536870912);
 const QUEUE_SATURATION_MAX = num('QUEUE_SATURATION_MAX', 0.8);
@@ -61,35 +43,19 @@ const POOL_SATURATION_MAX = num('POOL_SATURATION_MAX', 0.9);
 const POOL_PANICS_MAX = num('POOL_PANICS_MAX', 0, { integer: true });
 const FLUSH_P99_MAX_MS = num('FLUSH_P99_MAX_MS', 250);
 const PROFILE_SECONDS = num('PROFILE_SECONDS', 5, { integer: true });
+const ROUTE_P99_MAX_MS = num('ROUTE_P99_MAX_MS', 250);
 
 // The CPU profile starts a quarter into the run, so it sees the load at full rate.
 function quarterOf(duration) {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(duration);
-  if (!m) return '0s';
-  const ms = Number(m[1]) * { ms: 1, s: 1000, m: 60000, h: 3600000 }[m[2]];
-  return `${Math.floor(ms / 4)}ms`;
-}
-
-const STATS = ['kills', 'deaths', 'assists', 'wins', 'score'];
-
-// Enough VUs for the arrival rate at a few hundred ms of latency; k6 adds more up to maxVUs.
-function arrival(rate, exec) {
-  return {
-    executor: 'constant-arrival-rate',
-    rate,
-    timeUnit: '1s',
-    duration: DURATION,
-    preAllocatedVUs: Math.max(2, Math.ceil(rate / 20)),
-    maxVUs: Math.max(10, rate),
-    exec,
-  };
+  const ms = durationMs(duration);
+  return ms === null ? '0s' : `${Math.floor(ms / 4)}ms`;
 }
 
 export const options = {
   discardResponseBodies: true,
   scenarios: {
-    events: arrival(EVENTS_RATE, 'postEvents'),
-    progress: arrival(PROGRESS_RATE, 'getProgress'),
+    events: arrival(EVENTS_RATE, 'postEvents', DURATION),
+    progress: arrival(PROGRESS_RATE, 'getProgress', DURATION),
     perfkit: pollScenario({ duration: DURATION, rate: 1 }),
     ...(PROFILE_SECONDS > 0
       ? { profile: profileScenario({ seconds: PROFILE_SECONDS, startTime: quarterOf(DURATION) }) }
@@ -107,37 +73,21 @@ export const options = {
     perfkit_pool_saturation: [`p(95)<${POOL_SATURATION_MAX}`],
     perfkit_pool_panics: [`count<=${POOL_PANICS_MAX}`],
     'perfkit_hot_path_p99_seconds{function:db_flush}': [`max<${FLUSH_P99_MAX_MS / 1000}`],
+    'perfkit_http_p99_seconds{route:GET /v1/progress/{user}}': [`max<${ROUTE_P99_MAX_MS / 1000}`],
+    'perfkit_http_p99_seconds{route:POST /events}': [`max<${ROUTE_P99_MAX_MS / 1000}`],
+    perfkit_http_5xx: ['count<=0'],
     perfkit_polls: ['count>0'],
     perfkit_poll_errors: ['count==0'],
   },
   summaryTrendStats: ['avg', 'min', 'med', 'max', 'p(90)', 'p(95)', 'p(99)', 'count'],
 };
 
-function randomUser() {
-  return `u${Math.floor(Math.random() * USERS)}`;
-}
-
 export function postEvents() {
-  const events = [];
-  for (let i = 0; i < BATCH; i += 1) {
-    events.push({
-      user_id: randomUser(),
-      stat: STATS[Math.floor(Math.random() * STATS.length)],
-      value: 1 + Math.floor(Math.random() * 10),
-    });
-  }
-  const res = http.post(`${BASE_URL}/events`, JSON.stringify(events), {
-    headers: { 'Content-Type': 'application/json' },
-    tags: { name: 'POST /events' },
-  });
-  check(res, { 'POST /events is 202': (r) => r.status === 202 });
+  eventsRequest();
 }
 
 export function getProgress() {
-  const res = http.get(`${BASE_URL}/v1/progress/${randomUser()}`, {
-    tags: { name: 'GET /v1/progress/{user}' },
-  });
-  check(res, { 'GET /v1/progress is 200': (r) => r.status === 200 });
+  progressRequest();
 }
 
 export function perfkitPoll() {

@@ -69,6 +69,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/progress/{user}", get(get_progress))
         .route("/healthz", get(healthz))
+        // Per-route latency, sizes and requests in flight, labelled by route template.
+        .layer(perfkit::http::MetricsLayer::new())
         .layer(axum::middleware::from_fn(
             move |req, next: axum::middleware::Next| async move {
                 if leak {

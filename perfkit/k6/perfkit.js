@@ -27,7 +27,7 @@
  *     `export function perfkitPoll() { poll(); }`. `extra` (e.g. `startTime`,
  *     `gracefulStop`) is copied into the scenario.
  *
- * `poll({ url = PERFKIT_URL, token = PERFKIT_TOKEN } = {})`
+ * `poll({ url = PERFKIT_URL, token = PERFKIT_TOKEN, tags = {} } = {})`
  *     GETs `${url}/debug/perfkit/snapshot` (request tagged `{ perfkit: 'poll' }` and named
  *     `GET /debug/perfkit/snapshot`). On failure adds 1 to Counter `perfkit_poll_errors`
  *     (tagged `reason`: `network`, `status_NNN`, `json`, `schema_version`) and returns null.
@@ -50,15 +50,21 @@
  *       perfkit_hot_path_p50_seconds, perfkit_hot_path_p99_seconds (over the process's
  *       life), perfkit_hot_path_in_flight              (hot_paths, tagged `function`)
  *       perfkit_tasks_alive                            (tasks, tagged `task`)
+ *       perfkit_http_p95_seconds, perfkit_http_p99_seconds (over the process's life),
+ *       perfkit_http_in_flight    (http_routes, tagged `route`: "METHOD /template")
  *       perfkit_tasks_alive_growth: alive now minus alive at this VU's first poll, per
  *       task name (names first seen later grow from 0): `max<N` catches a leak
  *     Counters: perfkit_queue_dropped (tagged `queue`, `reason`: full, oldest, closed,
  *       flush_failed), perfkit_queue_rejected (`queue`), perfkit_batch_dead_lettered
  *       (`batcher`), perfkit_hot_path_errors and perfkit_hot_path_panics (`function`),
- *       perfkit_pool_panics and perfkit_pool_cancelled (`pool`; a pool's
+ *       perfkit_http_5xx (`route`), perfkit_pool_panics and perfkit_pool_cancelled (`pool`; a pool's
  *       queue also reports as a queue named after the pool).
  *     Null figures (e.g. process fields on non-Linux) are skipped.
  *
+ *     `tags` are added to every sample this poll records (e.g. `{ phase: 'stress' }`, so
+ *     thresholds can be set per phase); counter deltas are still taken per series.
+ *     Growth since this VU's first poll (`SNAPSHOT_GROWTH`), for soak runs:
+ *       perfkit_process_rss_growth_bytes, perfkit_heap_growth_bytes
  *     perfkit_heap_bytes: live heap bytes (heap section: jemalloc with the
  *       `heap-profiling` feature, else the counting allocator; absent with neither)
  *
@@ -205,6 +211,17 @@ export const SNAPSHOT_TRENDS = Object.freeze([
     },
   },
   {
+    // perfkit::http::MetricsLayer: one element per method and route template, named
+    // "METHOD /route/{template}".
+    section: 'http_routes',
+    tag: 'route',
+    fields: {
+      'seconds.p95': 'perfkit_http_p95_seconds',
+      'seconds.p99': 'perfkit_http_p99_seconds',
+      in_flight: 'perfkit_http_in_flight',
+    },
+  },
+  {
     section: 'pools',
     tag: 'pool',
     fields: {
@@ -264,6 +281,13 @@ export const SNAPSHOT_COUNTERS = Object.freeze([
     fields: {
       'tasks.panic': ['perfkit_pool_panics', {}],
       'tasks.cancelled': ['perfkit_pool_cancelled', {}],
+    },
+  },
+  {
+    section: 'http_routes',
+    tag: 'route',
+    fields: {
+      errors: ['perfkit_http_5xx', {}],
     },
   },
 ]);
@@ -380,7 +404,7 @@ export function captureProfiles({
 }
 
 /** GETs the snapshot, records it into k6 metrics, and returns it (null on failure). */
-export function poll({ url = __ENV.PERFKIT_URL || DEFAULT_PERFKIT_URL, token = __ENV.PERFKIT_TOKEN } = {}) {
+export function poll({ url = __ENV.PERFKIT_URL || DEFAULT_PERFKIT_URL, token = __ENV.PERFKIT_TOKEN, tags = {} } = {}) {
   const params = {
     tags: { perfkit: 'poll', name: `GET ${SNAPSHOT_PATH}` },
     responseType: 'text',
@@ -401,7 +425,7 @@ export function poll({ url = __ENV.PERFKIT_URL || DEFAULT_PERFKIT_URL, token = _
   polls.add(1);
   // Keep `perfkit_poll_errors` present (at 0) in the summary so `count==0` is evaluated.
   pollErrors.add(0);
-  record(snapshot);
+  record(snapshot, tags || {});
   return snapshot;
 }
 
@@ -410,20 +434,42 @@ function failed(reason) {
   return null;
 }
 
-function record(snapshot) {
+function record(snapshot, extra) {
   for (const { section, tag, fields } of SNAPSHOT_TRENDS) {
-    for (const [item, tags] of elements(snapshot, section, tag)) addFields(item, fields, tags);
+    for (const [item, tags] of elements(snapshot, section, tag)) addFields(item, fields, Object.assign({}, tags, extra));
   }
   for (const { section, tag, fields } of SNAPSHOT_COUNTERS) {
-    for (const [item, tags] of elements(snapshot, section, tag)) addDeltas(item, fields, tags);
+    for (const [item, tags] of elements(snapshot, section, tag)) addDeltas(item, fields, tags, extra);
   }
   // Keep every counter present (at 0) so `count==0` thresholds are evaluated.
-  for (const c of Object.values(counters)) c.add(0);
-  recordTaskGrowth(snapshot.tasks);
+  for (const c of Object.values(counters)) c.add(0, extra);
+  recordTaskGrowth(snapshot.tasks, extra);
+  recordGrowth(snapshot, extra);
+}
+
+/**
+ * Process-wide figures whose growth since this VU's first poll becomes a Trend: the soak
+ * signals. `path` in the snapshot -> Trend name.
+ */
+export const SNAPSHOT_GROWTH = Object.freeze({
+  'process.resident_memory_bytes': 'perfkit_process_rss_growth_bytes',
+  'heap.allocated_bytes': 'perfkit_heap_growth_bytes',
+});
+const growthTrends = {};
+for (const name of Object.values(SNAPSHOT_GROWTH)) growthTrends[name] = new Trend(name);
+const growthBaseline = {};
+
+function recordGrowth(snapshot, extra) {
+  for (const [path, metric] of Object.entries(SNAPSHOT_GROWTH)) {
+    const v = field(snapshot, path);
+    if (typeof v !== 'number' || !Number.isFinite(v)) continue;
+    if (!(path in growthBaseline)) growthBaseline[path] = v;
+    growthTrends[metric].add(v - growthBaseline[path], extra);
+  }
 }
 
 /** Alive now minus alive at the first poll, per task name (0 for names first seen later). */
-function recordTaskGrowth(tasks) {
+function recordTaskGrowth(tasks, extra) {
   if (!Array.isArray(tasks)) return;
   const first = taskBaseline === null;
   if (first) taskBaseline = {};
@@ -432,10 +478,10 @@ function recordTaskGrowth(tasks) {
     if (!t || typeof t.alive !== 'number') continue;
     const name = String(t.name);
     if (first) taskBaseline[name] = t.alive;
-    taskGrowth.add(t.alive - (taskBaseline[name] || 0), { task: name });
+    taskGrowth.add(t.alive - (taskBaseline[name] || 0), Object.assign({ task: name }, extra));
     any = true;
   }
-  if (!any) taskGrowth.add(0);
+  if (!any) taskGrowth.add(0, extra);
 }
 
 /** The objects of a snapshot section with their tags: one for `process`, one per element
@@ -458,17 +504,18 @@ function field(obj, path) {
   return v;
 }
 
-function addDeltas(obj, fields, tags) {
+function addDeltas(obj, fields, tags, pollTags) {
   if (obj == null || typeof obj !== 'object') return;
   for (const [path, [metric, extra]] of Object.entries(fields)) {
     const v = field(obj, path);
     if (typeof v !== 'number' || !Number.isFinite(v)) continue;
     const allTags = Object.assign({}, tags, extra);
+    // Deltas are per series, whatever tags the poll adds (e.g. the phase it falls in).
     const key = `${metric}|${JSON.stringify(allTags)}`;
     const delta = v - (lastTotals[key] || 0);
     lastTotals[key] = v;
     // A total that went down means the primitive was rebuilt: count it from zero again.
-    counters[metric].add(delta >= 0 ? delta : v, allTags);
+    counters[metric].add(delta >= 0 ? delta : v, Object.assign(allTags, pollTags));
   }
 }
 

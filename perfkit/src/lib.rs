@@ -44,6 +44,8 @@
 //! | `tracing` | no | `#[hot_path]` also opens a `tracing` span per call (`hot_path`, INFO, fields `function` and `module`) |
 //! | `cpu-profiling` | no | `/debug/pprof/profile`: CPU profiles (Linux, `SIGPROF` sampling) as pprof or SVG flame graphs |
 //! | `heap-profiling` | no | `/debug/pprof/heap` and `/allocs` from jemalloc, jemalloc figures on `/metrics`, and [`jemalloc_profiling!`] to install it |
+//! | `http` | no | [`http::MetricsLayer`], a tower layer recording HTTP server metrics by route template |
+//! | `axum` | no | the HTTP layer takes route templates from axum's `MatchedPath` |
 //! | `full` | no | every feature above |
 //!
 //! Features are additive. Without `server`, the metrics core still records and renders
@@ -61,6 +63,9 @@ pub mod alloc;
 pub mod batch;
 mod clock;
 mod hot_path;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod http;
 pub(crate) mod loom;
 pub mod metrics;
 pub mod pool;

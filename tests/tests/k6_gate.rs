@@ -121,8 +121,16 @@ fn start_service(log: &Path, env: &[(&str, &str)]) -> Service {
     svc
 }
 
-/// Runs gate.js and returns k6's exit code and the parsed summary JSON.
+/// Runs gate.js (8 s) and returns k6's exit code and the parsed summary JSON.
 fn run_gate(svc: &Service, results: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
+    let mut args = vec!["DURATION=8s"];
+    args.extend_from_slice(extra);
+    run_k6(svc, "gate", results, &args)
+}
+
+/// Runs `examples/k6/<script>.js` with `-e` settings and returns k6's exit code and the
+/// summary JSON the script's `handleSummary` wrote (`<script>.json`).
+fn run_k6(svc: &Service, script: &str, results: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
     let root = common::workspace_root();
     let k6 = common::tool("K6", "k6", &[root.join(".venv/bin/k6")]);
     std::fs::create_dir_all(results).unwrap(); // k6 does not create it for handleSummary
@@ -131,20 +139,22 @@ fn run_gate(svc: &Service, results: &Path, extra: &[&str]) -> (i32, serde_json::
         .args(["run", "--quiet", "--no-usage-report"])
         .args(["-e", &format!("BASE_URL={}", svc.base_url)])
         .args(["-e", &format!("PERFKIT_URL={}", svc.perfkit_url)])
-        .args(["-e", &format!("RESULTS_DIR={}", results.display())])
-        .args(["-e", "DURATION=8s"]);
+        .args(["-e", &format!("RESULTS_DIR={}", results.display())]);
     for e in extra {
         cmd.args(["-e", e]);
     }
-    let out = cmd.arg("examples/k6/gate.js").output().expect("run k6");
+    let out = cmd
+        .arg(format!("examples/k6/{script}.js"))
+        .output()
+        .expect("run k6");
     let code = out.status.code().unwrap_or(-1);
     let stdout = String::from_utf8_lossy(&out.stdout);
     eprintln!(
         "k6 exit {code}\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let summary = std::fs::read(results.join("gate.json"))
-        .unwrap_or_else(|e| panic!("no gate.json in {}: {e}", results.display()));
+    let summary = std::fs::read(results.join(format!("{script}.json")))
+        .unwrap_or_else(|e| panic!("no {script}.json in {}: {e}", results.display()));
     (code, serde_json::from_slice(&summary).unwrap())
 }
 
@@ -378,4 +388,125 @@ fn a_flush_slower_than_its_bound_fails_on_the_flush_hot_path_p99_only() {
     );
     let stopped = svc.stop();
     assert_eq!(stopped.accepted, stopped.applied, "{stopped:?}");
+}
+
+const PHASES: [&str; 5] = ["baseline", "scale_up", "combined", "stress", "recovery"];
+
+/// Samples a (sub-)metric got in a run; thresholds on an empty Trend pass silently.
+fn samples(summary: &serde_json::Value, metric: &str) -> f64 {
+    let v = &summary["metrics"][metric]["values"];
+    v["count"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no count for {metric}: {v}"))
+}
+
+#[test]
+#[ignore = "needs k6 and a built ingest binary; scripts/test.sh installs k6, builds ingest and runs ignored tests"]
+fn phases_hold_phase_by_phase_on_a_healthy_service() {
+    let dir = results_dir("k6_phases");
+    let svc = start_service(&dir.join("ingest.log"), &[]);
+    let (code, summary) = run_k6(&svc, "phases", &dir.join("run"), &["PHASE=8s"]);
+    let v = verdicts(&summary);
+    for phase in PHASES {
+        for metric in [
+            format!("http_req_duration{{phase:{phase}}}"),
+            format!("http_req_failed{{phase:{phase}}}"),
+            format!("perfkit_queue_saturation{{phase:{phase}}}"),
+            format!("perfkit_queue_dropped{{phase:{phase}}}"),
+            format!("perfkit_http_5xx{{phase:{phase}}}"),
+        ] {
+            let found = v.iter().find(|(m, _, _)| *m == metric);
+            assert!(matches!(found, Some((_, _, true))), "{metric}: {found:?}");
+        }
+        // Each phase really got requests and polls of its own.
+        assert!(samples(&summary, &format!("http_req_duration{{phase:{phase}}}")) > 0.0);
+        assert!(
+            samples(
+                &summary,
+                &format!("perfkit_queue_saturation{{phase:{phase}}}")
+            ) > 0.0,
+            "{phase}"
+        );
+    }
+    assert_eq!(code, 0, "{v:?}");
+    let stopped = svc.stop();
+    assert_eq!(stopped.dropped, 0, "{stopped:?}");
+    assert_eq!(stopped.accepted, stopped.applied, "{stopped:?}");
+}
+
+#[test]
+#[ignore = "needs k6 and a built ingest binary; scripts/test.sh installs k6, builds ingest and runs ignored tests"]
+fn a_database_too_slow_for_the_stress_phase_fails_only_in_the_stress_phase() {
+    let dir = results_dir("k6_phases_slow_db");
+    // Batches of at most 100 events, each flush 50 ms: about 2 000 events/s get through.
+    // Baseline sends 500/s and combined 1 500/s; stress sends 3 000/s.
+    let svc = start_service(
+        &dir.join("ingest.log"),
+        &[
+            ("INGEST_QUEUE_CAPACITY", "512"),
+            ("INGEST_QUEUE_POLICY", "drop_newest"),
+            ("INGEST_MAX_BATCH", "100"),
+            ("INGEST_FLUSH_DELAY_MS", "50"),
+        ],
+    );
+    let (code, summary) = run_k6(&svc, "phases", &dir.join("run"), &["PHASE=8s"]);
+    assert_eq!(code, 99);
+    let crossed = crossed(&summary);
+    assert!(
+        crossed.contains(&"perfkit_queue_dropped{phase:stress}".to_owned()),
+        "{crossed:?}"
+    );
+    assert!(
+        crossed
+            .iter()
+            .all(|m| m.contains("phase:stress") || m.contains("phase:recovery")),
+        "baseline, scale-up and combined hold: {crossed:?}"
+    );
+    assert!(
+        crossed
+            .iter()
+            .all(|m| !m.starts_with("http_req_failed") && !m.starts_with("perfkit_http_5xx")),
+        "no HTTP errors, only queue signals: {crossed:?}"
+    );
+    let stopped = svc.stop();
+    assert!(stopped.dropped > 0, "{stopped:?}");
+    assert_eq!(
+        stopped.accepted,
+        stopped.applied + stopped.dropped,
+        "{stopped:?}"
+    );
+}
+
+#[test]
+#[ignore = "needs k6 and a built ingest binary; scripts/test.sh installs k6, builds ingest and runs ignored tests"]
+fn soak_holds_on_a_healthy_service_and_a_leak_fails_it_on_growth_only() {
+    let dir = results_dir("k6_soak");
+    let soak = ["DURATION=20s", "WARMUP=5s", "POLL_EVERY=2s"];
+
+    let svc = start_service(&dir.join("healthy.log"), &[]);
+    let (code, summary) = run_k6(&svc, "soak", &dir.join("healthy"), &soak);
+    let v = verdicts(&summary);
+    assert!(v.iter().all(|(_, _, ok)| *ok), "{v:?}");
+    assert_eq!(code, 0);
+    for growth in [
+        "perfkit_process_rss_growth_bytes",
+        "perfkit_heap_growth_bytes",
+        "perfkit_tasks_alive_growth",
+    ] {
+        assert!(samples(&summary, growth) >= 5.0, "{growth} was sampled");
+    }
+    let stopped = svc.stop();
+    assert_eq!(stopped.dropped, 0, "{stopped:?}");
+    assert_eq!(stopped.accepted, stopped.applied, "{stopped:?}");
+
+    let svc = start_service(&dir.join("leak.log"), &[("INGEST_LEAK_TASKS", "1")]);
+    let (code, summary) = run_k6(&svc, "soak", &dir.join("leak"), &soak);
+    assert_eq!(code, 99);
+    assert_eq!(crossed(&summary), ["perfkit_tasks_alive_growth"]);
+    let stopped = svc.stop();
+    assert_eq!(
+        stopped.accepted,
+        stopped.applied + stopped.dropped,
+        "{stopped:?}"
+    );
 }

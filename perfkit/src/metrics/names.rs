@@ -92,6 +92,21 @@ pub const SIZE_BUCKETS: &[f64] = &[
     100_000.0,
 ];
 
+/// Default exported buckets for byte sizes: 64 B to 64 MiB, by factors of 4.
+pub const BYTE_BUCKETS: &[f64] = &[
+    64.0,
+    256.0,
+    1_024.0,
+    4_096.0,
+    16_384.0,
+    65_536.0,
+    262_144.0,
+    1_048_576.0,
+    4_194_304.0,
+    16_777_216.0,
+    67_108_864.0,
+];
+
 macro_rules! defs {
     ($(
         $(#[$doc:meta])*
@@ -194,6 +209,19 @@ defs! {
     /// Label sets that went over a family's cardinality cap.
     METRIC_OVERFLOW_TOTAL = "perfkit_metric_overflow_total", Counter, Count, ["metric"],
         "Requests for a new label set refused by the family's cardinality cap and recorded under __overflow__ instead.";
+
+    /// HTTP request duration.
+    HTTP_SERVER_REQUEST_DURATION_SECONDS = "http_server_request_duration_seconds", Histogram, Seconds, ["method", "route", "status"],
+        "Time from a request entering perfkit's HTTP layer to its response head, by method, route template and status.", LATENCY_BUCKETS;
+    /// HTTP request body size.
+    HTTP_SERVER_REQUEST_SIZE_BYTES = "http_server_request_size_bytes", Histogram, Bytes, ["method", "route"],
+        "Request body sizes from Content-Length (or an exact body size hint), by method and route template.", BYTE_BUCKETS;
+    /// HTTP response body size.
+    HTTP_SERVER_RESPONSE_SIZE_BYTES = "http_server_response_size_bytes", Histogram, Bytes, ["method", "route"],
+        "Response body bytes sent, by method and route template.", BYTE_BUCKETS;
+    /// HTTP requests in flight.
+    HTTP_SERVER_REQUESTS_IN_FLIGHT = "http_server_requests_in_flight", Gauge, Count, ["method", "route"],
+        "Requests inside perfkit's HTTP layer whose response body has not ended, read at scrape time.";
 
     /// jemalloc: bytes allocated by the application.
     JEMALLOC_ALLOCATED_BYTES = "perfkit_jemalloc_allocated_bytes", Gauge, Bytes, [],

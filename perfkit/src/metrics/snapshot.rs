@@ -18,6 +18,7 @@ pub const SECTIONS: &[&str] = &[
     "pools",
     "tasks",
     "hot_paths",
+    "http_routes",
 ];
 
 fn header(registry: &Registry) -> Map<String, Value> {

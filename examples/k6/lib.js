@@ -1,0 +1,80 @@
+// Shared by the example's k6 scripts (gate.js, phases.js, soak.js): reading -e variables
+// and the two kinds of requests the `ingest` service takes.
+
+import http from 'k6/http';
+import { check } from 'k6';
+
+/** `-e NAME=value` as a string, or `def`. */
+export function str(name, def) {
+  const v = __ENV[name];
+  return v === undefined || v === '' ? def : v;
+}
+
+/** `-e NAME=value` as a number >= `min` (an integer if asked), or `def`; throws otherwise. */
+export function num(name, def, { min = 0, integer = false } = {}) {
+  const raw = __ENV[name];
+  if (raw === undefined || raw === '') return def;
+  const v = Number(raw);
+  if (!Number.isFinite(v) || v < min || (integer && !Number.isInteger(v))) {
+    throw new Error(`-e ${name}=${raw}: expected ${integer ? 'an integer' : 'a number'} >= ${min}`);
+  }
+  return v;
+}
+
+export const BASE_URL = str('BASE_URL', 'http://127.0.0.1:8080').replace(/\/+$/, '');
+export const PERFKIT_URL = str('PERFKIT_URL', 'http://127.0.0.1:6060').replace(/\/+$/, '');
+const BATCH = num('BATCH', 10, { min: 1, integer: true });
+const USERS = num('USERS', 1000, { min: 1, integer: true });
+const STATS = ['kills', 'deaths', 'assists', 'wins', 'score'];
+
+/** Milliseconds in a k6 duration such as `500ms`, `20s`, `2m` or `1h` (null if not one). */
+export function durationMs(d) {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(String(d));
+  return m ? Number(m[1]) * { ms: 1, s: 1000, m: 60000, h: 3600000 }[m[2]] : null;
+}
+
+/** A constant-arrival-rate scenario running `exec` `rate` times a second. */
+export function arrival(rate, exec, duration, extra = {}) {
+  return Object.assign(
+    {
+      executor: 'constant-arrival-rate',
+      rate,
+      timeUnit: '1s',
+      duration,
+      // Enough VUs for the rate at a few hundred ms of latency; k6 adds more up to maxVUs.
+      preAllocatedVUs: Math.max(2, Math.ceil(rate / 20)),
+      maxVUs: Math.max(10, rate),
+      exec,
+    },
+    extra,
+  );
+}
+
+function randomUser() {
+  return `u${Math.floor(Math.random() * USERS)}`;
+}
+
+/** POST /events with BATCH random events. */
+export function postEvents() {
+  const events = [];
+  for (let i = 0; i < BATCH; i += 1) {
+    events.push({
+      user_id: randomUser(),
+      stat: STATS[Math.floor(Math.random() * STATS.length)],
+      value: 1 + Math.floor(Math.random() * 10),
+    });
+  }
+  const res = http.post(`${BASE_URL}/events`, JSON.stringify(events), {
+    headers: { 'Content-Type': 'application/json' },
+    tags: { name: 'POST /events' },
+  });
+  check(res, { 'POST /events is 202': (r) => r.status === 202 });
+}
+
+/** GET /v1/progress/{user} for a random user. */
+export function getProgress() {
+  const res = http.get(`${BASE_URL}/v1/progress/${randomUser()}`, {
+    tags: { name: 'GET /v1/progress/{user}' },
+  });
+  check(res, { 'GET /v1/progress is 200': (r) => r.status === 200 });
+}

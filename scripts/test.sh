@@ -46,7 +46,7 @@ log "cargo clippy"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 log "feature combinations of perfkit build on their own"
-for features in "" server facade macros macros,tracing cpu-profiling heap-profiling; do
+for features in "" server facade macros macros,tracing cpu-profiling heap-profiling http http,axum; do
   cargo clippy -p perfkit --no-default-features --features "$features" -- -D warnings
 done
 

@@ -24,7 +24,7 @@
 //                           baseline, scale_up and recovery, double in stress)
 //   HTTP_P95_MS (100)       p(95) bound for baseline, scale_up, combined and recovery
 //   STRESS_HTTP_P95_MS (500) p(95) bound under stress
-//   QUEUE_SATURATION_MAX (0.5) peak queue depth/capacity bound outside stress
+//   QUEUE_SATURATION_MAX (0.8) peak queue depth/capacity bound outside stress
 //   STRESS_QUEUE_SATURATION_MAX (0.95) ... under stress
 //   RESULTS_DIR (results)   where phases.json goes
 
@@ -41,7 +41,7 @@ const STRESS_EVENTS_RATE = num('STRESS_EVENTS_RATE', 300, { min: 1, integer: tru
 const PROGRESS_RATE = num('PROGRESS_RATE', 50, { min: 2, integer: true });
 const HTTP_P95_MS = num('HTTP_P95_MS', 100);
 const STRESS_HTTP_P95_MS = num('STRESS_HTTP_P95_MS', 500);
-const QUEUE_SATURATION_MAX = num('QUEUE_SATURATION_MAX', 0.5);
+const QUEUE_SATURATION_MAX = num('QUEUE_SATURATION_MAX', 0.8);
 const STRESS_QUEUE_SATURATION_MAX = num('STRESS_QUEUE_SATURATION_MAX', 0.95);
 
 const PHASES = ['baseline', 'scale_up', 'combined', 'stress', 'recovery'];

@@ -121,6 +121,7 @@ impl MetricsLayer {
         let shared = Arc::new(Shared {
             templates,
             table: RwLock::default(),
+            cap: None,
         });
         let weak: std::sync::Weak<dyn Collector> =
             Arc::downgrade(&(Arc::clone(&shared) as Arc<dyn Collector>));
@@ -388,6 +389,8 @@ impl Recorder<'_> {
 struct Shared {
     templates: Vec<Template>,
     table: RwLock<HashMap<(&'static str, String), Arc<RouteSeries>>>,
+    /// Overrides the registry's cardinality cap (tests).
+    cap: Option<usize>,
 }
 
 impl Shared {
@@ -411,9 +414,8 @@ impl Shared {
             }
         }
         let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
-        let route = if table.len() >= registry().cardinality_cap()
-            && !table.contains_key(&(method, route.to_owned()))
-        {
+        let cap = self.cap.unwrap_or_else(|| registry().cardinality_cap());
+        let route = if table.len() >= cap && !table.contains_key(&(method, route.to_owned())) {
             registry()
                 .counter(
                     &names::METRIC_OVERFLOW_TOTAL,
@@ -564,6 +566,29 @@ mod tests {
         let root = Template::parse("/");
         assert!(root.matches("/"));
         assert!(!root.matches("/x"));
+    }
+
+    #[test]
+    fn route_pairs_past_the_cap_share_the_overflow_label() {
+        let shared = Shared {
+            templates: Vec::new(),
+            table: RwLock::default(),
+            cap: Some(2),
+        };
+        let a = shared.series("GET", "/cap-test/a");
+        let b = shared.series("GET", "/cap-test/b");
+        let c = shared.series("GET", "/cap-test/c");
+        let d = shared.series("POST", "/cap-test/d");
+        assert_eq!(
+            (a.route.as_str(), b.route.as_str()),
+            ("/cap-test/a", "/cap-test/b")
+        );
+        assert_eq!(c.route, OVERFLOW_LABEL);
+        assert_eq!(d.route, OVERFLOW_LABEL);
+        // Known pairs keep their series; the overflow pair is shared.
+        assert!(Arc::ptr_eq(&a, &shared.series("GET", "/cap-test/a")));
+        assert!(Arc::ptr_eq(&c, &shared.series("GET", "/cap-test/e")));
+        assert_eq!(shared.table.read().unwrap().len(), 4);
     }
 
     #[test]

@@ -22,6 +22,19 @@ fn value(text: &str, prefix: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
+/// The value of `series` once it reads `want`, or the last value read after about 1 s.
+async fn settle(series: &str, want: f64) -> Option<f64> {
+    let mut seen = None;
+    for _ in 0..100 {
+        seen = value(&rendered(), series);
+        if seen == Some(want) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    seen
+}
+
 async fn serve_axum(app: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -127,26 +140,10 @@ async fn axum_routes_are_labelled_by_template_with_status_sizes_and_in_flight() 
     // A request parked in its handler is in flight until it answers.
     let slow = tokio::task::spawn_blocking(move || send(addr, "GET", "/layer-test/slow", ""));
     let in_flight = r#"http_server_requests_in_flight{method="GET",route="/layer-test/slow"}"#;
-    let mut seen = None;
-    for _ in 0..100 {
-        seen = value(&rendered(), in_flight);
-        if seen == Some(1.0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(seen, Some(1.0));
+    assert_eq!(settle(in_flight, 1.0).await, Some(1.0));
     gate.notify_one();
     assert_eq!(slow.await.unwrap().status, 200);
-    let mut after = None;
-    for _ in 0..100 {
-        after = value(&rendered(), in_flight);
-        if after == Some(0.0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(after, Some(0.0));
+    assert_eq!(settle(in_flight, 0.0).await, Some(0.0));
 
     let snap = perfkit::metrics::registry().snapshot();
     let route = common::entry(&snap, "http_routes", "GET /v1/progress/{user}");

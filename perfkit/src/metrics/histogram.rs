@@ -10,7 +10,10 @@
 use std::time::Duration;
 
 use super::names::Unit;
-use super::shard::{current_shard, shard_count};
+use std::cell::Cell;
+use std::marker::PhantomData;
+
+use super::shard::{Node, Owned, current_shard, shard_count};
 use crate::loom::{AtomicU64, Ordering};
 
 const SUB_BITS: u32 = 3;
@@ -76,6 +79,7 @@ impl Shard {
 /// concurrently, and `sum` may briefly disagree with the bucket counts by those samples.
 pub struct Histogram {
     shards: Box<[Shard]>,
+    owned: Owned<Shard>,
     unit: Unit,
 }
 
@@ -84,7 +88,21 @@ impl Histogram {
     pub fn new(unit: Unit) -> Self {
         Histogram {
             shards: (0..shard_count()).map(|_| Shard::new()).collect(),
+            owned: Owned::new(),
             unit,
+        }
+    }
+
+    /// A recorder with a shard of its own, for one task or thread that records in a hot
+    /// loop: only it writes that shard, so a record is plain loads and stores instead of two
+    /// atomic read-modify-writes. Snapshots include its samples as they include any other;
+    /// when it is dropped its shard keeps its samples and goes to the next recorder asked
+    /// for. It can move between threads but not be shared by them. Each shard is about
+    /// 2.7 KiB, and a histogram never holds more of them than recorders alive at once.
+    pub fn local(&self) -> LocalHistogram<'_> {
+        LocalHistogram {
+            node: self.owned.claim(Shard::new),
+            _not_sync: PhantomData,
         }
     }
 
@@ -111,7 +129,11 @@ impl Histogram {
     pub fn snapshot(&self) -> HistogramSnapshot {
         let mut buckets = vec![0u64; BUCKETS].into_boxed_slice();
         let mut sum = 0u64;
-        for shard in self.shards.iter() {
+        for shard in self
+            .shards
+            .iter()
+            .chain(self.owned.nodes().map(|n| &n.value))
+        {
             for (acc, cell) in buckets.iter_mut().zip(shard.buckets.iter()) {
                 *acc += cell.load(Ordering::Relaxed);
             }
@@ -133,6 +155,46 @@ impl std::fmt::Debug for Histogram {
             .field("unit", &self.unit)
             .field("count", &s.count)
             .finish()
+    }
+}
+
+/// A single-writer recorder for a [`Histogram`]: see [`Histogram::local`].
+pub struct LocalHistogram<'a> {
+    node: &'a Node<Shard>,
+    /// Send but not Sync: one writer at a time is what makes the plain stores sound.
+    _not_sync: PhantomData<Cell<()>>,
+}
+
+impl LocalHistogram<'_> {
+    /// Records one value in the recording unit (nanoseconds for durations).
+    #[inline]
+    pub fn record(&self, value: u64) {
+        let shard = &self.node.value;
+        let bucket = &shard.buckets[bucket_index(value)];
+        bucket.store(bucket.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        let sum = &shard.sum;
+        sum.store(
+            sum.load(Ordering::Relaxed).wrapping_add(value),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Records a duration (saturating at `u64::MAX` nanoseconds).
+    #[inline]
+    pub fn record_duration(&self, d: Duration) {
+        self.record(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    }
+}
+
+impl Drop for LocalHistogram<'_> {
+    fn drop(&mut self) {
+        self.node.release();
+    }
+}
+
+impl std::fmt::Debug for LocalHistogram<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalHistogram").finish_non_exhaustive()
     }
 }
 
@@ -305,6 +367,34 @@ mod tests {
         }
         let c = h.snapshot().cumulative(&[1.0, 2.0, 10.0, 1000.0]);
         assert_eq!(c, vec![1, 3, 4, 6, 7]);
+    }
+
+    #[test]
+    fn local_recorders_show_in_snapshots_and_outlive_their_owner() {
+        let h = Histogram::new(Unit::Seconds);
+        h.record(1_000);
+        {
+            let local = h.local();
+            local.record(2_000);
+            local.record_duration(Duration::from_micros(3));
+            let s = h.snapshot();
+            assert_eq!((s.count, s.sum), (3, 6_000));
+        }
+        let s = h.snapshot();
+        assert_eq!((s.count, s.sum), (3, 6_000));
+        std::thread::scope(|scope| {
+            for _ in 0..3 {
+                scope.spawn(|| {
+                    let local = h.local();
+                    for v in 0..1_000 {
+                        local.record(v);
+                    }
+                });
+            }
+        });
+        let s = h.snapshot();
+        assert_eq!(s.count, 3 + 3_000);
+        assert_eq!(s.sum, 6_000 + 3 * (0..1_000).sum::<u64>());
     }
 }
 

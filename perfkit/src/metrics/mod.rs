@@ -48,12 +48,12 @@ cfg_facade! {
     pub mod facade;
 }
 
-pub use histogram::{Histogram, HistogramSnapshot};
+pub use histogram::{Histogram, HistogramSnapshot, LocalHistogram};
 pub use process::{ProcessStats, read as process_stats};
 pub use registry::{
     Collection, Collector, DEFAULT_CARDINALITY_CAP, OVERFLOW_LABEL, Registry, Sections, registry,
 };
-pub use shard::Counter;
+pub use shard::{Counter, LocalCounter};
 
 pub use snapshot::{SCHEMA_VERSION, SECTIONS};
 

@@ -7,6 +7,7 @@
 //! relaxed atomic add: no lock, no allocation, no map lookup.
 
 use std::cell::Cell;
+use std::marker::PhantomData;
 use std::sync::OnceLock;
 
 use crossbeam_utils::CachePadded;
@@ -57,9 +58,110 @@ fn assign_shard(cell: &Cell<usize>) -> usize {
     idx
 }
 
+/// Cells beyond the per-thread shards, each owned by at most one single-writer recorder at a
+/// time ([`LocalCounter`], [`LocalHistogram`](super::LocalHistogram)).
+///
+/// An append-only list: a recorder claims a free cell or pushes a new one, and releases it
+/// when dropped. A released cell keeps its value (readers go on summing it) and is handed to
+/// the next recorder, which carries on adding to it. So the list never holds more cells than
+/// there were recorders alive at once, and nothing is folded or lost when a recorder goes.
+///
+/// The list's own links use std's atomics even under loom (like shard assignment): claiming
+/// a cell is not what the models check, only the values recorded in it.
+pub(crate) struct Owned<T> {
+    head: std::sync::atomic::AtomicPtr<Node<T>>,
+}
+
+pub(crate) struct Node<T> {
+    pub(crate) value: T,
+    taken: std::sync::atomic::AtomicBool,
+    /// Written once before the node is published, read-only after.
+    next: *mut Node<T>,
+}
+
+// SAFETY: `next` is written before the node is published with a release CAS and never
+// again; everything else is `T` (shared by reference) and an atomic.
+unsafe impl<T: Send + Sync> Send for Node<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send + Sync> Sync for Node<T> {}
+
+impl<T> Owned<T> {
+    pub(crate) const fn new() -> Self {
+        Owned {
+            head: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
+        }
+    }
+
+    /// Claims a released cell, or appends a new one made by `make`. The caller owns the
+    /// cell until it calls [`Node::release`].
+    pub(crate) fn claim(&self, make: impl FnOnce() -> T) -> &Node<T> {
+        use std::sync::atomic::Ordering as O;
+        for node in self.nodes() {
+            if !node.taken.load(O::Relaxed)
+                && node
+                    .taken
+                    .compare_exchange(false, true, O::Acquire, O::Relaxed)
+                    .is_ok()
+            {
+                return node;
+            }
+        }
+        let node = Box::into_raw(Box::new(Node {
+            value: make(),
+            taken: std::sync::atomic::AtomicBool::new(true),
+            next: std::ptr::null_mut(),
+        }));
+        let mut head = self.head.load(O::Relaxed);
+        loop {
+            // SAFETY: `node` is not published yet; this thread is its only user.
+            unsafe { (*node).next = head };
+            match self
+                .head
+                .compare_exchange_weak(head, node, O::Release, O::Relaxed)
+            {
+                // SAFETY: nodes live until the list is dropped, which needs `&mut self`.
+                Ok(_) => return unsafe { &*node },
+                Err(now) => head = now,
+            }
+        }
+    }
+
+    /// Every cell, claimed or released.
+    pub(crate) fn nodes(&self) -> impl Iterator<Item = &Node<T>> {
+        let mut next = self.head.load(std::sync::atomic::Ordering::Acquire);
+        std::iter::from_fn(move || {
+            // SAFETY: published nodes are never freed before the list is dropped.
+            let node = unsafe { next.as_ref()? };
+            next = node.next;
+            Some(node)
+        })
+    }
+}
+
+impl<T> Node<T> {
+    /// Hands the cell back for the next recorder; its value stays counted.
+    pub(crate) fn release(&self) {
+        self.taken
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
+impl<T> Drop for Owned<T> {
+    fn drop(&mut self) {
+        let mut next = *self.head.get_mut();
+        while !next.is_null() {
+            // SAFETY: `&mut self`: no recorder borrows a cell any more, and every node was
+            // made by `Box::into_raw` in `claim`.
+            let node = unsafe { Box::from_raw(next) };
+            next = node.next;
+        }
+    }
+}
+
 /// A monotonically increasing counter spread over per-thread shards.
 pub struct Counter {
     cells: Box<[CachePadded<AtomicU64>]>,
+    owned: Owned<CachePadded<AtomicU64>>,
 }
 
 impl Counter {
@@ -69,6 +171,21 @@ impl Counter {
             cells: (0..shard_count())
                 .map(|_| CachePadded::new(AtomicU64::new(0)))
                 .collect(),
+            owned: Owned::new(),
+        }
+    }
+
+    /// A recorder with a cell of its own, for one task or thread that adds in a hot loop.
+    ///
+    /// Only the recorder writes its cell, so an add is a plain load and store rather than an
+    /// atomic read-modify-write (the locked instruction [`Counter::add`] costs). Readers see
+    /// its adds as they see any other; when the recorder is dropped its cell keeps its value
+    /// and goes to the next recorder asked for. The recorder can move between threads but
+    /// not be shared by them.
+    pub fn local(&self) -> LocalCounter<'_> {
+        LocalCounter {
+            node: self.owned.claim(|| CachePadded::new(AtomicU64::new(0))),
+            _not_sync: PhantomData,
         }
     }
 
@@ -91,7 +208,44 @@ impl Counter {
     pub fn get(&self) -> u64 {
         self.cells
             .iter()
+            .chain(self.owned.nodes().map(|n| &n.value))
             .fold(0u64, |acc, c| acc.wrapping_add(c.load(Ordering::Relaxed)))
+    }
+}
+
+/// A single-writer recorder for a [`Counter`]: see [`Counter::local`].
+pub struct LocalCounter<'a> {
+    node: &'a Node<CachePadded<AtomicU64>>,
+    /// Send but not Sync: one writer at a time is what makes the plain store sound.
+    _not_sync: PhantomData<Cell<()>>,
+}
+
+impl LocalCounter<'_> {
+    /// Adds one.
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// Adds `n`.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        let c = &*self.node.value;
+        c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+}
+
+impl Drop for LocalCounter<'_> {
+    fn drop(&mut self) {
+        self.node.release();
+    }
+}
+
+impl std::fmt::Debug for LocalCounter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalCounter")
+            .field("cell", &self.node.value.load(Ordering::Relaxed))
+            .finish()
     }
 }
 
@@ -139,6 +293,54 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(c.get(), 800_000);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod local_tests {
+    use super::*;
+
+    #[test]
+    fn local_counters_add_to_the_total_and_hand_their_cells_on() {
+        let c = Counter::new();
+        c.add(5);
+        {
+            let a = c.local();
+            let b = c.local();
+            a.add(10);
+            b.inc();
+            assert_eq!(c.get(), 16);
+        }
+        // Both cells are free again and keep their values; a new recorder reuses one.
+        assert_eq!(c.get(), 16);
+        let again = c.local();
+        again.add(100);
+        assert_eq!(c.get(), 116);
+        assert_eq!(c.owned.nodes().count(), 2);
+    }
+
+    #[test]
+    fn local_counters_on_threads_sum_exactly() {
+        let c = std::sync::Arc::new(Counter::new());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..10 {
+                        let local = c.local();
+                        for _ in 0..10_000 {
+                            local.inc();
+                        }
+                        c.inc();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(c.get(), 4 * 10 * 10_001);
+        assert!(c.owned.nodes().count() <= 4);
     }
 }
 

@@ -2,7 +2,7 @@
 //! `RUSTFLAGS="--cfg loom" cargo test -p perfkit --lib --release --no-default-features loom`.
 //! A lost wake-up shows up as a deadlock, which loom reports.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::task::Poll;
 
 use loom::sync::Arc;
@@ -124,5 +124,46 @@ fn loom_cancel_reaches_a_waiting_handle() {
             Err(super::JobError::Cancelled)
         );
         canceller.join().unwrap();
+    });
+}
+
+/// The handle is dropped while the job completes: whichever goes last frees the cell, and
+/// the future and its output are each dropped exactly once (loom reports a leaked `Arc`).
+#[test]
+fn loom_handle_dropped_while_the_job_completes() {
+    model(|| {
+        let tracker = Arc::new(());
+        let inside = tracker.clone();
+        let (mut job, handle) = super::job::new(async move { Some(inside) });
+        let runner = thread::spawn(move || {
+            let waker = std::task::Waker::noop();
+            let mut cx = std::task::Context::from_waker(waker);
+            assert!(job.poll_run(&mut cx).is_ready());
+        });
+        drop(handle);
+        runner.join().unwrap();
+        assert_eq!(Arc::strong_count(&tracker), 1);
+    });
+}
+
+/// The handle registers its waker, then is dropped while the job completes: no wake-up of
+/// freed memory, nothing leaked.
+#[test]
+fn loom_waiting_handle_dropped_while_the_job_completes() {
+    model(|| {
+        let tracker = Arc::new(());
+        let inside = tracker.clone();
+        let (mut job, mut handle) = super::job::new(async move { Some(inside) });
+        let runner = thread::spawn(move || {
+            let waker = std::task::Waker::noop();
+            let mut cx = std::task::Context::from_waker(waker);
+            assert!(job.poll_run(&mut cx).is_ready());
+        });
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let _ = std::pin::Pin::new(&mut handle).poll(&mut cx);
+        drop(handle);
+        runner.join().unwrap();
+        assert_eq!(Arc::strong_count(&tracker), 1);
     });
 }

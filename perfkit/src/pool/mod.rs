@@ -113,7 +113,7 @@ pub use job::{JobError, JobHandle, JobOutput};
 use self::core::{Core, Local, Refused, Reserved};
 use crate::clock;
 use crate::loom::lock_unpoisoned as lock;
-use crate::metrics::{Counter, Histogram, Registry, names};
+use crate::metrics::{Counter, Histogram, LocalCounter, LocalHistogram, Registry, names};
 use crate::queue::Policy;
 use crate::queue::signals::{self, Signals};
 use job::{JobRef, Outcome};
@@ -607,8 +607,25 @@ impl Drop for Line<'_> {
 /// returned `Pending` (which would have yielded anyway).
 const YIELD_EVERY: u32 = 64;
 
+/// A worker's own recorders for what it counts on every job: single-writer cells, so the
+/// per-job bookkeeping is plain loads and stores (see [`Counter::local`]).
+struct Tally<'a> {
+    dequeue: signals::LocalDequeue<'a>,
+    task_seconds: LocalHistogram<'a>,
+    ok: LocalCounter<'a>,
+    err: LocalCounter<'a>,
+    panic: LocalCounter<'a>,
+}
+
 /// A worker: takes jobs until the pool is closed and drained (or the task is aborted).
 async fn work(inner: Arc<Inner>, id: usize) {
+    let tally = Tally {
+        dequeue: inner.sig.local(),
+        task_seconds: inner.task_seconds.local(),
+        ok: inner.outcomes.ok.local(),
+        err: inner.outcomes.err.local(),
+        panic: inner.outcomes.panic.local(),
+    };
     let mut me = Local::new(id);
     // End time of the previous job when the next one is taken right after it: one clock
     // read then serves as both.
@@ -626,7 +643,17 @@ async fn work(inner: Arc<Inner>, id: usize) {
             }
         };
         let now = last_end.take().unwrap_or_else(clock::raw);
-        let (end, yielded) = inner.run(id, job, at, now).await;
+        let started = inner.core.begin(id, now);
+        tally.dequeue.dequeued(at, started);
+        let (end, outcome, yielded) = inner.run(id, job, started).await;
+        let nanos = inner.core.end(id, started, end);
+        tally.task_seconds.record(nanos);
+        match outcome {
+            Outcome::Ok => tally.ok.inc(),
+            Outcome::Err => tally.err.inc(),
+            Outcome::Panic => tally.panic.inc(),
+            Outcome::Cancelled => inner.outcomes.cancelled.inc(),
+        }
         last_end = Some(end);
         streak = if yielded { 0 } else { streak + 1 };
         if streak >= YIELD_EVERY {
@@ -659,11 +686,9 @@ impl Drop for Running<'_> {
 }
 
 impl Inner {
-    /// Runs one job taken at raw clock `now`; returns the end time and whether the job ever
-    /// returned `Pending`.
-    async fn run(&self, id: usize, job: JobRef, at: u64, now: u64) -> (u64, bool) {
-        let started = self.core.begin(id, now);
-        self.sig.dequeued(std::iter::once(at), started);
+    /// Runs one job that worker `id` began at raw clock `started`; returns the end time, the
+    /// outcome, and whether the job ever returned `Pending`. The caller records the rest.
+    async fn run(&self, id: usize, job: JobRef, started: u64) -> (u64, Outcome, bool) {
         let mut running = Running {
             inner: self,
             id,
@@ -681,9 +706,7 @@ impl Inner {
         })
         .await;
         running.job = None;
-        let end = clock::raw();
-        self.finish(id, started, end, outcome);
-        (end, pending)
+        (clock::raw(), outcome, pending)
     }
 
     fn finish(&self, id: usize, started: u64, end: u64, outcome: Outcome) {

@@ -10,7 +10,9 @@ use serde_json::json;
 
 use crate::clock;
 use crate::loom::{AtomicUsize, Ordering};
-use crate::metrics::{Counter, Histogram, OVERFLOW_LABEL, Registry, names};
+use crate::metrics::{
+    Counter, Histogram, LocalCounter, LocalHistogram, OVERFLOW_LABEL, Registry, names,
+};
 
 use super::Policy;
 
@@ -31,6 +33,22 @@ pub(crate) struct Metrics {
     pub(crate) dropped_closed: std::sync::Arc<Counter>,
     pub(crate) rejected: std::sync::Arc<Counter>,
     pub(crate) wait: std::sync::Arc<Histogram>,
+}
+
+/// The dequeue side's counter and wait histogram, owned by one consumer: see
+/// [`Signals::local`].
+pub(crate) struct LocalDequeue<'a> {
+    dequeued: LocalCounter<'a>,
+    wait: LocalHistogram<'a>,
+}
+
+impl LocalDequeue<'_> {
+    /// The item enqueued at raw clock reading `at` was dequeued at `now`.
+    #[inline]
+    pub(crate) fn dequeued(&self, at: u64, now: u64) {
+        self.dequeued.inc();
+        self.wait.record(clock::nanos_between(at, now));
+    }
 }
 
 pub(crate) struct Signals {
@@ -127,6 +145,15 @@ impl Signals {
         self.m.dequeued.add(ats.len() as u64);
         for at in ats {
             self.m.wait.record(clock::nanos_between(at, now));
+        }
+    }
+
+    /// Single-writer recorders for the dequeue side, for one consumer task that takes items
+    /// in a hot loop (see [`Counter::local`]).
+    pub(crate) fn local(&self) -> LocalDequeue<'_> {
+        LocalDequeue {
+            dequeued: self.m.dequeued.local(),
+            wait: self.m.wait.local(),
         }
     }
 

@@ -569,3 +569,59 @@ fn high_water_mark_is_the_real_peak() {
         pool.shutdown(Duration::from_secs(1)).await;
     });
 }
+
+/// The per-job counts are exact on `/metrics` and in the snapshot, whichever way they are
+/// kept (workers' own cells, the queue's count of claims), and stay counted after the pool
+/// is gone: a second pool of the same name carries the series on.
+#[test]
+fn job_counts_are_exact_and_outlive_the_pool() {
+    let registry = Registry::new();
+    let value = |text: &str, series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{series} missing in\n{text}"))
+    };
+    rt(2).block_on(async {
+        for (round, jobs) in [(1u64, 300u64), (2, 200)] {
+            let pool = Builder::new("p-counts")
+                .workers(2)
+                .queue_capacity(8)
+                .registry(&registry)
+                .build()
+                .unwrap();
+            let handles: Vec<_> = {
+                let mut v = Vec::new();
+                for i in 0..jobs {
+                    v.push(pool.submit(async move { i }).await.unwrap());
+                }
+                v
+            };
+            for h in handles {
+                h.await.unwrap();
+            }
+            let report = pool.shutdown(Duration::from_secs(5)).await;
+            assert!(report.drained);
+            let text = registry.render();
+            let total = if round == 1 { 300.0 } else { 500.0 };
+            for series in [
+                "perfkit_queue_enqueued_total{queue=\"p-counts\"}",
+                "perfkit_queue_dequeued_total{queue=\"p-counts\"}",
+                "perfkit_queue_wait_seconds_count{queue=\"p-counts\"}",
+                "perfkit_pool_task_seconds_count{pool=\"p-counts\"}",
+            ] {
+                assert_eq!(value(&text, series), total, "{series} after round {round}");
+            }
+            let snap = registry.snapshot();
+            let q = entry(&snap, "queues", "p-counts");
+            assert_eq!(q["enqueued"], q["dequeued"]);
+            assert_eq!(q["enqueued"].as_f64(), Some(total));
+            drop(pool);
+            // The pool and its collector are gone; the stored series keep their totals.
+            let text = registry.render();
+            assert_eq!(
+                value(&text, "perfkit_queue_enqueued_total{queue=\"p-counts\"}"),
+                total
+            );
+        }
+    });
+}

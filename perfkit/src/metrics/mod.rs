@@ -53,6 +53,7 @@ pub use process::{ProcessStats, read as process_stats};
 pub use registry::{
     Collection, Collector, DEFAULT_CARDINALITY_CAP, OVERFLOW_LABEL, Registry, Sections, registry,
 };
+pub(crate) use shard::SyncedCell;
 pub use shard::{Counter, LocalCounter};
 
 pub use snapshot::{SCHEMA_VERSION, SECTIONS};

@@ -213,6 +213,53 @@ impl Counter {
     }
 }
 
+/// A cell of a [`Counter`] that mirrors a total kept elsewhere (a queue's count of claims,
+/// say), raised to that total whenever it is read: the hot path then pays nothing for the
+/// counter. Whoever holds it must call [`SyncedCell::raise_to`] before the counter is read
+/// (a collector, which runs before the registry reads counters) and once more at the end.
+pub(crate) struct SyncedCell {
+    /// Keeps `node` alive.
+    _counter: std::sync::Arc<Counter>,
+    node: std::ptr::NonNull<Node<CachePadded<AtomicU64>>>,
+    /// What the cell held when claimed (a previous owner's count, which stays counted).
+    base: u64,
+}
+
+// SAFETY: the node is shared through atomics only, and the `Arc` keeps it alive.
+unsafe impl Send for SyncedCell {}
+// SAFETY: as above; `raise_to` is a `fetch_max`, safe from any number of threads.
+unsafe impl Sync for SyncedCell {}
+
+impl Counter {
+    /// A cell of this counter for a total kept elsewhere: see [`SyncedCell`].
+    pub(crate) fn synced(self: &std::sync::Arc<Self>) -> SyncedCell {
+        let node = self.owned.claim(|| CachePadded::new(AtomicU64::new(0)));
+        SyncedCell {
+            _counter: self.clone(),
+            // The claim's acquire ordering made the previous owner's last write visible.
+            base: node.value.load(Ordering::Relaxed),
+            node: std::ptr::NonNull::from(node),
+        }
+    }
+}
+
+impl SyncedCell {
+    /// Raises the cell so the counter includes `total`.
+    pub(crate) fn raise_to(&self, total: u64) {
+        // SAFETY: `self._counter` keeps the node alive.
+        let node = unsafe { self.node.as_ref() };
+        node.value
+            .fetch_max(self.base.wrapping_add(total), Ordering::Relaxed);
+    }
+}
+
+impl Drop for SyncedCell {
+    fn drop(&mut self) {
+        // SAFETY: as in `raise_to`.
+        unsafe { self.node.as_ref() }.release();
+    }
+}
+
 /// A single-writer recorder for a [`Counter`]: see [`Counter::local`].
 pub struct LocalCounter<'a> {
     node: &'a Node<CachePadded<AtomicU64>>,

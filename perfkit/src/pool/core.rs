@@ -158,6 +158,11 @@ impl<J> Core<J> {
             .fold(0usize, |sum, ring| sum.wrapping_add(ring.taken()))
     }
 
+    /// Reservations made so far (wrapping): every one is an item enqueued.
+    pub(super) fn claims(&self) -> usize {
+        self.claims.reserved.load(Ordering::SeqCst) & !CLOSED
+    }
+
     /// Items queued plus reservations in flight.
     pub(super) fn depth(&self) -> usize {
         // `taken` first: both only grow and `taken <= reserved` at every instant.

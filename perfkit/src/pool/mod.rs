@@ -264,7 +264,9 @@ impl<'r> Builder<'r> {
             site,
             registry,
         );
+        let enqueued = sig.m.enqueued.synced();
         let inner = Arc::new(Inner {
+            enqueued,
             core: Core::new(
                 workers,
                 self.queue_capacity,
@@ -316,6 +318,8 @@ struct Outcomes {
 
 struct Inner {
     core: Core<JobRef>,
+    /// `perfkit_queue_enqueued_total`'s cell for this pool, mirroring the core's claims.
+    enqueued: crate::metrics::SyncedCell,
     sig: Signals,
     outcomes: Outcomes,
     task_seconds: Arc<Histogram>,
@@ -464,12 +468,12 @@ impl Pool {
                 let (job, handle) = job::new(job);
                 // The high-water mark and the warnings need the real depth only when the
                 // upper bound could set a new mark; below it, counting is all there is to do.
+                // The enqueued counter is the core's count of claims, mirrored at scrape time
+                // (`Inner::sync`): nothing to count here.
                 if depth > inner.sig.high_water() {
                     inner
                         .sig
-                        .enqueued(inner.core.exact_depth(claimed).min(depth));
-                } else {
-                    inner.sig.enqueued_below_high_water();
+                        .reached(inner.core.exact_depth(claimed).min(depth));
                 }
                 inner.core.push(lane, job, at);
                 for old in evicted {
@@ -739,6 +743,11 @@ impl Inner {
         }
     }
 
+    /// Brings the counters kept as totals elsewhere up to date; run before they are read.
+    fn sync(&self) {
+        self.enqueued.raise_to(self.core.claims() as u64);
+    }
+
     #[cfg_attr(loom, allow(dead_code))]
     fn busy_seconds(&self) -> f64 {
         let nanos = self.core.busy_nanos();
@@ -760,12 +769,14 @@ impl Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.cancel_queued();
+        self.sync();
     }
 }
 
 #[cfg(not(loom))]
 impl crate::metrics::Collector for Inner {
     fn collect(&self, out: &mut crate::metrics::Collection) {
+        self.sync();
         self.sig
             .collect(out, self.core.depth(), self.oldest_age_seconds());
         let l = self.sig.label.as_str();
@@ -785,6 +796,7 @@ impl crate::metrics::Collector for Inner {
     }
 
     fn snapshot(&self, out: &mut crate::metrics::Sections) {
+        self.sync();
         let depth = self.core.depth();
         self.sig.snapshot(out, depth, self.oldest_age_seconds());
         let now = clock::raw();

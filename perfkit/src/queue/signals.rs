@@ -115,6 +115,12 @@ impl Signals {
     #[inline]
     pub(crate) fn enqueued(&self, len: usize) {
         self.m.enqueued.inc();
+        self.reached(len);
+    }
+
+    /// The depth reached `len` with an item whose enqueue is counted elsewhere: raises the
+    /// high-water mark and warns at thresholds.
+    pub(crate) fn reached(&self, len: usize) {
         if len > self.high_water.load(Ordering::Relaxed) {
             self.high_water.fetch_max(len, Ordering::Relaxed);
         }
@@ -123,14 +129,6 @@ impl Signals {
                 self.warn(t, len);
             }
         }
-    }
-
-    /// An item was enqueued at a depth known not to exceed the high-water mark: no mark to
-    /// raise, and no warning (a threshold crossed again below the mark is warned about
-    /// again only once a snapshot has reset the mark).
-    #[inline]
-    pub(crate) fn enqueued_below_high_water(&self) {
-        self.m.enqueued.inc();
     }
 
     /// The highest depth since the previous snapshot.

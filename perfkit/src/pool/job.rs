@@ -544,6 +544,15 @@ mod tests {
         c.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// A waker that counts its wake-ups.
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
     fn run(job: &mut JobRef) -> Poll<Outcome> {
         job.poll_run(&mut Context::from_waker(Waker::noop()))
     }
@@ -613,12 +622,6 @@ mod tests {
 
     #[test]
     fn a_waiting_handle_is_woken_once_with_the_result() {
-        struct Count(std::sync::atomic::AtomicUsize);
-        impl std::task::Wake for Count {
-            fn wake(self: Arc<Self>) {
-                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            }
-        }
         let count = Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
         let waker = Waker::from(count.clone());
         let (mut job, mut handle) = new(async { 5u8 });
@@ -633,12 +636,6 @@ mod tests {
 
     #[test]
     fn a_dropped_handle_is_not_woken() {
-        struct Count(std::sync::atomic::AtomicUsize);
-        impl std::task::Wake for Count {
-            fn wake(self: Arc<Self>) {
-                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            }
-        }
         let count = Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
         let waker = Waker::from(count.clone());
         let (mut job, mut handle) = new(async { 5u8 });

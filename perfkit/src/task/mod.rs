@@ -27,14 +27,14 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, Location};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 
 use serde_json::json;
 use tokio::task::JoinHandle;
 
-use crate::metrics::{Counter, OVERFLOW_LABEL, Registry, names};
+use crate::metrics::{Counter, LocalCounter, OVERFLOW_LABEL, Registry, names};
 
 /// Polls kept for the snapshot's "largest alive count over the last polls".
 const RECENT_POLLS: usize = 60;
@@ -67,9 +67,8 @@ where
     R: Send + 'static,
 {
     let guard = TaskGuard::start(name, Location::caller());
-    tokio::task::spawn_blocking(move || {
-        let mut guard = guard;
-        match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+    tokio::task::spawn_blocking(
+        move || match std::panic::catch_unwind(AssertUnwindSafe(f)) {
             Ok(v) => {
                 guard.finish(Outcome::Ok);
                 v
@@ -78,8 +77,8 @@ where
                 guard.finish(Outcome::Panic);
                 std::panic::resume_unwind(panic)
             }
-        }
-    })
+        },
+    )
 }
 
 #[derive(Clone, Copy)]
@@ -128,33 +127,56 @@ fn groups() -> &'static Groups {
 
 use crate::loom::lock_unpoisoned as lock;
 
+/// What a thread keeps per task name it spawns under: the group, and its own cell of the
+/// group's spawned counter, so a spawn counts with a plain load and store.
+struct Cached {
+    name: &'static str,
+    group: &'static Group,
+    spawned: LocalCounter<'static>,
+}
+
 thread_local! {
-    // Recently used groups, compared by the name's address: a spawn takes no lock once its
-    // name has been seen on this thread.
-    static CACHE: RefCell<Vec<(&'static str, &'static Group)>> = const { RefCell::new(Vec::new()) };
+    // Recently used names, compared by the name's address: a spawn takes no lock and pays
+    // no atomic read-modify-write once its name has been seen on this thread.
+    static CACHE: RefCell<Vec<Cached>> = const { RefCell::new(Vec::new()) };
 }
 
 const CACHE_SLOTS: usize = 16;
 
-fn group(name: &'static str) -> &'static Group {
-    let cached = CACHE.with(|c| {
-        c.borrow()
-            .iter()
-            .find(|(n, _)| std::ptr::eq(*n, name))
-            .map(|(_, g)| *g)
+/// Counts a spawn under `name`; returns its group.
+fn count_spawn(name: &'static str) -> &'static Group {
+    let hit = CACHE.try_with(|c| {
+        let c = c.borrow();
+        let e = c.iter().find(|e| std::ptr::eq(e.name, name))?;
+        e.spawned.inc();
+        Some(e.group)
     });
-    if let Some(g) = cached {
-        return g;
-    }
-    let g = group_slow(name);
-    CACHE.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.len() == CACHE_SLOTS {
-            c.remove(0);
+    match hit {
+        Ok(Some(g)) => g,
+        Ok(None) => {
+            let g = group_slow(name);
+            let spawned = g.spawned.local();
+            spawned.inc();
+            CACHE.with(|c| {
+                let mut c = c.borrow_mut();
+                if c.len() == CACHE_SLOTS {
+                    c.remove(0);
+                }
+                c.push(Cached {
+                    name,
+                    group: g,
+                    spawned,
+                });
+            });
+            g
         }
-        c.push((name, g));
-    });
-    g
+        // The thread is being torn down: count on the shared cells.
+        Err(_) => {
+            let g = group_slow(name);
+            g.spawned.inc();
+            g
+        }
+    }
 }
 
 #[cold]
@@ -185,130 +207,215 @@ fn group_slow(name: &'static str) -> &'static Group {
     g
 }
 
-/// One live task in the registry of live tasks.
-#[derive(Clone)]
-struct Live {
-    name: &'static str,
-    site: &'static Location<'static>,
-    started: u64,
+/// One slot of the live-task table.
+///
+/// The thread that owns the slot writes the task's group, site and start, then publishes
+/// its id (release); whichever thread finishes the task stores 0. A dump reads the id, the
+/// fields, and the id again, and keeps the entry only if the id did not change (ids are
+/// never reused, and the owner writes new fields only after it has seen the 0).
+struct Slot {
+    id: AtomicU64,
+    group: AtomicPtr<Group>,
+    site: AtomicPtr<Location<'static>>,
+    started: AtomicU64,
 }
 
-/// Slots per chunk of a shard's cells.
+impl Slot {
+    const fn new() -> Slot {
+        Slot {
+            id: AtomicU64::new(0),
+            group: AtomicPtr::new(std::ptr::null_mut()),
+            site: AtomicPtr::new(std::ptr::null_mut()),
+            started: AtomicU64::new(0),
+        }
+    }
+
+    /// The live task in this slot, if any, read consistently.
+    fn read(&self) -> Option<(u64, &'static Group, &'static Location<'static>, u64)> {
+        let id = self.id.load(Ordering::Acquire);
+        if id == 0 {
+            return None;
+        }
+        let group = self.group.load(Ordering::Acquire);
+        let site = self.site.load(Ordering::Acquire);
+        let started = self.started.load(Ordering::Acquire);
+        if self.id.load(Ordering::Acquire) != id || group.is_null() || site.is_null() {
+            return None;
+        }
+        // SAFETY: both pointers were made from `&'static` references in `Slab::enter`.
+        Some((id, unsafe { &*group }, unsafe { &*site }, started))
+    }
+}
+
+/// Slots per chunk of the live-task table.
 const CHUNK: usize = 256;
 
-/// One shard of the live-task registry.
+/// The live-task table: chunks of slots with stable addresses (leaked), each chunk owned
+/// by one spawning thread's [`Slab`]. Spawning takes no lock and finishing is one store.
+struct Table {
+    /// Every chunk, for dumps; appended to when a slab grows.
+    chunks: Mutex<Vec<&'static [Slot]>>,
+    /// Slabs of threads that have exited, adopted by the next thread that spawns, so memory
+    /// stays bounded by the peak number of live tasks, however threads come and go.
+    orphans: Mutex<Vec<Slab>>,
+    /// Numbers for new slabs: the top bits of their tasks' ids.
+    slabs: AtomicU64,
+}
+
+fn table() -> &'static Table {
+    static TABLE: OnceLock<Table> = OnceLock::new();
+    TABLE.get_or_init(|| Table {
+        chunks: Mutex::default(),
+        orphans: Mutex::default(),
+        slabs: AtomicU64::new(0),
+    })
+}
+
+/// Bits of a task id below the slab number.
+const SEQ_BITS: u32 = 40;
+
+/// One thread's part of the live-task table.
 ///
-/// Each slot has a cell holding its task's id while the task lives and 0 once it finished.
-/// The cells live in leaked chunks with stable addresses, so a finishing task (usually on
-/// another thread than the one that spawned it) clears its cell with one store and takes no
-/// lock. The spawning thread, which owns the shard's lock almost exclusively, reuses slots
-/// from its free list and, when that runs dry, sweeps cleared cells back into it (growing
-/// when the sweep finds too few), so the cost stays O(1) per spawn amortised. Memory is
-/// bounded by the peak number of live tasks per shard.
-#[derive(Default)]
+/// The owner reuses slots from its free list and, when that runs dry, sweeps the slots it
+/// handed out whose tasks have finished back into it (growing when the sweep finds too
+/// few), so the cost stays O(1) per spawn amortised.
 struct Slab {
-    /// Name, site and start of the task in each slot handed out and not yet swept back
-    /// (`None` for a free slot); its task is alive while the slot's cell is non-zero. Only
-    /// touched under the shard's lock.
-    meta: Vec<Option<Live>>,
-    chunks: Vec<&'static [AtomicU64]>,
-    free: Vec<u32>,
+    /// The slab's number, the top bits of its tasks' ids.
+    number: u64,
+    /// Ids below the slab number, from 1: ids are unique, never 0 (the mark of a finished
+    /// task), and increase in spawn order per slab.
     next_seq: u64,
+    chunks: Vec<&'static [Slot]>,
+    /// Whether each slot was handed out and not yet swept back.
+    out: Vec<bool>,
+    free: Vec<u32>,
 }
 
 impl Slab {
-    fn cell(&self, slot: usize) -> &'static AtomicU64 {
-        &self.chunks[slot / CHUNK][slot % CHUNK]
+    /// An orphaned slab if there is one, else a new one.
+    fn adopt() -> Slab {
+        let t = table();
+        if let Some(slab) = lock(&t.orphans).pop() {
+            return slab;
+        }
+        Slab {
+            number: t.slabs.fetch_add(1, Ordering::Relaxed),
+            next_seq: 0,
+            chunks: Vec::new(),
+            out: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+
+    fn slot(&self, i: usize) -> &'static Slot {
+        &self.chunks[i / CHUNK][i % CHUNK]
+    }
+
+    /// Records a new live task; returns its slot.
+    fn enter(&mut self, group: &'static Group, site: &'static Location<'static>) -> &'static Slot {
+        let i = self.take_slot();
+        self.out[i] = true;
+        self.next_seq += 1;
+        let id = (self.number << SEQ_BITS) | self.next_seq;
+        let slot = self.slot(i);
+        slot.group
+            .store(std::ptr::from_ref(group).cast_mut(), Ordering::Release);
+        slot.site
+            .store(std::ptr::from_ref(site).cast_mut(), Ordering::Release);
+        slot.started.store(crate::clock::raw(), Ordering::Release);
+        slot.id.store(id, Ordering::Release);
+        slot
     }
 
     /// A free slot: from the free list, else from finished tasks' slots, else new ones.
     fn take_slot(&mut self) -> usize {
-        if let Some(slot) = self.free.pop() {
-            return slot as usize;
+        if let Some(i) = self.free.pop() {
+            return i as usize;
         }
-        let total = self.meta.len();
-        for slot in 0..total {
-            if self.meta[slot].is_some() && self.cell(slot).load(Ordering::Acquire) == 0 {
-                self.meta[slot] = None;
-                self.free.push(slot as u32);
+        let total = self.out.len();
+        for i in 0..total {
+            // Acquire: the finisher's store of 0 comes before this slot's next fields.
+            if self.out[i] && self.slot(i).id.load(Ordering::Acquire) == 0 {
+                self.out[i] = false;
+                self.free.push(i as u32);
             }
         }
         if self.free.len() < total / 4 + 1 {
             // Few finished: grow by half again (at least one chunk), keeping sweeps rare.
             let chunks = (total / 2).div_ceil(CHUNK).max(1);
+            let mut all = lock(&table().chunks);
             for _ in 0..chunks {
-                let chunk: Box<[AtomicU64]> = (0..CHUNK).map(|_| AtomicU64::new(0)).collect();
-                self.chunks.push(Box::leak(chunk));
+                let chunk: Box<[Slot]> = (0..CHUNK).map(|_| Slot::new()).collect();
+                let chunk: &'static [Slot] = Box::leak(chunk);
+                self.chunks.push(chunk);
+                all.push(chunk);
             }
             let new_total = self.chunks.len() * CHUNK;
-            self.meta.resize(new_total, None);
+            self.out.resize(new_total, false);
             self.free.extend((total as u32..new_total as u32).rev());
         }
         self.free.pop().expect("the free list was just refilled") as usize
     }
 }
 
-/// Live tasks, sharded by the spawning thread so concurrent spawns rarely share a lock.
-struct LiveTasks {
-    shards: Box<[parking_lot::Mutex<Slab>]>,
+/// The calling thread's slab, handed to the orphans when the thread exits.
+struct Owner(Option<Slab>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        if let Some(slab) = self.0.take() {
+            lock(&table().orphans).push(slab);
+        }
+    }
 }
 
-fn live() -> &'static LiveTasks {
-    static LIVE: OnceLock<LiveTasks> = OnceLock::new();
-    LIVE.get_or_init(|| LiveTasks {
-        shards: (0..crate::metrics::shard::shard_count())
-            .map(|_| parking_lot::Mutex::default())
-            .collect(),
+thread_local! {
+    static SLAB: RefCell<Owner> = const { RefCell::new(Owner(None)) };
+}
+
+fn enter(group: &'static Group, site: &'static Location<'static>) -> &'static Slot {
+    let entered = SLAB.try_with(|s| {
+        s.borrow_mut()
+            .0
+            .get_or_insert_with(Slab::adopt)
+            .enter(group, site)
+    });
+    entered.unwrap_or_else(|_| {
+        // The thread is being torn down: borrow a slab for this one entry.
+        let mut slab = Slab::adopt();
+        let slot = slab.enter(group, site);
+        lock(&table().orphans).push(slab);
+        slot
     })
 }
 
 /// Records a task's start, and its outcome when finished or dropped.
 struct TaskGuard {
-    cell: &'static AtomicU64,
+    slot: &'static Slot,
     group: &'static Group,
-    done: bool,
 }
 
 impl TaskGuard {
     fn start(name: &'static str, site: &'static Location<'static>) -> TaskGuard {
-        let group = group(name);
-        group.spawned.inc();
-        let shard = crate::metrics::shard::current_shard();
-        let entry = Live {
-            name,
-            site,
-            started: crate::clock::raw(),
-        };
-        let mut slab = live().shards[shard].lock();
-        // Ids: shard in the top bits, a per-shard sequence below (from 1, as 0 marks a
-        // finished task); unique, and increasing per spawning thread.
-        slab.next_seq += 1;
-        let id = ((shard as u64) << 48) | slab.next_seq;
-        let slot = slab.take_slot();
-        slab.meta[slot] = Some(entry);
-        let cell = slab.cell(slot);
-        cell.store(id, Ordering::Release);
-        drop(slab);
-        TaskGuard {
-            cell,
-            group,
-            done: false,
-        }
+        let group = count_spawn(name);
+        let slot = enter(group, site);
+        TaskGuard { slot, group }
     }
 
-    fn finish(&mut self, outcome: Outcome) {
-        if self.done {
-            return;
-        }
-        self.done = true;
+    fn finish(self, outcome: Outcome) {
+        self.record(outcome);
+        std::mem::forget(self);
+    }
+
+    fn record(&self, outcome: Outcome) {
         self.group.finished[outcome as usize].inc();
-        self.cell.store(0, Ordering::Release);
+        self.slot.id.store(0, Ordering::Release);
     }
 }
 
 impl Drop for TaskGuard {
     fn drop(&mut self) {
-        self.finish(Outcome::Cancelled);
+        self.record(Outcome::Cancelled);
     }
 }
 
@@ -329,13 +436,13 @@ impl<F: Future> Future for Tracked<F> {
         match std::panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(v)) => {
-                if let Some(mut g) = this.guard.take() {
+                if let Some(g) = this.guard.take() {
                     g.finish(Outcome::Ok);
                 }
                 Poll::Ready(v)
             }
             Err(panic) => {
-                if let Some(mut g) = this.guard.take() {
+                if let Some(g) = this.guard.take() {
                     g.finish(Outcome::Panic);
                 }
                 std::panic::resume_unwind(panic)
@@ -361,24 +468,18 @@ pub struct TaskInfo {
 /// Every live tracked task, oldest first.
 pub fn dump() -> Vec<TaskInfo> {
     let now = crate::clock::raw();
-    let mut out: Vec<(u64, Live)> = Vec::new();
-    for shard in live().shards.iter() {
-        let slab = shard.lock();
-        for (slot, meta) in slab.meta.iter().enumerate() {
-            let Some(meta) = meta else { continue };
-            let id = slab.cell(slot).load(Ordering::Acquire);
-            if id != 0 {
-                out.push((id, meta.clone()));
-            }
-        }
-    }
-    out.sort_unstable_by_key(|(id, t)| (t.started, *id));
+    let chunks: Vec<&'static [Slot]> = lock(&table().chunks).clone();
+    let mut out: Vec<_> = chunks
+        .iter()
+        .flat_map(|chunk| chunk.iter().filter_map(Slot::read))
+        .collect();
+    out.sort_unstable_by_key(|&(id, _, _, started)| (started, id));
     out.into_iter()
-        .map(|(id, t)| TaskInfo {
+        .map(|(id, group, site, started)| TaskInfo {
             id,
-            name: t.name,
-            site: format!("{}:{}", t.site.file(), t.site.line()),
-            age_seconds: crate::clock::nanos_between(t.started, now) as f64 * 1e-9,
+            name: group.name,
+            site: format!("{}:{}", site.file(), site.line()),
+            age_seconds: crate::clock::nanos_between(started, now) as f64 * 1e-9,
         })
         .collect()
 }
@@ -457,5 +558,54 @@ impl crate::metrics::Collector for TasksCollector {
                 }),
             );
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// A thread that spawned tasks hands its part of the table on when it exits, so threads
+    /// coming and going do not grow the table.
+    #[test]
+    fn slabs_of_exited_threads_are_adopted() {
+        let chunks = || lock(&table().chunks).len();
+        let before = chunks();
+        for _ in 0..32 {
+            std::thread::spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .unwrap()
+                    .block_on(async { spawn("t-orphan", async { 1 }).await.unwrap() })
+            })
+            .join()
+            .unwrap();
+        }
+        // Without adoption every thread would have added a chunk of its own; other tests in
+        // this process may add a few.
+        assert!(chunks() - before < 8, "{before} -> {}", chunks());
+        assert!(dump().iter().all(|t| t.name != "t-orphan"));
+    }
+
+    /// A slot is read only when its id holds still across the read.
+    #[test]
+    fn a_slot_is_read_consistently() {
+        static SLOT: Slot = Slot::new();
+        assert!(SLOT.read().is_none());
+        let group = group_slow("t-slot");
+        let site = Location::caller();
+        SLOT.group
+            .store(std::ptr::from_ref(group).cast_mut(), Ordering::Release);
+        SLOT.site
+            .store(std::ptr::from_ref(site).cast_mut(), Ordering::Release);
+        SLOT.started.store(7, Ordering::Release);
+        SLOT.id.store(42, Ordering::Release);
+        let (id, g, s, started) = SLOT.read().unwrap();
+        assert_eq!(
+            (id, g.name, s.line(), started),
+            (42, "t-slot", site.line(), 7)
+        );
+        SLOT.id.store(0, Ordering::Release);
+        assert!(SLOT.read().is_none());
     }
 }

@@ -13,6 +13,7 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
+use super::recycle;
 use crate::loom::{AtomicUsize, Ordering, UnsafeCell};
 
 /// How a job ended, for `perfkit_pool_tasks_total{outcome}`.
@@ -174,15 +175,23 @@ where
     F: Future + Send + 'static,
     F::Output: JobOutput + Send + 'static,
 {
-    let cell = Box::new(Cell {
+    let cell = Cell {
         header: Header {
             state: AtomicUsize::new(2 * REF_ONE),
             vtable: vtable::<F>(),
             waker: UnsafeCell::new(None),
         },
         stage: UnsafeCell::new(Stage::Running(future)),
-    });
-    let ptr = NonNull::from(Box::leak(cell)).cast::<Header>();
+    };
+    let ptr = match class::<F>() {
+        Some(class) => {
+            let block = recycle::alloc(class).cast::<Cell<F>>();
+            // SAFETY: the block is fresh, and its class fits `Cell<F>`'s layout.
+            unsafe { block.as_ptr().write(cell) };
+            block.cast::<Header>()
+        }
+        None => NonNull::from(Box::leak(Box::new(cell))).cast::<Header>(),
+    };
     (
         JobRef(Some(ptr)),
         JobHandle {
@@ -333,8 +342,30 @@ unsafe fn read<F: Future>(ptr: NonNull<Header>, out: *mut ()) {
 }
 
 unsafe fn dealloc<F: Future>(ptr: NonNull<Header>) {
-    // SAFETY: the last reference: nobody else can reach the cell, which `new` boxed.
-    drop(unsafe { Box::from_raw(ptr.cast::<Cell<F>>().as_ptr()) });
+    let cell = ptr.cast::<Cell<F>>();
+    match class::<F>() {
+        Some(class) => {
+            // SAFETY: the last reference: nobody else can reach the cell, which `new` wrote
+            // into a block of this class.
+            unsafe {
+                cell.as_ptr().drop_in_place();
+                recycle::free(class, cell.cast());
+            }
+        }
+        // SAFETY: as above; `new` boxed this one.
+        None => drop(unsafe { Box::from_raw(cell.as_ptr()) }),
+    }
+}
+
+/// The recycled size class a `Cell<F>` is allocated from, if any (never under loom, whose
+/// model tracks the allocator's own blocks).
+#[inline]
+fn class<F: Future>() -> Option<usize> {
+    if cfg!(loom) {
+        None
+    } else {
+        recycle::class_of(std::alloc::Layout::new::<Cell<F>>())
+    }
 }
 
 /// Gives up one reference; the last one frees the cell.

@@ -89,6 +89,7 @@
 mod core;
 mod error;
 mod job;
+mod recycle;
 mod ring;
 
 #[cfg(all(test, loom))]

@@ -651,6 +651,43 @@ mod tests {
         assert_eq!((drops(&f), drops(&o)), (1, 0));
     }
 
+    /// Cells of every recycled size class and larger (boxed) ones hold their future and
+    /// result intact and free them once.
+    #[test]
+    fn cells_of_every_size_carry_their_future_and_result() {
+        fn sized<const N: usize>() {
+            let f = counter();
+            let held = Tracked(f.clone());
+            let data = [N as u8; N];
+            let (mut job, mut handle) = new(async move {
+                let _held = held;
+                data.iter().map(|&b| usize::from(b)).sum::<usize>()
+            });
+            assert!(run(&mut job).is_ready());
+            drop(job);
+            let got = Pin::new(&mut handle).poll(&mut Context::from_waker(Waker::noop()));
+            assert!(
+                matches!(got, Poll::Ready(Ok(sum)) if sum == N * (N % 256)),
+                "{N}"
+            );
+            drop(handle);
+            assert_eq!(drops(&f), 1, "{N}");
+        }
+        sized::<1>();
+        sized::<100>();
+        sized::<200>();
+        sized::<400>();
+        sized::<2000>();
+        assert!(
+            class::<std::future::Ready<()>>().is_some(),
+            "small cells are recycled"
+        );
+        assert!(
+            class::<std::future::Ready<[u8; 2000]>>().is_none(),
+            "large ones boxed"
+        );
+    }
+
     #[test]
     fn a_waiting_handle_is_woken_once_with_the_result() {
         let count = Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));

@@ -29,7 +29,7 @@
 //                         `go tool pprof -http=: results/cpu.pb.gz`
 
 import { poll, pollScenario, profile, profileScenario, summary } from '../../perfkit/k6/perfkit.js';
-import { arrival, durationMs, getProgress as progressRequest, num, PERFKIT_URL, postEvents as eventsRequest, str } from './lib.js';
+import { arrival, durationMs, httpThresholds, num, PERFKIT_URL, str, SUMMARY_TREND_STATS } from './lib.js';
 
 const DURATION = str('DURATION', '20s');
 const EVENTS_RATE = num('EVENTS_RATE', 100, { min: 1, integer: true });
@@ -62,10 +62,7 @@ export const options = {
       : {}),
   },
   thresholds: {
-    'http_req_duration{scenario:events}': [`p(95)<${HTTP_P95_MS}`],
-    'http_req_duration{scenario:progress}': [`p(95)<${HTTP_P95_MS}`],
-    'http_req_failed{scenario:events}': ['rate<0.01'],
-    'http_req_failed{scenario:progress}': ['rate<0.01'],
+    ...httpThresholds(HTTP_P95_MS),
     perfkit_process_resident_memory_bytes: [`max<${RSS_MAX_BYTES}`],
     perfkit_queue_saturation: [`max<${QUEUE_SATURATION_MAX}`],
     perfkit_queue_dropped: [`count<=${DROPPED_MAX}`],
@@ -79,16 +76,10 @@ export const options = {
     perfkit_polls: ['count>0'],
     perfkit_poll_errors: ['count==0'],
   },
-  summaryTrendStats: ['avg', 'min', 'med', 'max', 'p(90)', 'p(95)', 'p(99)', 'count'],
+  summaryTrendStats: SUMMARY_TREND_STATS,
 };
 
-export function postEvents() {
-  eventsRequest();
-}
-
-export function getProgress() {
-  progressRequest();
-}
+export { getProgress, postEvents } from './lib.js';
 
 export function perfkitPoll() {
   poll({ url: PERFKIT_URL });

@@ -1,5 +1,6 @@
-// Shared by the example's k6 scripts (gate.js, phases.js, soak.js): reading -e variables
-// and the two kinds of requests the `ingest` service takes.
+// Shared by the example's k6 scripts (gate.js, phases.js, soak.js): reading -e variables,
+// the two kinds of requests the `ingest` service takes (exported under the names the
+// scripts' scenarios run), and the thresholds and summary statistics they have in common.
 
 import http from 'k6/http';
 import { check } from 'k6';
@@ -77,4 +78,17 @@ export function getProgress() {
     tags: { name: 'GET /v1/progress/{user}' },
   });
   check(res, { 'GET /v1/progress is 200': (r) => r.status === 200 });
+}
+
+/** The summary statistics every script reports; each Trend threshold's statistic is one. */
+export const SUMMARY_TREND_STATS = ['avg', 'min', 'med', 'max', 'p(90)', 'p(95)', 'p(99)', 'count'];
+
+/** p(95) latency and error-rate bounds on the `events` and `progress` scenarios. */
+export function httpThresholds(p95Ms) {
+  const t = {};
+  for (const scenario of ['events', 'progress']) {
+    t[`http_req_duration{scenario:${scenario}}`] = [`p(95)<${p95Ms}`];
+    t[`http_req_failed{scenario:${scenario}}`] = ['rate<0.01'];
+  }
+  return t;
 }

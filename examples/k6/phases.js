@@ -30,7 +30,7 @@
 
 import { poll, pollScenario, summary } from '../../perfkit/k6/perfkit.js';
 import exec from 'k6/execution';
-import { arrival, durationMs, getProgress as progressRequest, num, PERFKIT_URL, postEvents as eventsRequest, str } from './lib.js';
+import { arrival, durationMs, num, PERFKIT_URL, str, SUMMARY_TREND_STATS } from './lib.js';
 
 const PHASE = str('PHASE', '30s');
 const PHASE_MS = durationMs(PHASE);
@@ -108,7 +108,7 @@ export const options = {
   discardResponseBodies: true,
   scenarios,
   thresholds,
-  summaryTrendStats: ['avg', 'min', 'med', 'max', 'p(90)', 'p(95)', 'p(99)', 'count'],
+  summaryTrendStats: SUMMARY_TREND_STATS,
 };
 
 /**
@@ -122,13 +122,7 @@ function pollPhase() {
   return PHASES[Math.min(PHASES.length - 1, Math.max(0, i))];
 }
 
-export function postEvents() {
-  eventsRequest();
-}
-
-export function getProgress() {
-  progressRequest();
-}
+export { getProgress, postEvents } from './lib.js';
 
 export function perfkitPoll() {
   poll({ url: PERFKIT_URL, tags: { phase: pollPhase() } });

@@ -26,7 +26,7 @@
 //   RESULTS_DIR (results)   where soak.json goes
 
 import { poll, summary } from '../../perfkit/k6/perfkit.js';
-import { arrival, durationMs, getProgress as progressRequest, num, PERFKIT_URL, postEvents as eventsRequest, str } from './lib.js';
+import { arrival, durationMs, httpThresholds, num, PERFKIT_URL, str, SUMMARY_TREND_STATS } from './lib.js';
 
 const DURATION = str('DURATION', '2m');
 const WARMUP = str('WARMUP', '15s');
@@ -63,10 +63,7 @@ export const options = {
     },
   },
   thresholds: {
-    'http_req_duration{scenario:events}': [`p(95)<${HTTP_P95_MS}`],
-    'http_req_duration{scenario:progress}': [`p(95)<${HTTP_P95_MS}`],
-    'http_req_failed{scenario:events}': ['rate<0.01'],
-    'http_req_failed{scenario:progress}': ['rate<0.01'],
+    ...httpThresholds(HTTP_P95_MS),
     perfkit_tasks_alive_growth: [`max<${TASK_GROWTH_MAX}`],
     perfkit_process_rss_growth_bytes: [`max<${RSS_GROWTH_MAX}`],
     perfkit_heap_growth_bytes: [`max<${HEAP_GROWTH_MAX}`],
@@ -75,16 +72,10 @@ export const options = {
     perfkit_polls: ['count>1'],
     perfkit_poll_errors: ['count==0'],
   },
-  summaryTrendStats: ['avg', 'min', 'med', 'max', 'p(90)', 'p(95)', 'p(99)', 'count'],
+  summaryTrendStats: SUMMARY_TREND_STATS,
 };
 
-export function postEvents() {
-  eventsRequest();
-}
-
-export function getProgress() {
-  progressRequest();
-}
+export { getProgress, postEvents } from './lib.js';
 
 export function perfkitPoll() {
   poll({ url: PERFKIT_URL });

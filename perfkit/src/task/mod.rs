@@ -135,48 +135,50 @@ struct Cached {
     spawned: LocalCounter<'static>,
 }
 
-thread_local! {
-    // Recently used names, compared by the name's address: a spawn takes no lock and pays
-    // no atomic read-modify-write once its name has been seen on this thread.
-    static CACHE: RefCell<Vec<Cached>> = const { RefCell::new(Vec::new()) };
-}
-
 const CACHE_SLOTS: usize = 16;
 
-/// Counts a spawn under `name`; returns its group.
-fn count_spawn(name: &'static str) -> &'static Group {
-    let hit = CACHE.try_with(|c| {
-        let c = c.borrow();
-        let e = c.iter().find(|e| std::ptr::eq(e.name, name))?;
-        e.spawned.inc();
-        Some(e.group)
-    });
-    match hit {
-        Ok(Some(g)) => g,
-        Ok(None) => {
-            let g = group_slow(name);
-            let spawned = g.spawned.local();
-            spawned.inc();
-            CACHE.with(|c| {
-                let mut c = c.borrow_mut();
-                if c.len() == CACHE_SLOTS {
-                    c.remove(0);
-                }
-                c.push(Cached {
-                    name,
-                    group: g,
-                    spawned,
-                });
-            });
-            g
+/// What a spawning thread keeps: its recently used names (compared by the name's address)
+/// and its part of the live-task table. With both, a spawn takes no lock and pays no atomic
+/// read-modify-write once its name has been seen on the thread.
+#[derive(Default)]
+struct Spawner {
+    names: Vec<Cached>,
+    slab: Option<Slab>,
+}
+
+impl Spawner {
+    /// Counts a spawn under `name`; returns its group.
+    fn count(&mut self, name: &'static str) -> &'static Group {
+        if let Some(e) = self.names.iter().find(|e| std::ptr::eq(e.name, name)) {
+            e.spawned.inc();
+            return e.group;
         }
-        // The thread is being torn down: count on the shared cells.
-        Err(_) => {
-            let g = group_slow(name);
-            g.spawned.inc();
-            g
+        let group = group_slow(name);
+        let spawned = group.spawned.local();
+        spawned.inc();
+        if self.names.len() == CACHE_SLOTS {
+            self.names.remove(0);
+        }
+        self.names.push(Cached {
+            name,
+            group,
+            spawned,
+        });
+        group
+    }
+}
+
+impl Drop for Spawner {
+    /// The thread is exiting: its slab goes to the next thread that spawns.
+    fn drop(&mut self) {
+        if let Some(slab) = self.slab.take() {
+            lock(&table().orphans).push(slab);
         }
     }
+}
+
+thread_local! {
+    static SPAWNER: RefCell<Spawner> = RefCell::default();
 }
 
 #[cold]
@@ -276,9 +278,9 @@ const SEQ_BITS: u32 = 40;
 
 /// One thread's part of the live-task table.
 ///
-/// The owner reuses slots from its free list and, when that runs dry, sweeps the slots it
-/// handed out whose tasks have finished back into it (growing when the sweep finds too
-/// few), so the cost stays O(1) per spawn amortised.
+/// The owner hands out slots from its free list. When that runs dry, every slot of the slab
+/// is live or finished, so a sweep over the slab collects exactly the finished ones (id 0)
+/// back into it, growing the slab when it finds too few: O(1) per spawn amortised.
 struct Slab {
     /// The slab's number, the top bits of its tasks' ids.
     number: u64,
@@ -286,9 +288,7 @@ struct Slab {
     /// task), and increase in spawn order per slab.
     next_seq: u64,
     chunks: Vec<&'static [Slot]>,
-    /// Whether each slot was handed out and not yet swept back.
-    out: Vec<bool>,
-    free: Vec<u32>,
+    free: Vec<&'static Slot>,
 }
 
 impl Slab {
@@ -302,46 +302,42 @@ impl Slab {
             number: t.slabs.fetch_add(1, Ordering::Relaxed),
             next_seq: 0,
             chunks: Vec::new(),
-            out: Vec::new(),
             free: Vec::new(),
         }
     }
 
-    fn slot(&self, i: usize) -> &'static Slot {
-        &self.chunks[i / CHUNK][i % CHUNK]
-    }
-
     /// Records a new live task; returns its slot.
+    #[inline]
     fn enter(&mut self, group: &'static Group, site: &'static Location<'static>) -> &'static Slot {
-        let i = self.take_slot();
-        self.out[i] = true;
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => self.refill(),
+        };
         self.next_seq += 1;
-        let id = (self.number << SEQ_BITS) | self.next_seq;
-        let slot = self.slot(i);
         slot.group
             .store(std::ptr::from_ref(group).cast_mut(), Ordering::Release);
         slot.site
             .store(std::ptr::from_ref(site).cast_mut(), Ordering::Release);
         slot.started.store(crate::clock::raw(), Ordering::Release);
-        slot.id.store(id, Ordering::Release);
+        slot.id
+            .store((self.number << SEQ_BITS) | self.next_seq, Ordering::Release);
         slot
     }
 
-    /// A free slot: from the free list, else from finished tasks' slots, else new ones.
-    fn take_slot(&mut self) -> usize {
-        if let Some(i) = self.free.pop() {
-            return i as usize;
-        }
-        let total = self.out.len();
-        for i in 0..total {
-            // Acquire: the finisher's store of 0 comes before this slot's next fields.
-            if self.out[i] && self.slot(i).id.load(Ordering::Acquire) == 0 {
-                self.out[i] = false;
-                self.free.push(i as u32);
-            }
-        }
+    /// Refills the empty free list from finished tasks' slots, growing by half again (at
+    /// least one chunk) when fewer than a quarter came back, so sweeps stay rare; returns
+    /// one slot.
+    #[cold]
+    fn refill(&mut self) -> &'static Slot {
+        // Acquire: the finisher's store of 0 comes before this slot's next fields.
+        self.free.extend(
+            self.chunks
+                .iter()
+                .flat_map(|chunk| chunk.iter())
+                .filter(|slot| slot.id.load(Ordering::Acquire) == 0),
+        );
+        let total = self.chunks.len() * CHUNK;
         if self.free.len() < total / 4 + 1 {
-            // Few finished: grow by half again (at least one chunk), keeping sweeps rare.
             let chunks = (total / 2).div_ceil(CHUNK).max(1);
             let mut all = lock(&table().chunks);
             for _ in 0..chunks {
@@ -349,44 +345,11 @@ impl Slab {
                 let chunk: &'static [Slot] = Box::leak(chunk);
                 self.chunks.push(chunk);
                 all.push(chunk);
+                self.free.extend(chunk.iter().rev());
             }
-            let new_total = self.chunks.len() * CHUNK;
-            self.out.resize(new_total, false);
-            self.free.extend((total as u32..new_total as u32).rev());
         }
-        self.free.pop().expect("the free list was just refilled") as usize
+        self.free.pop().expect("the free list was just refilled")
     }
-}
-
-/// The calling thread's slab, handed to the orphans when the thread exits.
-struct Owner(Option<Slab>);
-
-impl Drop for Owner {
-    fn drop(&mut self) {
-        if let Some(slab) = self.0.take() {
-            lock(&table().orphans).push(slab);
-        }
-    }
-}
-
-thread_local! {
-    static SLAB: RefCell<Owner> = const { RefCell::new(Owner(None)) };
-}
-
-fn enter(group: &'static Group, site: &'static Location<'static>) -> &'static Slot {
-    let entered = SLAB.try_with(|s| {
-        s.borrow_mut()
-            .0
-            .get_or_insert_with(Slab::adopt)
-            .enter(group, site)
-    });
-    entered.unwrap_or_else(|_| {
-        // The thread is being torn down: borrow a slab for this one entry.
-        let mut slab = Slab::adopt();
-        let slot = slab.enter(group, site);
-        lock(&table().orphans).push(slab);
-        slot
-    })
 }
 
 /// Records a task's start, and its outcome when finished or dropped.
@@ -397,16 +360,31 @@ struct TaskGuard {
 
 impl TaskGuard {
     fn start(name: &'static str, site: &'static Location<'static>) -> TaskGuard {
-        let group = count_spawn(name);
-        let slot = enter(group, site);
-        TaskGuard { slot, group }
+        let started = SPAWNER.try_with(|s| {
+            let s = &mut *s.borrow_mut();
+            let group = s.count(name);
+            let slot = s.slab.get_or_insert_with(Slab::adopt).enter(group, site);
+            TaskGuard { slot, group }
+        });
+        started.unwrap_or_else(|_| {
+            // The thread is being torn down: count on the shared cells, and borrow a slab
+            // for this one entry.
+            let group = group_slow(name);
+            group.spawned.inc();
+            let mut slab = Slab::adopt();
+            let slot = slab.enter(group, site);
+            lock(&table().orphans).push(slab);
+            TaskGuard { slot, group }
+        })
     }
 
+    #[inline]
     fn finish(self, outcome: Outcome) {
         self.record(outcome);
         std::mem::forget(self);
     }
 
+    #[inline]
     fn record(&self, outcome: Outcome) {
         self.group.finished[outcome as usize].inc();
         self.slot.id.store(0, Ordering::Release);

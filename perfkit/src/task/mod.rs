@@ -257,11 +257,13 @@ const CHUNK: usize = 256;
 struct Table {
     /// Every chunk, for dumps; appended to when a slab grows.
     chunks: Mutex<Vec<&'static [Slot]>>,
-    /// Slabs of threads that have exited, adopted by the next thread that spawns, so memory
-    /// stays bounded by the peak number of live tasks, however threads come and go.
+    /// Slabs of threads that have exited, adopted by the next thread that spawns, so the
+    /// table grows with the peaks of live tasks per slab (at least one chunk per thread
+    /// spawning at the same time), not with the number of threads that ever spawned. It
+    /// never shrinks.
     orphans: Mutex<Vec<Slab>>,
-    /// Numbers for new slabs: the top bits of their tasks' ids.
-    slabs: AtomicU64,
+    /// The next block of task ids to hand to a slab.
+    ids: AtomicU64,
 }
 
 fn table() -> &'static Table {
@@ -269,12 +271,13 @@ fn table() -> &'static Table {
     TABLE.get_or_init(|| Table {
         chunks: Mutex::default(),
         orphans: Mutex::default(),
-        slabs: AtomicU64::new(0),
+        // From 1: 0 marks a finished task.
+        ids: AtomicU64::new(1),
     })
 }
 
-/// Bits of a task id below the slab number.
-const SEQ_BITS: u32 = 40;
+/// Task ids a slab takes at a time, so a spawn takes its id without touching shared state.
+const ID_BLOCK: u64 = 1024;
 
 /// One thread's part of the live-task table.
 ///
@@ -282,11 +285,10 @@ const SEQ_BITS: u32 = 40;
 /// is live or finished, so a sweep over the slab collects exactly the finished ones (id 0)
 /// back into it, growing the slab when it finds too few: O(1) per spawn amortised.
 struct Slab {
-    /// The slab's number, the top bits of its tasks' ids.
-    number: u64,
-    /// Ids below the slab number, from 1: ids are unique, never 0 (the mark of a finished
-    /// task), and increase in spawn order per slab.
-    next_seq: u64,
+    /// The slab's next task id and the end of its current block of ids. Ids are unique in
+    /// the process (64 bits do not run out), never 0, and increase in spawn order per slab.
+    next_id: u64,
+    end_id: u64,
     chunks: Vec<&'static [Slot]>,
     free: Vec<&'static Slot>,
 }
@@ -299,8 +301,8 @@ impl Slab {
             return slab;
         }
         Slab {
-            number: t.slabs.fetch_add(1, Ordering::Relaxed),
-            next_seq: 0,
+            next_id: 0,
+            end_id: 0,
             chunks: Vec::new(),
             free: Vec::new(),
         }
@@ -313,14 +315,18 @@ impl Slab {
             Some(slot) => slot,
             None => self.refill(),
         };
-        self.next_seq += 1;
+        if self.next_id == self.end_id {
+            self.next_id = table().ids.fetch_add(ID_BLOCK, Ordering::Relaxed);
+            self.end_id = self.next_id + ID_BLOCK;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
         slot.group
             .store(std::ptr::from_ref(group).cast_mut(), Ordering::Release);
         slot.site
             .store(std::ptr::from_ref(site).cast_mut(), Ordering::Release);
         slot.started.store(crate::clock::raw(), Ordering::Release);
-        slot.id
-            .store((self.number << SEQ_BITS) | self.next_seq, Ordering::Release);
+        slot.id.store(id, Ordering::Release);
         slot
     }
 
@@ -329,7 +335,8 @@ impl Slab {
     /// one slot.
     #[cold]
     fn refill(&mut self) -> &'static Slot {
-        // Acquire: the finisher's store of 0 comes before this slot's next fields.
+        // Acquire: pairs with the finisher's release of 0; the new fields are then written
+        // after it in this thread's order, and published to readers by the id's release.
         self.free.extend(
             self.chunks
                 .iter()

@@ -247,7 +247,7 @@ impl Query {
         Ok(Query { pairs })
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, feature = "cpu-profiling"))]
     pub(crate) fn from_pairs(pairs: &[(&str, &str)]) -> Query {
         Query {
             pairs: pairs.iter().map(|&(k, v)| (k.to_owned(), v.to_owned())).collect(),

@@ -17,6 +17,14 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
     model.check(f);
 }
 
+/// Runs `job` to completion on a thread of its own (it must not wait on anything).
+fn run_on_a_thread(mut job: super::job::JobRef) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(job.poll_run(&mut cx).is_ready());
+    })
+}
+
 /// Workers take concurrently with a submitter and with each other; busy stays within
 /// 0..=workers, every item is taken exactly once, and closing lets both workers exit.
 #[test]
@@ -102,12 +110,8 @@ fn loom_blocked_submitter_is_woken_by_a_take() {
 #[test]
 fn loom_job_handle_gets_the_result() {
     model(|| {
-        let (mut job, handle) = super::job::new(async { 7u32 });
-        let runner = thread::spawn(move || {
-            let waker = std::task::Waker::noop();
-            let mut cx = std::task::Context::from_waker(waker);
-            assert!(job.poll_run(&mut cx).is_ready());
-        });
+        let (job, handle) = super::job::new(async { 7u32 });
+        let runner = run_on_a_thread(job);
         assert_eq!(loom::future::block_on(handle), Ok(7));
         runner.join().unwrap();
     });
@@ -134,12 +138,8 @@ fn loom_handle_dropped_while_the_job_completes() {
     model(|| {
         let tracker = Arc::new(());
         let inside = tracker.clone();
-        let (mut job, handle) = super::job::new(async move { Some(inside) });
-        let runner = thread::spawn(move || {
-            let waker = std::task::Waker::noop();
-            let mut cx = std::task::Context::from_waker(waker);
-            assert!(job.poll_run(&mut cx).is_ready());
-        });
+        let (job, handle) = super::job::new(async move { Some(inside) });
+        let runner = run_on_a_thread(job);
         drop(handle);
         runner.join().unwrap();
         assert_eq!(Arc::strong_count(&tracker), 1);
@@ -153,12 +153,8 @@ fn loom_waiting_handle_dropped_while_the_job_completes() {
     model(|| {
         let tracker = Arc::new(());
         let inside = tracker.clone();
-        let (mut job, mut handle) = super::job::new(async move { Some(inside) });
-        let runner = thread::spawn(move || {
-            let waker = std::task::Waker::noop();
-            let mut cx = std::task::Context::from_waker(waker);
-            assert!(job.poll_run(&mut cx).is_ready());
-        });
+        let (job, mut handle) = super::job::new(async move { Some(inside) });
+        let runner = run_on_a_thread(job);
         let waker = std::task::Waker::noop();
         let mut cx = std::task::Context::from_waker(waker);
         let _ = std::pin::Pin::new(&mut handle).poll(&mut cx);

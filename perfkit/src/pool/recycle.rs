@@ -58,15 +58,12 @@ struct Local([Vec<Block>; CLASSES.len()]);
 
 impl Drop for Local {
     fn drop(&mut self) {
-        let mut shared = crate::loom::lock_unpoisoned(shared());
         for (class, list) in self.0.iter_mut().enumerate() {
             while !list.is_empty() {
-                let batch: Vec<Block> = list.drain(list.len().saturating_sub(BATCH)..).collect();
-                if shared[class].len() < SHARED_BATCHES {
-                    shared[class].push(batch);
-                } else {
-                    free_blocks(class, batch);
-                }
+                share(
+                    class,
+                    list.drain(list.len().saturating_sub(BATCH)..).collect(),
+                );
             }
         }
     }
@@ -76,11 +73,22 @@ thread_local! {
     static LOCAL: RefCell<Local> = const { RefCell::new(Local([const { Vec::new() }; CLASSES.len()])) };
 }
 
-fn free_blocks(class: usize, blocks: Vec<Block>) {
-    for Block(ptr) in blocks {
-        // SAFETY: every block was allocated with its class's layout.
-        unsafe { std::alloc::dealloc(ptr.as_ptr(), block_layout(class)) };
+/// Puts a batch on the shared stack, or back to the allocator if the stack is full.
+fn share(class: usize, batch: Vec<Block>) {
+    let mut shared = crate::loom::lock_unpoisoned(shared());
+    if shared[class].len() < SHARED_BATCHES {
+        shared[class].push(batch);
+    } else {
+        drop(shared);
+        for block in batch {
+            free_block(class, block);
+        }
     }
+}
+
+fn free_block(class: usize, Block(ptr): Block) {
+    // SAFETY: every block was allocated with its class's layout.
+    unsafe { std::alloc::dealloc(ptr.as_ptr(), block_layout(class)) };
 }
 
 /// A block of class `class`: recycled if one is at hand, else fresh from the allocator.
@@ -118,18 +126,11 @@ pub(super) unsafe fn free(class: usize, ptr: NonNull<u8>) {
         let list = &mut local.0[class];
         list.push(Block(ptr));
         if list.len() >= 2 * BATCH {
-            let batch: Vec<Block> = list.drain(BATCH..).collect();
-            let mut shared = crate::loom::lock_unpoisoned(shared());
-            if shared[class].len() < SHARED_BATCHES {
-                shared[class].push(batch);
-            } else {
-                drop(shared);
-                free_blocks(class, batch);
-            }
+            share(class, list.drain(BATCH..).collect());
         }
     });
     if kept.is_err() {
-        free_blocks(class, vec![Block(ptr)]);
+        free_block(class, Block(ptr));
     }
 }
 

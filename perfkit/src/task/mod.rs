@@ -172,7 +172,7 @@ impl Drop for Spawner {
     /// The thread is exiting: its slab goes to the next thread that spawns.
     fn drop(&mut self) {
         if let Some(slab) = self.slab.take() {
-            lock(&table().orphans).push(slab);
+            slab.disown();
         }
     }
 }
@@ -308,6 +308,11 @@ impl Slab {
         }
     }
 
+    /// Hands the slab to the next thread that spawns.
+    fn disown(self) {
+        lock(&table().orphans).push(self);
+    }
+
     /// Records a new live task; returns its slot.
     #[inline]
     fn enter(&mut self, group: &'static Group, site: &'static Location<'static>) -> &'static Slot {
@@ -380,7 +385,7 @@ impl TaskGuard {
             group.spawned.inc();
             let mut slab = Slab::adopt();
             let slot = slab.enter(group, site);
-            lock(&table().orphans).push(slab);
+            slab.disown();
             TaskGuard { slot, group }
         })
     }

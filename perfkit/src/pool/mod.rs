@@ -684,8 +684,7 @@ impl Drop for Running<'_> {
         if let Some(job) = self.job.take() {
             job.cancel(JobError::Cancelled);
             self.inner.cancelled_running.fetch_add(1, Ordering::Relaxed);
-            self.inner
-                .finish(self.id, self.started, clock::raw(), Outcome::Cancelled);
+            self.inner.cancelled(self.id, self.started);
         }
     }
 }
@@ -714,15 +713,12 @@ impl Inner {
         (clock::raw(), outcome, pending)
     }
 
-    fn finish(&self, id: usize, started: u64, end: u64, outcome: Outcome) {
-        let nanos = self.core.end(id, started, end);
+    /// Records a job that worker `id` began at `started` and was stopped in (the worker's
+    /// own recorders went with the stopped task, so this counts on the shared cells).
+    fn cancelled(&self, id: usize, started: u64) {
+        let nanos = self.core.end(id, started, clock::raw());
         self.task_seconds.record(nanos);
-        match outcome {
-            Outcome::Ok => self.outcomes.ok.inc(),
-            Outcome::Err => self.outcomes.err.inc(),
-            Outcome::Panic => self.outcomes.panic.inc(),
-            Outcome::Cancelled => self.outcomes.cancelled.inc(),
-        }
+        self.outcomes.cancelled.inc();
     }
 
     /// Cancels every queued job, waiting out submits that reserved room before intake

@@ -9,7 +9,9 @@
 //! * **size**: as soon as `max_batch` items are pending;
 //! * **interval**: when `max_delay` has passed since the first item of the batch arrived;
 //! * **shutdown**: when the batcher is closed ([`Batcher::close`]) or every handle is
-//!   dropped, everything still pending is flushed.
+//!   dropped, everything still pending is flushed. [`Batcher::shutdown`] bounds that with a
+//!   deadline: past it, the flush in progress is abandoned and what is left is counted as
+//!   dropped (`reason="closed"`).
 //!
 //! [`Flush::flush`] *borrows* the batch: the batcher keeps the items until a flush succeeds.
 //! A failed (or panicking) flush is retried per the [`Retry`] policy; after the last attempt
@@ -261,6 +263,7 @@ impl<'r, T: Send + Sync + 'static, F: Flush<T>> Builder<'r, T, F> {
             dropped: registry.counter(&names::QUEUE_DROPPED_TOTAL, &[l, "flush_failed"]),
         };
         let (closing_tx, closing_rx) = watch::channel(false);
+        let (abandon_tx, abandon_rx) = watch::channel(false);
         let (done_tx, done_rx) = watch::channel(None);
         let shared = Arc::new(Shared {
             name: self.name,
@@ -278,6 +281,7 @@ impl<'r, T: Send + Sync + 'static, F: Flush<T>> Builder<'r, T, F> {
             metrics,
             intake: tx.probe(),
             closing: closing_tx,
+            abandon: abandon_tx,
             done: done_rx,
         });
         registry.register_collector(
@@ -289,6 +293,7 @@ impl<'r, T: Send + Sync + 'static, F: Flush<T>> Builder<'r, T, F> {
             flush: self.flush,
             dead_letter: self.dead_letter,
             closing: closing_rx,
+            abandon: abandon_rx,
             report: Report::default(),
         };
         crate::task::spawn(FLUSHER_TASK, async move {
@@ -314,6 +319,10 @@ pub struct Report {
     pub batches: u64,
     /// Flush attempts that failed or panicked.
     pub failed_attempts: u64,
+    /// Items still pending when [`Batcher::shutdown`]'s deadline passed (the batch being
+    /// flushed, whose flush was abandoned, and the intake queue), counted as
+    /// `perfkit_queue_dropped_total{reason="closed"}`.
+    pub abandoned: u64,
 }
 
 struct Metrics {
@@ -343,6 +352,8 @@ struct Shared<T> {
     /// every [`Batcher`] still closes the intake and triggers the final flush.
     intake: queue::Probe<T>,
     closing: watch::Sender<bool>,
+    /// Set when a shutdown's deadline passes: the flusher stops where it is.
+    abandon: watch::Sender<bool>,
     done: watch::Receiver<Option<Report>>,
 }
 
@@ -427,6 +438,28 @@ impl<T> Batcher<T> {
     /// with it: close the batcher before shutting the runtime down.
     pub async fn close(&self) -> Report {
         let _ = self.shared.closing.send(true);
+        self.finished().await
+    }
+
+    /// [`Batcher::close`] with a deadline: stops intake and flushes what is pending until
+    /// `deadline` has passed, then abandons the flush in progress (its future is dropped at
+    /// its current await) and counts everything still pending as dropped
+    /// (`perfkit_queue_dropped_total{reason="closed"}`, [`Report::abandoned`]). Returns once
+    /// the flusher has stopped, so a stalled sink cannot hold a shutdown past its deadline.
+    ///
+    /// A flush abandoned mid-way may have written part of its batch, or all of it, before
+    /// its future was dropped: a sink that must know makes its write conditional on not
+    /// being abandoned (see the `ingest` example's store).
+    pub async fn shutdown(&self, deadline: Duration) -> Report {
+        let _ = self.shared.closing.send(true);
+        if let Ok(report) = tokio::time::timeout(deadline, self.finished()).await {
+            return report;
+        }
+        let _ = self.shared.abandon.send(true);
+        self.finished().await
+    }
+
+    async fn finished(&self) -> Report {
         let mut done = self.shared.done.clone();
         match done.wait_for(Option::is_some).await {
             Ok(r) => r.unwrap_or_default(),
@@ -447,6 +480,7 @@ struct Flusher<T, F> {
     flush: F,
     dead_letter: Option<DeadLetter<T>>,
     closing: watch::Receiver<bool>,
+    abandon: watch::Receiver<bool>,
     report: Report,
 }
 
@@ -514,7 +548,26 @@ impl<T: Send + Sync + 'static, F: Flush<T>> Flusher<T, F> {
                     _ = tokio::time::sleep_until(deadline) => break Trigger::Interval,
                 }
             };
-            self.flush_batch(&mut batch, trigger).await;
+            let mut abandon = self.abandon.clone();
+            let abandoned = tokio::select! {
+                biased;
+                _ = abandon.wait_for(|a| *a) => true,
+                () = self.flush_batch(&mut batch, trigger) => false,
+            };
+            if abandoned {
+                // The deadline passed: the batch in hand and the intake queue are dropped,
+                // and counted.
+                let held = batch.len();
+                batch.clear();
+                self.report.abandoned += self.rx.discard(held);
+                self.shared.in_flush.store(0, Ordering::Relaxed);
+                tracing::warn!(
+                    batcher = %self.shared.name,
+                    items = self.report.abandoned,
+                    "perfkit batcher shutdown deadline passed: pending items dropped"
+                );
+                break;
+            }
         }
         self.report
     }

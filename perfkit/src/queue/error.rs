@@ -10,13 +10,17 @@ pub enum SendError<T> {
     Full(T),
     /// The receiver is gone or closed the queue; nobody will take the value.
     Closed(T),
+    /// No room came up within the time given to
+    /// [`Sender::send_timeout`](super::Sender::send_timeout). Counted in
+    /// `perfkit_queue_rejected_total`.
+    Timeout(T),
 }
 
 impl<T> SendError<T> {
     /// The value that was not sent.
     pub fn into_inner(self) -> T {
         match self {
-            SendError::Full(v) | SendError::Closed(v) => v,
+            SendError::Full(v) | SendError::Closed(v) | SendError::Timeout(v) => v,
         }
     }
 
@@ -29,6 +33,11 @@ impl<T> SendError<T> {
     pub fn is_closed(&self) -> bool {
         matches!(self, SendError::Closed(_))
     }
+
+    /// Whether the time given to wait for room ran out.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, SendError::Timeout(_))
+    }
 }
 
 impl<T> fmt::Debug for SendError<T> {
@@ -36,6 +45,7 @@ impl<T> fmt::Debug for SendError<T> {
         match self {
             SendError::Full(_) => f.write_str("Full(..)"),
             SendError::Closed(_) => f.write_str("Closed(..)"),
+            SendError::Timeout(_) => f.write_str("Timeout(..)"),
         }
     }
 }
@@ -45,6 +55,7 @@ impl<T> fmt::Display for SendError<T> {
         match self {
             SendError::Full(_) => f.write_str("queue is full"),
             SendError::Closed(_) => f.write_str("queue is closed"),
+            SendError::Timeout(_) => f.write_str("timed out waiting for room in the queue"),
         }
     }
 }

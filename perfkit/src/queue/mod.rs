@@ -405,6 +405,49 @@ impl<T> Sender<T> {
         }
     }
 
+    /// [`Sender::send`], waiting for room at most `timeout` (only [`Policy::Block`] waits).
+    /// Needs a tokio runtime with its time driver.
+    ///
+    /// # Errors
+    /// As [`Sender::send`], plus [`SendError::Timeout`] when no room came up in time: the
+    /// value is handed back and the refusal counted in `perfkit_queue_rejected_total`.
+    ///
+    /// # Cancel safety
+    /// As [`Sender::send`].
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// use std::time::Duration;
+    /// let (tx, _rx) = perfkit::queue::bounded::<u32>("doc-send-timeout", 1);
+    /// tx.send(1).await.unwrap();
+    /// let refused = tx.send_timeout(2, Duration::from_millis(10)).await.unwrap_err();
+    /// assert!(refused.is_timeout());
+    /// assert_eq!(refused.into_inner(), 2);
+    /// # });
+    /// ```
+    #[cfg(not(loom))]
+    pub async fn send_timeout(
+        &self,
+        value: T,
+        timeout: std::time::Duration,
+    ) -> Result<SendOutcome, SendError<T>> {
+        let mut send = self.send(value);
+        let mut expired = std::pin::pin!(tokio::time::sleep(timeout));
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(done) = Pin::new(&mut send).poll(cx) {
+                return Poll::Ready(done);
+            }
+            if expired.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            send.forget_waiter();
+            let value = send.value.take().expect("a pending send holds its value");
+            self.shared.sig.m.rejected.inc();
+            Poll::Ready(Err(SendError::Timeout(value)))
+        })
+        .await
+    }
+
     /// Sends without waiting.
     ///
     /// # Errors
@@ -708,6 +751,42 @@ impl<T> Receiver<T> {
         }
     }
 
+    /// Gives up on the queue, e.g. at a shutdown deadline: closes it for senders (as
+    /// [`Receiver::close`]), drops every item still queued, and counts those, plus `held`
+    /// items the consumer took out but will not deliver (and drops itself), as
+    /// `perfkit_queue_dropped_total{reason="closed"}`. Returns how many were counted.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let (tx, mut rx) = perfkit::queue::bounded::<u32>("doc-discard", 8);
+    /// for i in 0..5 {
+    ///     tx.send(i).await.unwrap();
+    /// }
+    /// let mut taken = Vec::new();
+    /// rx.recv_many(&mut taken, 2).await;
+    /// // The consumer must stop now: two items in hand, three still queued.
+    /// assert_eq!(rx.discard(taken.len()), 5);
+    /// assert!(tx.send(5).await.unwrap_err().is_closed());
+    /// # });
+    /// ```
+    pub fn discard(&mut self, held: usize) -> u64 {
+        let mut st = lock(&self.shared.state);
+        st.closed = true;
+        let left: Vec<Entry<T>> = st.buf.drain(..).collect();
+        self.shared.depth.store(0, Ordering::Relaxed);
+        let waiters = st.send_waiters.drain();
+        drop(st);
+        let n = (left.len() + held) as u64;
+        if n > 0 {
+            self.shared.sig.m.dropped_closed.add(n);
+        }
+        drop(left);
+        for w in waiters {
+            w.wake();
+        }
+        n
+    }
+
     /// How long ago the first item of the last non-empty [`Receiver::recv_many`] was
     /// enqueued (zero before any).
     pub(crate) fn first_taken_age(&self) -> std::time::Duration {
@@ -739,19 +818,7 @@ impl<T> Receiver<T> {
 
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
-        let mut st = lock(&self.shared.state);
-        st.closed = true;
-        let left: Vec<Entry<T>> = st.buf.drain(..).collect();
-        self.shared.depth.store(0, Ordering::Relaxed);
-        let waiters = st.send_waiters.drain();
-        drop(st);
-        if !left.is_empty() {
-            self.shared.sig.m.dropped_closed.add(left.len() as u64);
-        }
-        drop(left);
-        for w in waiters {
-            w.wake();
-        }
+        self.discard(0);
     }
 }
 

@@ -184,12 +184,13 @@ pub(crate) async fn profile(state: Arc<State>, q: Query) -> Response<Body> {
     tokio::time::sleep(Duration::from_secs(secs)).await;
     let samples = session.stop();
     drop(slot);
-    let completed = match tokio::task::spawn_blocking(move || build(samples)).await {
-        Ok(c) => Arc::new(c),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &format!("building the profile failed: {e}")),
-    };
-    *LAST.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&completed));
-    answer(completed, fmt).await
+    // The samples are taken: symbolizing waits for its turn rather than be refused.
+    super::lane::queued("a CPU profile", move || {
+        let completed = Arc::new(build(samples));
+        *LAST.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&completed));
+        render(&completed, fmt)
+    })
+    .await
 }
 
 pub(crate) async fn last(_: Arc<State>, q: Query) -> Response<Body> {
@@ -198,26 +199,30 @@ pub(crate) async fn last(_: Arc<State>, q: Query) -> Response<Body> {
         Err(e) => return error(StatusCode::BAD_REQUEST, &e),
     };
     let last = LAST.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    match last {
-        Some(c) => answer(c, fmt).await,
-        None => error(
+    match (last, fmt) {
+        (Some(c), Format::Pprof) => render(&c, fmt),
+        (Some(c), Format::Flamegraph) => {
+            let key = format!("last flamegraph {}", c.title);
+            super::lane::exclusive(key, "a CPU profile flame graph", move || render(&c, fmt)).await
+        }
+        (None, _) => error(
             StatusCode::NOT_FOUND,
             "no CPU profile has completed yet; request /debug/pprof/profile?seconds=N first",
         ),
     }
 }
 
-async fn answer(c: Arc<Completed>, fmt: Format) -> Response<Body> {
+/// The answer in the format asked for; drawing a flame graph is the expensive part.
+fn render(c: &Completed, fmt: Format) -> Response<Body> {
     match fmt {
         Format::Pprof => super::pprof::attachment("profile", c.pprof.clone()),
-        Format::Flamegraph => {
-            let svg = tokio::task::spawn_blocking(move || symbols::flamegraph(&c.title, "samples", &c.folded)).await;
-            match svg {
-                Ok(Ok(svg)) => super::http::response(StatusCode::OK, "image/svg+xml", Bytes::from(svg)),
-                Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("drawing the flame graph failed: {e}")),
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("drawing the flame graph failed: {e}")),
-            }
-        }
+        Format::Flamegraph => match symbols::flamegraph(&c.title, "samples", &c.folded) {
+            Ok(svg) => super::http::response(StatusCode::OK, "image/svg+xml", Bytes::from(svg)),
+            Err(e) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("drawing the flame graph failed: {e}"),
+            ),
+        },
     }
 }
 

@@ -51,28 +51,32 @@ pub(crate) async fn serve(_: Arc<State>, q: Query, kind: Kind) -> Response<Body>
     if let Err(reason) = check(kind) {
         return error(StatusCode::NOT_IMPLEMENTED, &reason);
     }
-    let built = tokio::task::spawn_blocking(move || -> Result<Response<Body>, String> {
-        let dump = dump()?;
-        let parsed = parse(&dump)?;
-        let (profile, named) = build(&parsed, kind);
-        let index = if kind == Kind::Inuse { 3 } else { 1 };
-        if debug {
-            return Ok(text(StatusCode::OK, summary(&parsed, &named, kind)));
-        }
-        if flamegraph {
-            let title = if kind == Kind::Inuse { "inuse_space" } else { "alloc_space" };
-            let svg = symbols::flamegraph(title, "bytes", &symbols::folded(&named, index))?;
-            return Ok(super::http::response(StatusCode::OK, "image/svg+xml", Bytes::from(svg)));
-        }
-        let name = if kind == Kind::Inuse { "heap" } else { "allocs" };
-        Ok(super::pprof::attachment(name, Bytes::from(profile.encode_gzip())))
-    })
-    .await;
-    match built {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("heap profile failed: {e}")),
+    let what = if kind == Kind::Inuse { "a heap profile" } else { "an allocation profile" };
+    let key = format!("{kind:?} debug={debug} flamegraph={flamegraph}");
+    super::lane::exclusive(key, what, move || match build_answer(kind, debug, flamegraph) {
+        Ok(r) => r,
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("heap profile failed: {e}")),
+    })
+    .await
+}
+
+/// Dumps, parses and symbolizes jemalloc's profile into the answer asked for.
+fn build_answer(kind: Kind, debug: bool, flamegraph: bool) -> Result<Response<Body>, String> {
+    let dump = dump()?;
+    let parsed = parse(&dump)?;
+    drop(dump);
+    let (profile, named) = build(&parsed, kind);
+    let index = if kind == Kind::Inuse { 3 } else { 1 };
+    if debug {
+        return Ok(text(StatusCode::OK, summary(&parsed, &named, kind)));
     }
+    if flamegraph {
+        let title = if kind == Kind::Inuse { "inuse_space" } else { "alloc_space" };
+        let svg = symbols::flamegraph(title, "bytes", &symbols::folded(&named, index))?;
+        return Ok(super::http::response(StatusCode::OK, "image/svg+xml", Bytes::from(svg)));
+    }
+    let name = if kind == Kind::Inuse { "heap" } else { "allocs" };
+    Ok(super::pprof::attachment(name, Bytes::from(profile.encode_gzip())))
 }
 
 /// Whether jemalloc is profiling, and for `/allocs` whether it keeps cumulative counts.

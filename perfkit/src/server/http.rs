@@ -1,6 +1,5 @@
-//! Connection handling, routing and the request-level safety rules.
+//! Routing and the request-level safety rules (connections are [`super::accept`]'s).
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -12,9 +11,6 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::sync::{Semaphore, watch};
 
 use super::pprof;
 
@@ -31,94 +27,6 @@ pub(crate) type Body = Full<Bytes>;
 
 /// The answer of a handler that waits (a CPU profile) or works off the server thread.
 pub(crate) type Reply = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
-
-/// Accepts connections until `stop` turns true, then lets open connections finish (1 s).
-pub(crate) async fn serve(listener: tokio::net::TcpListener, state: Arc<State>, mut stop: watch::Receiver<bool>) {
-    let permits = Arc::new(Semaphore::new(state.max_connections));
-    // Answering connections past the cap takes a task each; these are capped too.
-    let rejecting = Arc::new(Semaphore::new(REJECTING_MAX));
-    loop {
-        let accepted = tokio::select! {
-            _ = stopped(&mut stop) => break,
-            a = listener.accept() => a,
-        };
-        let (stream, _peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "perfkit debug server: accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            if let Ok(p) = Arc::clone(&rejecting).try_acquire_owned() {
-                tokio::spawn(reject_busy(stream, state.max_connections, p));
-            } // else: dropped unanswered, the cheapest thing under a connection flood
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let state = Arc::clone(&state);
-        let mut stop = stop.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let svc_state = Arc::clone(&state);
-            let service = service_fn(move |req| {
-                let state = Arc::clone(&svc_state);
-                async move { Ok::<_, Infallible>(handle(state, req).await) }
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(state.header_read_timeout)
-                .max_buf_size(16 * 1024);
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = stopped(&mut stop) => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-        });
-    }
-    let all = u32::try_from(state.max_connections).unwrap_or(u32::MAX);
-    let _ = tokio::time::timeout(Duration::from_secs(1), permits.acquire_many(all)).await;
-}
-
-/// Resolves once the stop flag is set (or its sender is gone).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    // The guard `wait_for` returns is not `Send`; drop it here.
-    let _ = stop.wait_for(|s| *s).await;
-}
-
-/// Connections past the cap being answered with a 503 at any one time.
-const REJECTING_MAX: usize = 16;
-
-/// Answers a connection past the cap with a 503 and closes it. The request is discarded
-/// unread; waiting (at most 1 s) for the client to close first keeps the kernel from
-/// resetting the connection before the client has read the answer.
-async fn reject_busy(
-    mut stream: tokio::net::TcpStream,
-    cap: usize,
-    _permit: tokio::sync::OwnedSemaphorePermit,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let body = format!("too many debug server connections (cap {cap})\n");
-    let resp = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\ncache-control: no-store\r\nx-content-type-options: nosniff\r\nx-go-pprof: 1\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        stream.write_all(resp.as_bytes()).await?;
-        stream.shutdown().await?;
-        let mut sink = [0u8; 1024];
-        while stream.read(&mut sink).await? > 0 {}
-        Ok::<_, std::io::Error>(())
-    })
-    .await;
-}
 
 /// A route: its path, the query parameters it accepts, and what answers it.
 struct Route {

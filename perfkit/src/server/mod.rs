@@ -33,12 +33,15 @@
 //! | [`Builder::profile_max_seconds`] | | 60 s |
 //! | [`Builder::profile_frequency`] | | 99 Hz |
 
+mod accept;
 #[cfg(feature = "cpu-profiling")]
 mod cpu;
 mod error;
 #[cfg(feature = "heap-profiling")]
 pub(crate) mod heap;
 mod http;
+#[cfg(any(feature = "cpu-profiling", feature = "heap-profiling"))]
+mod lane;
 pub(crate) mod pprof;
 mod profile;
 #[cfg(feature = "cpu-profiling")]
@@ -322,7 +325,7 @@ impl Builder {
                     match tokio::net::TcpListener::from_std(listener) {
                         Ok(listener) => {
                             let _ = ready_tx.send(Ok(()));
-                            http::serve(listener, state, stop_rx).await;
+                            accept::serve(listener, state, stop_rx).await;
                         }
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));

@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -270,32 +270,65 @@ fn bad_settings_are_build_errors() {
 }
 
 #[test]
-fn connections_past_the_cap_get_503() {
+fn at_the_cap_the_oldest_connection_not_running_a_request_makes_room() {
+    let s = Builder::new()
+        .addr("127.0.0.1:0".parse().unwrap())
+        .max_connections(2)
+        .start()
+        .unwrap();
+    // Two connections hold both slots: one says nothing, one is half-way through its head.
+    let mut silent = TcpStream::connect(s.local_addr()).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let mut halfway = TcpStream::connect(s.local_addr()).unwrap();
+    halfway.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // A whole request still gets its answer...
+    assert_eq!(get(s.local_addr(), "/metrics").status, 200);
+    // ... in the place of the oldest, which was closed.
+    silent
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert!(
+        matches!(silent.read(&mut buf), Ok(0) | Err(_)),
+        "the oldest idle connection is closed"
+    );
+    halfway
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let e = halfway.read(&mut buf).unwrap_err();
+    assert!(
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "the younger one stays open: {e}"
+    );
+}
+
+#[test]
+fn when_every_connection_runs_a_request_newcomers_get_503() {
     let s = Builder::new()
         .addr("127.0.0.1:0".parse().unwrap())
         .max_connections(1)
         .start()
         .unwrap();
-    // Hold the only slot with an idle keep-alive connection.
-    let mut first = TcpStream::connect(s.local_addr()).unwrap();
-    first
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    let r = get(s.local_addr(), "/metrics");
+    let addr = s.local_addr();
+    // The only slot runs a 2 s CPU profile.
+    let profile = std::thread::spawn(move || get(addr, "/debug/pprof/profile?seconds=2").status);
+    std::thread::sleep(Duration::from_millis(300));
+    let r = get(addr, "/metrics");
     assert_eq!(r.status, 503);
-    assert!(r.text().contains("too many debug server connections"));
-    drop(first);
-    // Once the slot frees up, requests are served again.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let r = get(s.local_addr(), "/metrics");
-        if r.status == 200 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "slot never freed");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert_eq!(
+        r.text(),
+        "too many debug server connections running requests (cap 1)\n"
+    );
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(r.header("x-go-pprof"), Some("1"));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert_eq!(profile.join().unwrap(), 200);
+    // The slot is free again.
+    assert_eq!(get(addr, "/metrics").status, 200);
 }
 
 #[test]

@@ -28,7 +28,7 @@
 //! |---|---|---|
 //! | [`Builder::addr`] | `PERFKIT_ADDR` | `127.0.0.1:6060` |
 //! | [`Builder::token`] | `PERFKIT_TOKEN` | none (required for a non-loopback address) |
-//! | [`Builder::max_connections`] | | 64 |
+//! | [`Builder::max_connections`] | | 512, or a quarter of the file descriptor limit if lower (at least 64) |
 //! | [`Builder::header_read_timeout`] | | 5 s |
 //! | [`Builder::profile_max_seconds`] | | 60 s |
 //! | [`Builder::profile_frequency`] | | 99 Hz |
@@ -114,13 +114,14 @@ impl Default for Builder {
 }
 
 impl Builder {
-    /// Defaults only: `127.0.0.1:6060`, no token, 64 connections, 5 s header timeout, the
-    /// facade recorder installed. The environment is not read.
+    /// Defaults only: `127.0.0.1:6060`, no token, 512 connections (fewer when the process's
+    /// file descriptor limit is low, see [`Builder::max_connections`]), 5 s header timeout,
+    /// the facade recorder installed. The environment is not read.
     pub fn new() -> Self {
         Builder {
             addr: DEFAULT_ADDR,
             token: None,
-            max_connections: 64,
+            max_connections: default_max_connections(),
             header_read_timeout: Duration::from_secs(5),
             runtimes: Vec::new(),
             facade: true,
@@ -168,8 +169,16 @@ impl Builder {
         self
     }
 
-    /// Caps concurrent connections (default 64); connections past the cap get a 503 and are
-    /// closed.
+    /// Caps the connections open at once. At the cap, a new connection takes the place of
+    /// the oldest open connection that is not running a request (one still sending its
+    /// head, or an idle keep-alive one), which is closed; only when every open connection is
+    /// running a request does the newcomer get a `503`. So clients that open connections
+    /// and trickle or withhold their requests cannot keep a whole request from its answer.
+    ///
+    /// Each open connection holds a file descriptor and a few KiB (hyper's read buffer, at
+    /// most 16 KiB for a request head). The default is 512, or a quarter of the process's
+    /// soft `RLIMIT_NOFILE` when that is lower (at least 64), so the debug port cannot take
+    /// most of the service's descriptors.
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = n;
         self
@@ -293,6 +302,7 @@ impl Builder {
         listener
             .set_nonblocking(true)
             .map_err(|source| BuildError::Bind { addr: self.addr, source })?;
+        deepen_backlog(&listener);
         let local_addr = listener
             .local_addr()
             .map_err(|source| BuildError::Bind { addr: self.addr, source })?;
@@ -350,6 +360,31 @@ impl Builder {
             thread: Some(thread),
         })
     }
+}
+
+/// 512, or a quarter of the soft file descriptor limit when that is lower, at least 64.
+fn default_max_connections() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the limits into the struct it is given.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur
+    } else {
+        libc::RLIM_INFINITY
+    };
+    usize::try_from(soft / 4).unwrap_or(usize::MAX).clamp(64, 512)
+}
+
+/// Raises the listen backlog from std's 128 to 1024 (the kernel caps it at `somaxconn`), so
+/// a burst of connections (a reconnecting flood) does not drop a legitimate client's SYN,
+/// which would cost it a one-second retransmission.
+fn deepen_backlog(listener: &std::net::TcpListener) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `listen` on a descriptor we own that is already listening only changes the
+    // length of its queue of pending connections.
+    let _ = unsafe { libc::listen(listener.as_raw_fd(), 1024) };
 }
 
 /// A running debug server. Dropping it stops the server and waits for its thread.

@@ -30,6 +30,32 @@ pub const ENV_LEAK_TASKS: &str = "INGEST_LEAK_TASKS";
 pub const ENV_WORKERS: &str = "INGEST_WORKERS";
 /// Environment variable: CPU work added to every event's processing, in microseconds.
 pub const ENV_WORK_DELAY_US: &str = "INGEST_WORK_DELAY_US";
+/// Environment variable: longest wait for room in the `events` queue per request, in ms.
+pub const ENV_ENQUEUE_TIMEOUT_MS: &str = "INGEST_ENQUEUE_TIMEOUT_MS";
+/// Environment variable: longest time from SIGTERM to the process's exit, in milliseconds.
+pub const ENV_SHUTDOWN_TIMEOUT_MS: &str = "INGEST_SHUTDOWN_TIMEOUT_MS";
+/// Environment variable: most API connections open at once.
+pub const ENV_MAX_CONNECTIONS: &str = "INGEST_MAX_CONNECTIONS";
+/// Environment variable: longest wait for a request's head (and on an idle connection), in ms.
+pub const ENV_HEADER_TIMEOUT_MS: &str = "INGEST_HEADER_TIMEOUT_MS";
+/// Environment variable: longest time a request may take to be answered, in milliseconds.
+pub const ENV_REQUEST_TIMEOUT_MS: &str = "INGEST_REQUEST_TIMEOUT_MS";
+
+/// The accepted range of every numeric variable: `(variable, least, most)`. Nothing is
+/// allocated in proportion to a number outside it.
+pub const RANGES: &[(&str, u64, u64)] = &[
+    (ENV_QUEUE_CAPACITY, 1, 10_000_000),
+    (ENV_FLUSH_INTERVAL_MS, 1, 3_600_000),
+    (ENV_MAX_BATCH, 1, 100_000),
+    (ENV_FLUSH_DELAY_MS, 0, 3_600_000),
+    (ENV_WORKERS, 1, 1024),
+    (ENV_WORK_DELAY_US, 0, 10_000_000),
+    (ENV_ENQUEUE_TIMEOUT_MS, 1, 600_000),
+    (ENV_SHUTDOWN_TIMEOUT_MS, 100, 3_600_000),
+    (ENV_MAX_CONNECTIONS, 1, 65_536),
+    (ENV_HEADER_TIMEOUT_MS, 100, 600_000),
+    (ENV_REQUEST_TIMEOUT_MS, 100, 600_000),
+];
 
 /// Where the service keeps its SQLite database.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +105,23 @@ pub struct Config {
     /// Debug switch: leak one tracked task per request (`INGEST_LEAK_TASKS=1`), so a load
     /// test can prove its task-growth gate fails.
     pub leak_tasks: bool,
+    /// Under the `block` policy, how long one `POST /events` may wait for room in the
+    /// `events` queue, over all its events (`INGEST_ENQUEUE_TIMEOUT_MS`, default 1000); then
+    /// it is answered (503 when none of its events got in).
+    pub enqueue_timeout: Duration,
+    /// From SIGTERM to the process's exit at most (`INGEST_SHUTDOWN_TIMEOUT_MS`, default
+    /// 20 000): what can be written by then is, the rest is counted as dropped.
+    pub shutdown_timeout: Duration,
+    /// API connections open at once (`INGEST_MAX_CONNECTIONS`, default 1024); more wait in
+    /// the listen backlog.
+    pub max_connections: usize,
+    /// A request head must arrive within this after the connection opens or its previous
+    /// answer, so half-sent and idle connections are closed (`INGEST_HEADER_TIMEOUT_MS`,
+    /// default 10 000).
+    pub header_timeout: Duration,
+    /// A request not answered within this gets a 503 (`INGEST_REQUEST_TIMEOUT_MS`, default
+    /// 10 000).
+    pub request_timeout: Duration,
 }
 
 impl Default for Config {
@@ -96,6 +139,11 @@ impl Default for Config {
             workers: 4,
             work_delay: Duration::ZERO,
             leak_tasks: false,
+            enqueue_timeout: Duration::from_millis(1000),
+            shutdown_timeout: Duration::from_millis(20_000),
+            max_connections: 1024,
+            header_timeout: Duration::from_millis(10_000),
+            request_timeout: Duration::from_millis(10_000),
         }
     }
 }
@@ -145,7 +193,7 @@ impl Config {
         if let Some(value) = non_empty(lookup(ENV_DB)?) {
             config.db = DbLocation::Path(PathBuf::from(value));
         }
-        if let Some(v) = number(&mut lookup, ENV_QUEUE_CAPACITY, 1)? {
+        if let Some(v) = number(&mut lookup, ENV_QUEUE_CAPACITY)? {
             config.queue_capacity = v as usize;
         }
         if let Some(value) = non_empty(lookup(ENV_QUEUE_POLICY)?) {
@@ -155,20 +203,45 @@ impl Config {
                 reason: e.to_string(),
             })?;
         }
-        if let Some(v) = number(&mut lookup, ENV_FLUSH_INTERVAL_MS, 1)? {
+        if let Some(v) = number(&mut lookup, ENV_FLUSH_INTERVAL_MS)? {
             config.flush_interval = Duration::from_millis(v);
         }
-        if let Some(v) = number(&mut lookup, ENV_MAX_BATCH, 1)? {
+        if let Some(v) = number(&mut lookup, ENV_MAX_BATCH)? {
             config.max_batch = v as usize;
         }
-        if let Some(v) = number(&mut lookup, ENV_FLUSH_DELAY_MS, 0)? {
+        if let Some(v) = number(&mut lookup, ENV_FLUSH_DELAY_MS)? {
             config.flush_delay = Duration::from_millis(v);
         }
-        if let Some(v) = number(&mut lookup, ENV_WORKERS, 1)? {
+        if let Some(v) = number(&mut lookup, ENV_WORKERS)? {
             config.workers = v as usize;
         }
-        if let Some(v) = number(&mut lookup, ENV_WORK_DELAY_US, 0)? {
+        if let Some(v) = number(&mut lookup, ENV_WORK_DELAY_US)? {
             config.work_delay = Duration::from_micros(v);
+        }
+        if let Some(v) = number(&mut lookup, ENV_ENQUEUE_TIMEOUT_MS)? {
+            config.enqueue_timeout = Duration::from_millis(v);
+        }
+        if let Some(v) = number(&mut lookup, ENV_SHUTDOWN_TIMEOUT_MS)? {
+            config.shutdown_timeout = Duration::from_millis(v);
+        }
+        if let Some(v) = number(&mut lookup, ENV_MAX_CONNECTIONS)? {
+            config.max_connections = v as usize;
+        }
+        if let Some(v) = number(&mut lookup, ENV_HEADER_TIMEOUT_MS)? {
+            config.header_timeout = Duration::from_millis(v);
+        }
+        if let Some(v) = number(&mut lookup, ENV_REQUEST_TIMEOUT_MS)? {
+            config.request_timeout = Duration::from_millis(v);
+        }
+        if config.enqueue_timeout >= config.request_timeout {
+            return Err(ConfigError {
+                var: ENV_ENQUEUE_TIMEOUT_MS,
+                value: config.enqueue_timeout.as_millis().to_string(),
+                reason: format!(
+                    "must be below {ENV_REQUEST_TIMEOUT_MS} ({} ms), or a request could time out after some of its events were accepted",
+                    config.request_timeout.as_millis()
+                ),
+            });
         }
         if let Some(value) = non_empty(lookup(ENV_LEAK_TASKS)?) {
             config.leak_tasks = match value.trim() {
@@ -187,20 +260,25 @@ impl Config {
     }
 }
 
-/// Reads a whole number of at least `min` (and below 2^32, so it fits any bound here).
-fn number<F>(lookup: &mut F, var: &'static str, min: u64) -> Result<Option<u64>, ConfigError>
+/// Reads a whole number within the variable's range in [`RANGES`].
+fn number<F>(lookup: &mut F, var: &'static str) -> Result<Option<u64>, ConfigError>
 where
     F: FnMut(&'static str) -> Result<Option<String>, ConfigError>,
 {
     let Some(value) = non_empty(lookup(var)?) else {
         return Ok(None);
     };
+    let (_, min, max) = RANGES
+        .iter()
+        .copied()
+        .find(|(v, _, _)| *v == var)
+        .expect("every numeric variable has a range");
     match value.trim().parse::<u64>() {
-        Ok(v) if v >= min && v < 1 << 32 => Ok(Some(v)),
+        Ok(v) if (min..=max).contains(&v) => Ok(Some(v)),
         _ => Err(ConfigError {
             var,
             value,
-            reason: format!("expected a whole number from {min} to 4294967295"),
+            reason: format!("expected a whole number from {min} to {max}"),
         }),
     }
 }
@@ -289,5 +367,52 @@ mod tests {
         );
         assert!(parse(&[(ENV_FLUSH_DELAY_MS, "0")]).is_ok());
         assert!(parse(&[(ENV_MAX_BATCH, "-3")]).is_err());
+    }
+
+    #[test]
+    fn every_number_is_checked_against_its_range() {
+        // The enqueue timeout must stay below the request timeout, whatever the range allows.
+        let room = [(ENV_REQUEST_TIMEOUT_MS, "600000")];
+        for &(var, min, max) in RANGES {
+            let ok = |v: u64| {
+                let v = v.to_string();
+                let mut vars = vec![(var, v.as_str())];
+                if var != ENV_REQUEST_TIMEOUT_MS {
+                    vars.extend(room);
+                } else {
+                    vars.push((ENV_ENQUEUE_TIMEOUT_MS, "1"));
+                }
+                parse(&vars)
+            };
+            assert!(ok(min).is_ok(), "{var}={min}: {:?}", ok(min));
+            if var != ENV_ENQUEUE_TIMEOUT_MS {
+                assert!(ok(max).is_ok(), "{var}={max}: {:?}", ok(max));
+            }
+            for bad in [max + 1, u64::MAX] {
+                let err = parse(&[(var, &bad.to_string())]).unwrap_err();
+                assert_eq!(err.var, var);
+                assert_eq!(
+                    err.to_string(),
+                    format!("invalid {var}=\"{bad}\": expected a whole number from {min} to {max}")
+                );
+            }
+            if min > 0 {
+                assert!(parse(&[(var, &(min - 1).to_string())]).is_err(), "{var}");
+            }
+        }
+        let d = parse(&[]).unwrap();
+        assert_eq!(d.enqueue_timeout, Duration::from_millis(1000));
+        assert_eq!(d.shutdown_timeout, Duration::from_millis(20_000));
+        assert_eq!(
+            parse(&[(ENV_WORKERS, "4294967295")]).unwrap_err().reason,
+            "expected a whole number from 1 to 1024"
+        );
+        let err = parse(&[(ENV_ENQUEUE_TIMEOUT_MS, "10000")]).unwrap_err();
+        assert_eq!(err.var, ENV_ENQUEUE_TIMEOUT_MS);
+        assert!(
+            err.reason
+                .starts_with("must be below INGEST_REQUEST_TIMEOUT_MS (10000 ms)"),
+            "{err}"
+        );
     }
 }

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -29,6 +30,8 @@ pub struct AppState {
     events: Sender<Event>,
     accepted: Arc<AtomicU64>,
     leak_tasks: bool,
+    enqueue_timeout: Duration,
+    request_timeout: Duration,
 }
 
 impl AppState {
@@ -39,7 +42,22 @@ impl AppState {
             events,
             accepted: Arc::new(AtomicU64::new(0)),
             leak_tasks: false,
+            enqueue_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(10),
         }
+    }
+
+    /// How long one `POST /events` may wait for room in the queue, over all its events
+    /// (`INGEST_ENQUEUE_TIMEOUT_MS`).
+    pub fn with_enqueue_timeout(mut self, timeout: Duration) -> Self {
+        self.enqueue_timeout = timeout;
+        self
+    }
+
+    /// How long any request may take before it is answered 503 (`INGEST_REQUEST_TIMEOUT_MS`).
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
     }
 
     /// Leak one tracked task per request (the `INGEST_LEAK_TASKS` debug switch).
@@ -62,6 +80,7 @@ impl AppState {
 /// The service's routes.
 pub fn router(state: AppState) -> Router {
     let leak = state.leak_tasks;
+    let request_timeout = state.request_timeout;
     Router::new()
         .route(
             "/events",
@@ -69,7 +88,12 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/progress/{user}", get(get_progress))
         .route("/healthz", get(healthz))
-        // Per-route latency, sizes and requests in flight, labelled by route template.
+        // No request takes longer than this to be answered.
+        .layer(axum::middleware::from_fn(
+            move |req, next: axum::middleware::Next| answer_within(request_timeout, req, next),
+        ))
+        // Per-route latency, sizes and requests in flight, labelled by route template
+        // (outside the timeout, so timed-out requests are measured too).
         .layer(perfkit::http::MetricsLayer::new())
         .layer(axum::middleware::from_fn(
             move |req, next: axum::middleware::Next| async move {
@@ -81,6 +105,29 @@ pub fn router(state: AppState) -> Router {
             },
         ))
         .with_state(state)
+}
+
+/// Runs the rest of the stack for `req`, answering 503 if it takes longer than `timeout`
+/// (the work in progress is dropped). The middleware behind `INGEST_REQUEST_TIMEOUT_MS`.
+pub async fn answer_within(
+    timeout: Duration,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => reject(
+            "request_timeout",
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the request was not answered within {} ms (INGEST_REQUEST_TIMEOUT_MS)",
+                    timeout.as_millis()
+                ),
+            ),
+        )
+        .into_response(),
+    }
 }
 
 /// An error answer: the status and a one-line `{"error": "..."}` body.
@@ -165,39 +212,67 @@ async fn post_events(
             ApiError::new(StatusCode::BAD_REQUEST, err.to_string()),
         )
     })?;
+    let total = events.len();
     let mut accepted = 0usize;
-    let mut rejected = 0usize;
+    // Every event waits for room at most until this deadline, all of them together.
+    let deadline = tokio::time::Instant::now() + state.enqueue_timeout;
+    let mut refusal = None;
     for event in events {
-        match state.events.send(event).await {
+        let patience = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match state.events.send_timeout(event, patience).await {
             // Enqueued, or accepted and then counted by perfkit as dropped
             // (drop_newest / drop_oldest): either way the API took responsibility for it.
-            Ok(_) => accepted += 1,
-            Err(SendError::Full(_)) => rejected += 1,
+            // Counted at once, so the shutdown report sees it even if this request is cut
+            // short.
+            Ok(_) => {
+                accepted += 1;
+                state.accepted.fetch_add(1, Ordering::Relaxed);
+            }
+            // The `reject` policy refused it; each refusal is counted by perfkit in
+            // perfkit_queue_rejected_total, and the next event may still fit.
+            Err(SendError::Full(_)) => {
+                refusal.get_or_insert_with(|| {
+                    (
+                        "queue_full",
+                        "the event queue is full; retry later".to_owned(),
+                    )
+                });
+            }
+            // `block`: the queue stayed full until the deadline (counted by perfkit in
+            // perfkit_queue_rejected_total too). The remaining events get one try each.
+            Err(SendError::Timeout(_)) => {
+                refusal.get_or_insert_with(|| {
+                    (
+                        "enqueue_timeout",
+                        format!(
+                            "the event queue stayed full for {} ms (INGEST_ENQUEUE_TIMEOUT_MS); retry later",
+                            state.enqueue_timeout.as_millis()
+                        ),
+                    )
+                });
+            }
             Err(_) => {
-                return Err(reject(
-                    "shutting_down",
-                    ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "the service is shutting down",
-                    ),
-                ));
+                refusal = Some(("shutting_down", "the service is shutting down".to_owned()));
+                break;
             }
         }
     }
-    state.accepted.fetch_add(accepted as u64, Ordering::Relaxed);
     metrics::counter!(telemetry::EVENTS_ACCEPTED_TOTAL).increment(accepted as u64);
-    if rejected > 0 {
-        metrics::counter!(telemetry::REQUESTS_REJECTED_TOTAL, "reason" => "queue_full")
-            .increment(1);
+    let rejected = total - accepted;
+    match refusal {
+        // Nothing got in: tell the client to retry later.
+        Some((reason, message)) if accepted == 0 => Err(reject(
+            reason,
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message),
+        )),
+        // A partial refusal still answers 202, with the counts, so accepted events are not
+        // sent twice.
+        Some((reason, _)) => {
+            metrics::counter!(telemetry::REQUESTS_REJECTED_TOTAL, "reason" => reason).increment(1);
+            Ok((StatusCode::ACCEPTED, Json(Accepted { accepted, rejected })))
+        }
+        None => Ok((StatusCode::ACCEPTED, Json(Accepted { accepted, rejected }))),
     }
-    // Everything refused: tell the client to retry later. A partial refusal still answers
-    // 202, with the count, so accepted events are not sent twice.
-    let status = if accepted == 0 && rejected > 0 {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::ACCEPTED
-    };
-    Ok((status, Json(Accepted { accepted, rejected })))
 }
 
 #[perfkit::hot_path]

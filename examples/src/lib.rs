@@ -13,6 +13,7 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -20,6 +21,7 @@ pub mod config;
 pub mod event;
 pub mod http;
 pub mod pipeline;
+pub mod server;
 pub mod store;
 pub mod telemetry;
 
@@ -40,9 +42,6 @@ pub enum Error {
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The HTTP server failed.
-    #[error("HTTP server failed: {0}")]
-    Serve(io::Error),
     /// The write path could not be built.
     #[error(transparent)]
     Pipeline(#[from] pipeline::PipelineError),
@@ -73,8 +72,15 @@ pub struct Service {
     local_addr: SocketAddr,
     state: http::AppState,
     pipeline: pipeline::Pipeline,
-    applied_at_start: u64,
+    limits: server::Limits,
+    shutdown_timeout: Duration,
     dropped_at_start: u64,
+}
+
+/// Time kept back from the shutdown timeout for the report, stopping the debug server and
+/// the runtime: a quarter of it, at most 2 s.
+fn exit_margin(timeout: Duration) -> Duration {
+    (timeout / 4).min(Duration::from_secs(2))
 }
 
 impl Service {
@@ -84,7 +90,6 @@ impl Service {
         let store = tokio::task::spawn_blocking(move || Store::open(&location))
             .await
             .map_err(|e| StoreError::Task(e.to_string()))??;
-        let applied_at_start = store.events_applied().await?;
         let listener = TcpListener::bind(config.addr)
             .await
             .map_err(|source| Error::Bind {
@@ -100,9 +105,16 @@ impl Service {
         Ok(Self {
             listener,
             local_addr,
-            state: http::AppState::new(store, events).with_leak_tasks(config.leak_tasks),
+            state: http::AppState::new(store, events)
+                .with_leak_tasks(config.leak_tasks)
+                .with_enqueue_timeout(config.enqueue_timeout)
+                .with_request_timeout(config.request_timeout),
             pipeline,
-            applied_at_start,
+            limits: server::Limits {
+                max_connections: config.max_connections,
+                header_timeout: config.header_timeout,
+            },
+            shutdown_timeout: config.shutdown_timeout,
             dropped_at_start: pipeline::dropped_events(),
         })
     }
@@ -112,8 +124,10 @@ impl Service {
         self.local_addr
     }
 
-    /// Serves until `shutdown` completes, then lets in-flight requests finish and reports
-    /// accepted versus applied events.
+    /// Serves until `shutdown` completes, then stops within the shutdown timeout
+    /// (`INGEST_SHUTDOWN_TIMEOUT_MS`): intake stops at once, requests in flight are
+    /// answered, the write path drains until the deadline and what it still holds then is
+    /// counted as dropped. Reports accepted versus applied and dropped events.
     pub async fn serve<F>(self, shutdown: F) -> Result<Report, Error>
     where
         F: Future<Output = ()> + Send + 'static,
@@ -122,33 +136,50 @@ impl Service {
             listener,
             state,
             pipeline,
-            applied_at_start,
+            limits,
+            shutdown_timeout,
             dropped_at_start,
             ..
         } = self;
-        let served = axum::serve(listener, http::router(state.clone()))
-            .with_graceful_shutdown(shutdown)
-            .await;
-        // The router (and its state) is gone; dropping the last sender lets the pipeline
-        // drain everything accepted into the database before the report is taken.
-        let store = state.store().clone();
+        let (stop, stopping) = tokio::sync::watch::channel(None);
+        let server = tokio::spawn(server::serve(
+            listener,
+            http::router(state.clone()),
+            limits,
+            stopping,
+        ));
+        shutdown.await;
+        let signalled = tokio::time::Instant::now();
+        let deadline = signalled + shutdown_timeout.saturating_sub(exit_margin(shutdown_timeout));
+        // The listener closes and requests in flight finish (those waiting for room in the
+        // queue are answered as soon as the pipeline closes it, just below).
+        let _ = stop.send(Some(deadline));
+        let drained = pipeline.shutdown(deadline).await;
+        let still_open = server.await.unwrap_or(0);
+        if still_open > 0 {
+            tracing::warn!(
+                connections = still_open,
+                "connections still open at the shutdown deadline were closed"
+            );
+        }
+        // Every handler is done: nothing more can be accepted.
         let accepted_events = state.accepted_events();
+        let applied_events = state.store().applied();
         drop(state);
-        let drained = pipeline.drain().await;
-        served.map_err(Error::Serve)?;
-        let applied_total = store.events_applied().await?;
         let report = Report {
             accepted_events,
-            applied_events: applied_total.saturating_sub(applied_at_start),
-            dropped_events: pipeline::dropped_events().saturating_sub(dropped_at_start)
-                + drained.lost_in_pool(),
+            applied_events,
+            dropped_events: (pipeline::dropped_events().saturating_sub(dropped_at_start)
+                + drained.lost_in_pool())
+            .saturating_sub(drained.applied_after_abandon),
         };
         tracing::info!(
             accepted_events = report.accepted_events,
             applied_events = report.applied_events,
             dropped_events = report.dropped_events,
-            applied_events_all_runs = applied_total,
+            discarded_at_deadline = drained.discarded + drained.batches.abandoned,
             batches = drained.batches.batches,
+            shutdown_ms = signalled.elapsed().as_millis() as u64,
             "ingest stopped"
         );
         if !report.balanced() {

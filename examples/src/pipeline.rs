@@ -12,14 +12,23 @@
 //! perfkit (`perfkit_queue_dropped_total` for the `events` queue, the pool's queue and the
 //! `db` batcher, plus pool jobs that failed or were stopped at shutdown): the shutdown
 //! report checks exactly that.
+//!
+//! Shutdown has one deadline for the whole path ([`Pipeline::shutdown`]): intake stops at
+//! once (the `events` queue closes, so requests waiting for room are answered), and the
+//! path drains until the deadline. Then the forwarder discards what it still holds and what
+//! is queued, the pool cancels its jobs, and the batcher abandons its flush; each counts
+//! what it dropped (`reason="closed"`), so a stuck database cannot hold the process, nor
+//! make it lose count.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use perfkit::batch::{Batcher, Flush, Report as BatchReport};
 use perfkit::pool::{Pool, ShutdownReport};
 use perfkit::queue::{self, Receiver, SendError, SendOutcome, Sender};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::event::Event;
@@ -31,8 +40,6 @@ pub const EVENTS_QUEUE: &str = "events";
 pub const DB_BATCHER: &str = "db";
 /// Name of the worker pool that processes events (and of its queue).
 pub const PROGRESS_POOL: &str = "progress";
-/// How long the pool may take at shutdown to finish the events it holds.
-const POOL_DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Writes batches to the store, after the configured artificial delay.
 #[derive(Debug)]
@@ -57,6 +64,9 @@ impl Flush<Event> for DbFlush {
 #[derive(Debug)]
 pub struct Pipeline {
     forwarder: JoinHandle<Drained>,
+    /// `Some(deadline)` once shutting down.
+    stop: watch::Sender<Option<Instant>>,
+    store: Store,
 }
 
 /// What the write path did by the time it drained.
@@ -66,6 +76,11 @@ pub struct Drained {
     pub batches: BatchReport,
     /// The pool's shutdown report (`None` if the forwarder itself failed).
     pub pool: Option<ShutdownReport>,
+    /// Events the forwarder discarded at the deadline: taken from the `events` queue but
+    /// not handed to the pool, and still queued (counted by perfkit as dropped).
+    pub discarded: u64,
+    /// Events of flushes abandoned at the deadline that had committed after all.
+    pub applied_after_abandon: u64,
 }
 
 impl Drained {
@@ -79,6 +94,14 @@ impl Drained {
     }
 }
 
+/// Resolves at `deadline`, or never without one.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Builds the queue and the batcher and starts the forwarder. Returns the sender the API
 /// uses; when every clone of it is dropped, the pipeline drains.
 pub fn start(store: Store, config: &Config) -> Result<(Sender<Event>, Pipeline), PipelineError> {
@@ -88,7 +111,7 @@ pub fn start(store: Store, config: &Config) -> Result<(Sender<Event>, Pipeline),
     let batcher = Batcher::builder(
         DB_BATCHER,
         DbFlush {
-            store,
+            store: store.clone(),
             delay: config.flush_delay,
         },
     )
@@ -100,11 +123,19 @@ pub fn start(store: Store, config: &Config) -> Result<(Sender<Event>, Pipeline),
         .workers(config.workers)
         .queue_capacity(config.workers * 256)
         .build()?;
+    let (stop, stopping) = watch::channel(None);
     let forwarder = perfkit::task::spawn(
         "forwarder",
-        forward(rx, pool, Arc::new(batcher), config.work_delay),
+        forward(rx, pool, Arc::new(batcher), config.work_delay, stopping),
     );
-    Ok((tx, Pipeline { forwarder }))
+    Ok((
+        tx,
+        Pipeline {
+            forwarder,
+            stop,
+            store,
+        },
+    ))
 }
 
 /// One event's processing, run on the pool: the (simulated) CPU work of a progress update,
@@ -116,48 +147,121 @@ async fn progress_update(
     work: Duration,
 ) -> Result<SendOutcome, SendError<Event>> {
     if !work.is_zero() {
-        let until = Instant::now() + work;
-        while Instant::now() < until {
+        let until = std::time::Instant::now() + work;
+        while std::time::Instant::now() < until {
             std::hint::spin_loop();
         }
     }
     batcher.add(event).await
 }
 
-/// Moves events from the queue onto the pool (waiting while the pool's queue is full), then,
-/// once the queue is closed and drained, shuts the pool down and closes the batcher.
+/// A shutdown started: close intake, so requests waiting for room are answered now.
+fn on_stop(
+    rx: &mut Receiver<Event>,
+    deadline: &mut Option<Instant>,
+    stop: &watch::Receiver<Option<Instant>>,
+) {
+    // A sender gone without a deadline means stop now.
+    *deadline = Some(stop.borrow().unwrap_or_else(Instant::now));
+    rx.close();
+}
+
+/// Moves events from the queue onto the pool (waiting while the pool's queue is full) until
+/// the queue is closed and drained or the shutdown deadline passes, then shuts the pool down
+/// and closes the batcher within what is left of the deadline.
 async fn forward(
     mut rx: Receiver<Event>,
     pool: Pool,
     batcher: Arc<Batcher<Event>>,
     work: Duration,
+    mut stop: watch::Receiver<Option<Instant>>,
 ) -> Drained {
     let mut buf = Vec::with_capacity(512);
-    while rx.recv_many(&mut buf, 512).await > 0 {
-        for event in buf.drain(..) {
-            let job = progress_update(event, batcher.clone(), work);
-            match pool.submit(job).await {
+    let mut deadline: Option<Instant> = None;
+    let mut discarded = 0;
+    'forward: loop {
+        let n = tokio::select! {
+            biased;
+            _ = stop.changed(), if deadline.is_none() => {
+                on_stop(&mut rx, &mut deadline, &stop);
+                continue;
+            }
+            () = until(deadline) => {
+                discarded += rx.discard(0);
+                break;
+            }
+            n = rx.recv_many(&mut buf, 512) => n,
+        };
+        if n == 0 {
+            break; // closed and drained
+        }
+        let mut events = buf.drain(..);
+        while let Some(event) = events.next() {
+            let mut submit =
+                std::pin::pin!(pool.submit(progress_update(event, batcher.clone(), work)));
+            let submitted = loop {
+                tokio::select! {
+                    biased;
+                    r = &mut submit => break Some(r),
+                    _ = stop.changed(), if deadline.is_none() => on_stop(&mut rx, &mut deadline, &stop),
+                    () = until(deadline) => break None,
+                }
+            };
+            match submitted {
                 // The pool counts each job's outcome; nobody waits for the result.
-                Ok(handle) => drop(handle),
+                Some(Ok(handle)) => drop(handle),
                 // Only happens if the pool shut down early; perfkit counted nothing for
                 // this event, so say so loudly.
-                Err(e) => tracing::error!(error = %e, "pool refused an event"),
+                Some(Err(e)) => tracing::error!(error = %e, "pool refused an event"),
+                // The deadline passed while the pool was full: this event (dropped with
+                // the submit), the rest of this batch and the queue are discarded.
+                None => {
+                    let held = 1 + events.len();
+                    drop(events);
+                    discarded += rx.discard(held);
+                    break 'forward;
+                }
             }
         }
     }
-    // The pool finishes (or, past the deadline, cancels and counts) its jobs before the
-    // batcher stops taking their events.
-    let pool_report = pool.shutdown(POOL_DRAIN_DEADLINE).await;
+    // Past the deadline the pool cancels its jobs and the batcher abandons its flush, each
+    // counting what it dropped. Without a shutdown (every sender dropped), they drain.
+    let left = |deadline: Option<Instant>| {
+        deadline.map_or(Duration::MAX, |d| {
+            d.saturating_duration_since(Instant::now())
+        })
+    };
+    let pool_report = pool.shutdown(left(deadline)).await;
+    let batches = match deadline {
+        Some(_) => batcher.shutdown(left(deadline)).await,
+        None => batcher.close().await,
+    };
     Drained {
-        batches: batcher.close().await,
+        batches,
         pool: Some(pool_report),
+        discarded,
+        applied_after_abandon: 0,
     }
 }
 
 impl Pipeline {
+    /// Stops intake at once (requests waiting for room in the `events` queue are answered
+    /// 503) and drains the write path until `deadline`; what is still on its way then is
+    /// dropped and counted. Returns what was drained.
+    pub async fn shutdown(self, deadline: Instant) -> Drained {
+        let _ = self.stop.send(Some(deadline));
+        self.finish().await
+    }
+
     /// Waits until everything sent before the last sender was dropped is flushed.
     pub async fn drain(self) -> Drained {
-        self.forwarder.await.unwrap_or_default()
+        self.finish().await
+    }
+
+    async fn finish(self) -> Drained {
+        let mut drained = self.forwarder.await.unwrap_or_default();
+        drained.applied_after_abandon = self.store.applied_after_abandon();
+        drained
     }
 }
 

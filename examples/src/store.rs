@@ -2,10 +2,15 @@
 //!
 //! One connection behind a [`std::sync::Mutex`]; every call runs on tokio's blocking pool
 //! ([`tokio::task::spawn_blocking`]) so the async runtime never waits on SQLite.
+//!
+//! A write can be given up on at a shutdown deadline while it runs (its future dropped):
+//! [`Store::apply`] commits only if its [`Write`] was not abandoned first, so an abandoned
+//! write either did not happen or is known to have happened.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -65,6 +70,9 @@ pub enum StoreError {
     /// The blocking task running the operation panicked or was cancelled.
     #[error("database task failed: {0}")]
     Task(String),
+    /// The write was abandoned before it committed; nothing was written.
+    #[error("the write was abandoned before it committed")]
+    Abandoned,
 }
 
 /// Handle to the service's SQLite database; cheap to clone.
@@ -79,6 +87,50 @@ struct Inner {
     conn: Mutex<Connection>,
     path: PathBuf,
     _temp: Option<NamedTempFile>,
+    /// Events committed through this handle (all clones), since it was opened.
+    applied: AtomicU64,
+    /// Events of writes that committed although they were abandoned.
+    applied_after_abandon: AtomicU64,
+}
+
+/// One write's fate, shared by the write and whoever may abandon it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Pending,
+    Committed,
+    Abandoned,
+}
+
+/// A write in flight ([`Store::apply`]). Dropping it before the write returns abandons it:
+/// if the transaction has not committed yet, it will roll back instead.
+#[derive(Debug)]
+pub struct Write {
+    fate: Arc<Mutex<Fate>>,
+    store: Arc<Inner>,
+    events: u64,
+    /// The write returned: nothing to give up on.
+    returned: bool,
+}
+
+impl Drop for Write {
+    fn drop(&mut self) {
+        if self.returned {
+            return;
+        }
+        let (store, events) = (Arc::clone(&self.store), self.events);
+        let mut fate = self.fate.lock().unwrap_or_else(|p| p.into_inner());
+        match *fate {
+            Fate::Pending => *fate = Fate::Abandoned,
+            // Committed while it was being given up on: the caller counts these events as
+            // lost, so say they were applied after all.
+            Fate::Committed => {
+                store
+                    .applied_after_abandon
+                    .fetch_add(events, Ordering::Relaxed);
+            }
+            Fate::Abandoned => {}
+        }
+    }
 }
 
 impl Store {
@@ -109,8 +161,22 @@ impl Store {
                 conn: Mutex::new(conn),
                 path,
                 _temp: temp,
+                applied: AtomicU64::new(0),
+                applied_after_abandon: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// Events committed through this store handle since it was opened (counted in memory,
+    /// so reading it never waits on the database).
+    pub fn applied(&self) -> u64 {
+        self.inner.applied.load(Ordering::Relaxed)
+    }
+
+    /// Events of writes that were abandoned (their future dropped) just as they committed:
+    /// whoever counted them as lost should count them as applied.
+    pub fn applied_after_abandon(&self) -> u64 {
+        self.inner.applied_after_abandon.load(Ordering::Relaxed)
     }
 
     /// The database file's path.
@@ -120,16 +186,34 @@ impl Store {
 
     /// Adds every event's value to its `(user_id, stat)` total and counts the events in
     /// `meta.events_applied`, all in one transaction.
+    ///
+    /// # Cancel safety
+    /// If the future is dropped before the transaction commits, it rolls back: nothing is
+    /// written. If it had committed, [`Store::applied_after_abandon`] counts its events.
     pub async fn apply(&self, events: Vec<Event>) -> Result<(), StoreError> {
-        self.blocking(move |inner| {
-            let mut conn = inner.lock();
-            let started = Instant::now();
-            let result = apply_in_transaction(&mut conn, &events);
-            drop(conn);
-            metrics::histogram!(telemetry::DB_WRITE_SECONDS).record(started.elapsed());
-            result
-        })
-        .await
+        let mut write = Write {
+            fate: Arc::new(Mutex::new(Fate::Pending)),
+            store: Arc::clone(&self.inner),
+            events: events.len() as u64,
+            returned: false,
+        };
+        let fate = Arc::clone(&write.fate);
+        let result = self
+            .blocking(move |inner| {
+                let mut conn = inner.lock();
+                let started = Instant::now();
+                let result = apply_in_transaction(&mut conn, &events, &fate, &inner.applied);
+                drop(conn);
+                metrics::histogram!(telemetry::DB_WRITE_SECONDS).record(started.elapsed());
+                result
+            })
+            .await;
+        write.returned = true;
+        match result {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(StoreError::Abandoned),
+            Err(e) => Err(e),
+        }
     }
 
     /// `user_id`'s stat totals, by stat name; empty for an unknown user.
@@ -193,7 +277,17 @@ fn open_connection(path: &Path) -> Result<(Connection, String), rusqlite::Error>
     Ok((conn, mode))
 }
 
-fn apply_in_transaction(conn: &mut Connection, events: &[Event]) -> Result<(), rusqlite::Error> {
+/// Writes `events` in one transaction and commits it unless the write was abandoned
+/// meanwhile (then it rolls back). Returns whether it committed.
+fn apply_in_transaction(
+    conn: &mut Connection,
+    events: &[Event],
+    fate: &Mutex<Fate>,
+    applied: &AtomicU64,
+) -> Result<bool, rusqlite::Error> {
+    if *fate.lock().unwrap_or_else(|p| p.into_inner()) == Fate::Abandoned {
+        return Ok(false); // given up on before it started
+    }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
         let mut upsert = tx.prepare_cached(UPSERT)?;
@@ -203,7 +297,16 @@ fn apply_in_transaction(conn: &mut Connection, events: &[Event]) -> Result<(), r
         let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
         tx.prepare_cached(COUNT_APPLIED)?.execute([count])?;
     }
-    tx.commit()
+    // Holding the fate across the commit: an abandon either comes first (roll back) or
+    // waits for the commit and then knows it happened.
+    let mut fate = fate.lock().unwrap_or_else(|p| p.into_inner());
+    if *fate == Fate::Abandoned {
+        return Ok(false); // `tx` rolls back when dropped
+    }
+    tx.commit()?;
+    applied.fetch_add(events.len() as u64, Ordering::Relaxed);
+    *fate = Fate::Committed;
+    Ok(true)
 }
 
 fn integer(value: ValueRef<'_>, column: usize) -> Result<i64, rusqlite::Error> {
@@ -222,6 +325,7 @@ fn integer(value: ValueRef<'_>, column: usize) -> Result<i64, rusqlite::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future;
 
     fn ev(user: &str, stat: &str, value: i64) -> Event {
         Event {
@@ -252,6 +356,23 @@ mod tests {
         assert_eq!(store.events_applied().await.unwrap(), 4);
         drop(store);
         assert!(!path.exists(), "temporary database removed on drop");
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_write_writes_nothing() {
+        let store = Store::open(&DbLocation::Temp).unwrap();
+        // Polled once (the blocking write is on its way), then given up on.
+        let mut write = Box::pin(store.apply(vec![ev("u", "s", 1), ev("u", "t", 2)]));
+        let polled =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
+        assert!(polled.is_pending(), "the write did not finish at once");
+        drop(write);
+        // Whatever the blocking task was doing, it rolls back or never starts.
+        store.apply(vec![ev("v", "s", 5)]).await.unwrap();
+        assert_eq!(store.applied(), 1);
+        assert_eq!(store.applied_after_abandon(), 0);
+        assert_eq!(store.events_applied().await.unwrap(), 1);
+        assert!(store.progress("u".into()).await.unwrap().is_empty());
     }
 
     #[tokio::test]

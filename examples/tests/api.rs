@@ -120,3 +120,33 @@ async fn api_round_trip() {
         }
     );
 }
+
+#[tokio::test]
+async fn a_request_not_answered_in_time_gets_503_with_the_reason() {
+    use axum::routing::get;
+    use std::time::Duration;
+    let app = axum::Router::new()
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                "late"
+            }),
+        )
+        .route("/fast", get(|| async { "ok" }))
+        .layer(axum::middleware::from_fn(|req, next| {
+            perfkit_examples::http::answer_within(Duration::from_millis(100), req, next)
+        }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let started = std::time::Instant::now();
+    let (status, body) = request(addr, "GET", "/slow", b"").await;
+    assert_eq!(status, 503);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        body,
+        r#"{"error":"the request was not answered within 100 ms (INGEST_REQUEST_TIMEOUT_MS)"}"#
+    );
+    assert_eq!(request(addr, "GET", "/fast", b"").await, (200, "ok".into()));
+}

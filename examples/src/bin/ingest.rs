@@ -3,11 +3,14 @@
 //! Configuration by environment (see [`perfkit_examples::config`] for every default):
 //! `INGEST_ADDR` (default `127.0.0.1:8080`), `INGEST_DB` (default: a fresh temporary file),
 //! `INGEST_QUEUE_CAPACITY`, `INGEST_QUEUE_POLICY`, `INGEST_FLUSH_INTERVAL_MS`,
-//! `INGEST_MAX_BATCH`, `INGEST_FLUSH_DELAY_MS`, `INGEST_LEAK_TASKS`, `PERFKIT_ADDR` /
-//! `PERFKIT_TOKEN` (perfkit's debug server), `RUST_LOG` (default `info`).
+//! `INGEST_MAX_BATCH`, `INGEST_FLUSH_DELAY_MS`, `INGEST_WORKERS`, `INGEST_WORK_DELAY_US`,
+//! `INGEST_ENQUEUE_TIMEOUT_MS`, `INGEST_SHUTDOWN_TIMEOUT_MS`, `INGEST_MAX_CONNECTIONS`,
+//! `INGEST_HEADER_TIMEOUT_MS`, `INGEST_REQUEST_TIMEOUT_MS`, `INGEST_LEAK_TASKS`,
+//! `PERFKIT_ADDR` / `PERFKIT_TOKEN` (perfkit's debug server), `RUST_LOG` (default `info`).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use perfkit_examples::Config;
 use tracing_subscriber::EnvFilter;
@@ -35,7 +38,10 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(err) => return fail(&format!("cannot start the tokio runtime: {err}")),
     };
-    match runtime.block_on(serve(config)) {
+    let result = runtime.block_on(serve(config));
+    // A stuck database may still hold blocking threads: do not wait for them.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => fail(&err),
     }

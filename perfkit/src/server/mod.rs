@@ -342,6 +342,8 @@ impl Builder {
                         }
                     }
                 });
+                // A profile still being built on the blocking pool is not waited for.
+                rt.shutdown_background();
             })
             .map_err(BuildError::Spawn)?;
         match ready_rx.recv() {

@@ -2,6 +2,8 @@
 //! tests can send exactly what they mean, malformed requests included) and tool lookup.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod ingest;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;

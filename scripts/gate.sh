@@ -28,7 +28,9 @@ export RUST_LOG="${RUST_LOG:-info}"
 BASE_URL="http://${INGEST_ADDR}"
 PERFKIT_URL="http://${PERFKIT_ADDR}"
 STARTUP_TIMEOUT_S=30
-STOP_TIMEOUT_S=15
+# Longer than the service's own shutdown timeout (INGEST_SHUTDOWN_TIMEOUT_MS, 20 s by
+# default), so its bounded drain ends before anything is killed.
+STOP_TIMEOUT_S=30
 SERVICE_LOG="${RESULTS_DIR}/ingest.log"
 BIN="${CARGO_TARGET_DIR:-target}/release/ingest"
 

@@ -16,6 +16,9 @@
 //   RSS_MAX_BYTES (536870912)  resident memory bound, from perfkit's snapshot
 //   QUEUE_SATURATION_MAX (0.8) bound on every queue's peak depth/capacity
 //   DROPPED_MAX (0)       how many dropped items the run tolerates (all queues, all reasons)
+//   REJECTED_MAX (0)      how many refused items the run tolerates (all queues): the
+//                         `reject` policy's refusals and sends that timed out waiting for
+//                         room (the example's INGEST_ENQUEUE_TIMEOUT_MS)
 //   TASK_GROWTH_MAX (50)  bound on the growth of live tracked tasks (per name) over the run
 //   POOL_SATURATION_MAX (0.9)  bound on p(95) of every pool's busy/workers per poll interval
 //   POOL_PANICS_MAX (0)   how many panicked pool jobs the run tolerates
@@ -38,6 +41,7 @@ const HTTP_P95_MS = num('HTTP_P95_MS', 250);
 const RSS_MAX_BYTES = num('RSS_MAX_BYTES', 536870912);
 const QUEUE_SATURATION_MAX = num('QUEUE_SATURATION_MAX', 0.8);
 const DROPPED_MAX = num('DROPPED_MAX', 0, { integer: true });
+const REJECTED_MAX = num('REJECTED_MAX', 0, { integer: true });
 const TASK_GROWTH_MAX = num('TASK_GROWTH_MAX', 50);
 const POOL_SATURATION_MAX = num('POOL_SATURATION_MAX', 0.9);
 const POOL_PANICS_MAX = num('POOL_PANICS_MAX', 0, { integer: true });
@@ -66,6 +70,7 @@ export const options = {
     perfkit_process_resident_memory_bytes: [`max<${RSS_MAX_BYTES}`],
     perfkit_queue_saturation: [`max<${QUEUE_SATURATION_MAX}`],
     perfkit_queue_dropped: [`count<=${DROPPED_MAX}`],
+    perfkit_queue_rejected: [`count<=${REJECTED_MAX}`],
     perfkit_tasks_alive_growth: [`max<${TASK_GROWTH_MAX}`],
     perfkit_pool_saturation: [`p(95)<${POOL_SATURATION_MAX}`],
     perfkit_pool_panics: [`count<=${POOL_PANICS_MAX}`],

@@ -176,11 +176,12 @@ async fn forward(
     work: Duration,
     mut stop: watch::Receiver<Option<Instant>>,
 ) -> Drained {
-    let mut buf = Vec::with_capacity(512);
     let mut deadline: Option<Instant> = None;
     let mut discarded = 0;
-    'forward: loop {
-        let n = tokio::select! {
+    loop {
+        // One event at a time: between the queue and the pool the forwarder holds at most
+        // this one, so the inventory's crash exposure is (nearly) the whole story.
+        let event = tokio::select! {
             biased;
             _ = stop.changed(), if deadline.is_none() => {
                 on_stop(&mut rx, &mut deadline, &stop);
@@ -190,37 +191,31 @@ async fn forward(
                 discarded += rx.discard(0);
                 break;
             }
-            n = rx.recv_many(&mut buf, 512) => n,
+            event = rx.recv() => match event {
+                Some(event) => event,
+                None => break, // closed and drained
+            },
         };
-        if n == 0 {
-            break; // closed and drained
-        }
-        let mut events = buf.drain(..);
-        while let Some(event) = events.next() {
-            let mut submit =
-                std::pin::pin!(pool.submit(progress_update(event, batcher.clone(), work)));
-            let submitted = loop {
-                tokio::select! {
-                    biased;
-                    r = &mut submit => break Some(r),
-                    _ = stop.changed(), if deadline.is_none() => on_stop(&mut rx, &mut deadline, &stop),
-                    () = until(deadline) => break None,
-                }
-            };
-            match submitted {
-                // The pool counts each job's outcome; nobody waits for the result.
-                Some(Ok(handle)) => drop(handle),
-                // Only happens if the pool shut down early; perfkit counted nothing for
-                // this event, so say so loudly.
-                Some(Err(e)) => tracing::error!(error = %e, "pool refused an event"),
-                // The deadline passed while the pool was full: this event (dropped with
-                // the submit), the rest of this batch and the queue are discarded.
-                None => {
-                    let held = 1 + events.len();
-                    drop(events);
-                    discarded += rx.discard(held);
-                    break 'forward;
-                }
+        let mut submit = std::pin::pin!(pool.submit(progress_update(event, batcher.clone(), work)));
+        let submitted = loop {
+            tokio::select! {
+                biased;
+                r = &mut submit => break Some(r),
+                _ = stop.changed(), if deadline.is_none() => on_stop(&mut rx, &mut deadline, &stop),
+                () = until(deadline) => break None,
+            }
+        };
+        match submitted {
+            // The pool counts each job's outcome; nobody waits for the result.
+            Some(Ok(handle)) => drop(handle),
+            // Only happens if the pool shut down early; perfkit counted nothing for this
+            // event, so say so loudly.
+            Some(Err(e)) => tracing::error!(error = %e, "pool refused an event"),
+            // The deadline passed while the pool was full: this event (dropped with the
+            // submit) and the queue are discarded.
+            None => {
+                discarded += rx.discard(1);
+                break;
             }
         }
     }

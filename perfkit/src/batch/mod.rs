@@ -713,6 +713,8 @@ impl<T: Send> crate::metrics::Collector for Shared<T> {
                 },
                 "dead_letter": self.has_dead_letter,
                 "item_type": std::any::type_name::<T>(),
+                // The batch being flushed; the intake queue is its own `queues` entry.
+                "crash_exposure_items": self.max_batch,
                 "source": format!("{}:{}", self.site.file(), self.site.line()),
             }),
         );

@@ -43,6 +43,29 @@ fn finish(mut obj: Map<String, Value>, mut sections: Sections) -> Value {
     Value::Object(obj)
 }
 
+/// The inventory's `crash_exposure`: the most items the primitives can hold in memory at
+/// once, what a crash (or a kill) loses at worst. Each entry's `crash_exposure_items` counts
+/// what that entry alone holds (a batcher's batch in flight, a pool's running jobs; their
+/// queues are entries of `queues`), so the total is their plain sum.
+fn crash_exposure(obj: &Map<String, Value>) -> Value {
+    let mut total = 0u64;
+    let mut by: Vec<Value> = Vec::new();
+    for section in ["queues", "batchers", "pools"] {
+        for e in obj
+            .get(section)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let items = e["crash_exposure_items"].as_u64().unwrap_or(0);
+            total = total.saturating_add(items);
+            by.push(json!({ "section": section, "name": e["name"], "items": items }));
+        }
+    }
+    by.sort_by(|a, b| b["items"].as_u64().cmp(&a["items"].as_u64()));
+    json!({ "items": total, "by_entry": by })
+}
+
 /// The `heap` object: the counting allocator's figures and jemalloc's (from its collector,
 /// with the `heap-profiling` feature), with `allocated_bytes` taken from jemalloc when it
 /// serves the allocations, else from the counting allocator; `null` with neither.
@@ -101,6 +124,11 @@ impl Registry {
                 "facade": super::facade_mode(),
             }),
         );
-        finish(obj, sections)
+        let mut inv = finish(obj, sections);
+        if let Value::Object(obj) = &mut inv {
+            let exposure = crash_exposure(obj);
+            obj.insert("crash_exposure".into(), exposure);
+        }
+        inv
     }
 }

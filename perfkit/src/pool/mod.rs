@@ -852,6 +852,8 @@ impl crate::metrics::Collector for Inner {
                 "policy": self.sig.policy.as_str(),
                 "lanes": self.core.lanes(),
                 "fair_every": self.core.fair_every(),
+                // The jobs running; the queue is its own `queues` entry.
+                "crash_exposure_items": self.core.workers(),
                 "source": self.sig.source(),
             }),
         );

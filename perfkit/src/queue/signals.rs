@@ -227,6 +227,7 @@ impl Signals {
                 "policy": self.policy.as_str(),
                 "warn_at": self.thresholds.iter().map(|t| t.fraction).collect::<Vec<_>>(),
                 "item_type": item_type,
+                "crash_exposure_items": self.capacity,
                 "source": self.source(),
             }),
         );

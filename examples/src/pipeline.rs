@@ -17,7 +17,8 @@
 //! once (the `events` queue closes, so requests waiting for room are answered), and the
 //! path drains until the deadline. Then the forwarder discards what it still holds and what
 //! is queued, the pool cancels its jobs, and the batcher abandons its flush; each counts
-//! what it dropped (`reason="closed"`), so a stuck database cannot hold the process, nor
+//! what it dropped (`reason="closed"` for what was still queued, `"shutdown"` for what was
+//! in hand), so a stuck database cannot hold the process, nor
 //! make it lose count.
 
 use std::sync::Arc;
@@ -283,7 +284,7 @@ pub fn dropped_events() -> u64 {
     let r = registry();
     let mut dropped = 0;
     for name in [EVENTS_QUEUE, PROGRESS_POOL, DB_BATCHER] {
-        for reason in ["full", "oldest", "closed", "flush_failed"] {
+        for reason in ["full", "oldest", "closed", "shutdown", "flush_failed"] {
             dropped += r
                 .counter_value(&names::QUEUE_DROPPED_TOTAL, &[name, reason])
                 .unwrap_or(0);

@@ -55,7 +55,7 @@
  *       perfkit_tasks_alive_growth: alive now minus alive at this VU's first poll, per
  *       task name (names first seen later grow from 0): `max<N` catches a leak
  *     Counters: perfkit_queue_dropped (tagged `queue`, `reason`: full, oldest, closed,
- *       flush_failed), perfkit_queue_rejected (`queue`), perfkit_batch_dead_lettered
+ *       shutdown, flush_failed), perfkit_queue_rejected (`queue`), perfkit_batch_dead_lettered
  *       (`batcher`), perfkit_hot_path_errors and perfkit_hot_path_panics (`function`),
  *       perfkit_http_5xx (`route`), perfkit_pool_panics and perfkit_pool_cancelled (`pool`; a pool's
  *       queue also reports as a queue named after the pool).
@@ -248,6 +248,7 @@ export const SNAPSHOT_COUNTERS = Object.freeze([
       'dropped.full': ['perfkit_queue_dropped', { reason: 'full' }],
       'dropped.oldest': ['perfkit_queue_dropped', { reason: 'oldest' }],
       'dropped.closed': ['perfkit_queue_dropped', { reason: 'closed' }],
+      'dropped.shutdown': ['perfkit_queue_dropped', { reason: 'shutdown' }],
       rejected: ['perfkit_queue_rejected', {}],
     },
   },

@@ -419,3 +419,78 @@ async fn inventory_names_the_build_site() {
     );
     b.close().await;
 }
+
+/// A sink whose every flush waits forever, like a database that stopped answering.
+struct Stuck;
+
+impl Flush<u32> for Stuck {
+    type Error = String;
+    async fn flush(&mut self, _: &[u32]) -> Result<(), String> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_abandons_a_stuck_flush_at_its_deadline_and_counts_everything() {
+    let r = Registry::new();
+    let b = Batcher::builder("stuck", Stuck)
+        .max_batch(10)
+        .max_delay(Duration::from_millis(10))
+        .registry(&r)
+        .build()
+        .unwrap();
+    for i in 0..25 {
+        b.add(i).await.unwrap();
+    }
+    // The flusher takes a batch of 10 and never comes back.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(b.pending(), 25);
+    let started = tokio::time::Instant::now();
+    let report = b.shutdown(Duration::from_secs(2)).await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(3),
+        "returned after {took:?}"
+    );
+    assert_eq!(report.abandoned, 25);
+    assert_eq!(report.flushed, 0);
+    assert_eq!(b.pending(), 0);
+    assert_eq!(b.add(99).await, Err(SendError::Closed(99)));
+    // The same report again, at once.
+    assert_eq!(b.close().await, report);
+    let text = r.render();
+    assert_eq!(
+        value(
+            &text,
+            "perfkit_queue_dropped_total{queue=\"stuck\",reason=\"shutdown\"}"
+        ),
+        10.0,
+        "the batch in the abandoned flush"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "perfkit_queue_dropped_total{queue=\"stuck\",reason=\"closed\"}"
+        ),
+        15.0,
+        "what was still in the intake queue"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_with_a_working_sink_flushes_everything_before_its_deadline() {
+    let r = Registry::new();
+    let sink = Sink::default();
+    let b = Batcher::builder("prompt", sink.clone())
+        .max_batch(10)
+        .max_delay(Duration::from_secs(3600))
+        .registry(&r)
+        .build()
+        .unwrap();
+    for i in 0..25 {
+        b.add(i).await.unwrap();
+    }
+    let report = b.shutdown(Duration::from_secs(5)).await;
+    assert_eq!((report.flushed, report.abandoned), (25, 0));
+    assert_eq!(sink.flushed().concat(), (0..25).collect::<Vec<_>>());
+}

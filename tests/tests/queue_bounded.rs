@@ -180,6 +180,91 @@ fn dropping_the_receiver_fails_senders_and_counts_what_was_left() {
 }
 
 #[test]
+fn send_timeout_waits_for_room_at_most_its_time_then_hands_the_item_back() {
+    let r = Registry::new();
+    let (tx, mut rx) = Builder::new("patient", 1)
+        .registry(&r)
+        .build::<u32>()
+        .unwrap();
+    rt().block_on(async {
+        tx.send(1).await.unwrap();
+        // Nobody makes room: refused after the timeout, the item handed back.
+        let started = tokio::time::Instant::now();
+        let refused = tx
+            .send_timeout(2, Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert_eq!(refused, SendError::Timeout(2));
+        assert!(refused.is_timeout() && !refused.is_full());
+        assert_eq!(
+            refused.to_string(),
+            "timed out waiting for room in the queue"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        // Room comes up in time: sent.
+        let tx2 = tx.clone();
+        let waiting =
+            tokio::spawn(async move { tx2.send_timeout(3, Duration::from_secs(10)).await });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(rx.recv().await, Some(1));
+        assert_eq!(waiting.await.unwrap(), Ok(SendOutcome::Enqueued));
+        // With room, even a zero timeout sends.
+        assert_eq!(rx.recv().await, Some(3));
+        assert_eq!(
+            tx.send_timeout(4, Duration::ZERO).await,
+            Ok(SendOutcome::Enqueued)
+        );
+        // A timed-out sender does not keep the room a wake-up gave it: the next one gets it.
+        let tx3 = tx.clone();
+        let next = tokio::spawn(async move { tx3.send(5).await });
+        let _ = tx.send_timeout(6, Duration::from_millis(20)).await;
+        assert_eq!(rx.recv().await, Some(4));
+        assert_eq!(next.await.unwrap(), Ok(SendOutcome::Enqueued));
+    });
+    let text = r.render();
+    assert_eq!(
+        counter(&text, "perfkit_queue_rejected_total{queue=\"patient\"}"),
+        2
+    );
+    assert_eq!(
+        counter(&text, "perfkit_queue_enqueued_total{queue=\"patient\"}"),
+        4
+    );
+}
+
+#[test]
+fn discard_counts_queued_items_as_closed_and_held_ones_as_shutdown() {
+    let r = Registry::new();
+    let (tx, mut rx) = Builder::new("given-up", 8)
+        .registry(&r)
+        .build::<u32>()
+        .unwrap();
+    rt().block_on(async {
+        for i in 0..6 {
+            tx.send(i).await.unwrap();
+        }
+        let mut taken = Vec::new();
+        assert_eq!(rx.recv_many(&mut taken, 2).await, 2);
+        assert_eq!(rx.discard(taken.len()), 6);
+        assert!(tx.is_closed());
+        assert_eq!(tx.send(9).await, Err(SendError::Closed(9)));
+        assert_eq!(rx.recv().await, None);
+    });
+    let text = r.render();
+    let dropped = |reason: &str| {
+        counter(
+            &text,
+            &format!("perfkit_queue_dropped_total{{queue=\"given-up\",reason=\"{reason}\"}}"),
+        )
+    };
+    assert_eq!((dropped("closed"), dropped("shutdown")), (4, 2));
+    // The identity still holds: the two held items were dequeued first.
+    let enqueued = counter(&text, "perfkit_queue_enqueued_total{queue=\"given-up\"}");
+    let dequeued = counter(&text, "perfkit_queue_dequeued_total{queue=\"given-up\"}");
+    assert_eq!(enqueued, dequeued + dropped("closed"));
+}
+
+#[test]
 fn close_wakes_waiting_senders_and_keeps_items_receivable() {
     let (tx, mut rx) = Builder::new("close", 1)
         .registry(&Registry::new())

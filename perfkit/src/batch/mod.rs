@@ -11,7 +11,7 @@
 //! * **shutdown**: when the batcher is closed ([`Batcher::close`]) or every handle is
 //!   dropped, everything still pending is flushed. [`Batcher::shutdown`] bounds that with a
 //!   deadline: past it, the flush in progress is abandoned and what is left is counted as
-//!   dropped (`reason="closed"`).
+//!   dropped (`reason="shutdown"` for the batch in hand, `"closed"` for the intake queue).
 //!
 //! [`Flush::flush`] *borrows* the batch: the batcher keeps the items until a flush succeeds.
 //! A failed (or panicking) flush is retried per the [`Retry`] policy; after the last attempt
@@ -319,9 +319,9 @@ pub struct Report {
     pub batches: u64,
     /// Flush attempts that failed or panicked.
     pub failed_attempts: u64,
-    /// Items still pending when [`Batcher::shutdown`]'s deadline passed (the batch being
-    /// flushed, whose flush was abandoned, and the intake queue), counted as
-    /// `perfkit_queue_dropped_total{reason="closed"}`.
+    /// Items still pending when [`Batcher::shutdown`]'s deadline passed, counted as
+    /// `perfkit_queue_dropped_total`: the batch being flushed, whose flush was abandoned
+    /// (`reason="shutdown"`), and the intake queue (`reason="closed"`).
     pub abandoned: u64,
 }
 
@@ -444,7 +444,8 @@ impl<T> Batcher<T> {
     /// [`Batcher::close`] with a deadline: stops intake and flushes what is pending until
     /// `deadline` has passed, then abandons the flush in progress (its future is dropped at
     /// its current await) and counts everything still pending as dropped
-    /// (`perfkit_queue_dropped_total{reason="closed"}`, [`Report::abandoned`]). Returns once
+    /// ([`Report::abandoned`]: `perfkit_queue_dropped_total{reason="shutdown"}` for the
+    /// batch, `reason="closed"` for the intake queue). Returns once
     /// the flusher has stopped, so a stalled sink cannot hold a shutdown past its deadline.
     ///
     /// A flush abandoned mid-way may have written part of its batch, or all of it, before

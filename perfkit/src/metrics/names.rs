@@ -146,7 +146,7 @@ defs! {
         "Items handed to a receiver.";
     /// Items dropped, by reason.
     QUEUE_DROPPED_TOTAL = "perfkit_queue_dropped_total", Counter, Count, ["queue", "reason"],
-        "Items dropped by the queue, by reason (full, oldest, closed, flush_failed).";
+        "Items dropped by the queue, by reason (full, oldest, closed, shutdown, flush_failed).";
     /// Items refused and handed back.
     QUEUE_REJECTED_TOTAL = "perfkit_queue_rejected_total", Counter, Count, ["queue"],
         "Items refused because the queue was full and handed back to the sender.";

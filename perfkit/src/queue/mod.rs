@@ -752,9 +752,10 @@ impl<T> Receiver<T> {
     }
 
     /// Gives up on the queue, e.g. at a shutdown deadline: closes it for senders (as
-    /// [`Receiver::close`]), drops every item still queued, and counts those, plus `held`
-    /// items the consumer took out but will not deliver (and drops itself), as
-    /// `perfkit_queue_dropped_total{reason="closed"}`. Returns how many were counted.
+    /// [`Receiver::close`]), drops every item still queued, counting them as
+    /// `perfkit_queue_dropped_total{reason="closed"}` (as dropping the receiver would), and
+    /// counts `held` items the consumer took out but will not deliver (and drops itself) as
+    /// `reason="shutdown"`. Returns how many were counted in all.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
@@ -776,15 +777,18 @@ impl<T> Receiver<T> {
         self.shared.depth.store(0, Ordering::Relaxed);
         let waiters = st.send_waiters.drain();
         drop(st);
-        let n = (left.len() + held) as u64;
-        if n > 0 {
-            self.shared.sig.m.dropped_closed.add(n);
+        let queued = left.len() as u64;
+        if queued > 0 {
+            self.shared.sig.m.dropped_closed.add(queued);
+        }
+        if held > 0 {
+            self.shared.sig.m.dropped_shutdown.add(held as u64);
         }
         drop(left);
         for w in waiters {
             w.wake();
         }
-        n
+        queued + held as u64
     }
 
     /// How long ago the first item of the last non-empty [`Receiver::recv_many`] was

@@ -31,6 +31,8 @@ pub(crate) struct Metrics {
     pub(crate) dropped_full: std::sync::Arc<Counter>,
     pub(crate) dropped_oldest: std::sync::Arc<Counter>,
     pub(crate) dropped_closed: std::sync::Arc<Counter>,
+    /// Items the consumer had taken out and gave up on at a shutdown deadline.
+    pub(crate) dropped_shutdown: std::sync::Arc<Counter>,
     pub(crate) rejected: std::sync::Arc<Counter>,
     pub(crate) wait: std::sync::Arc<Histogram>,
 }
@@ -88,6 +90,7 @@ impl Signals {
             dropped_full: registry.counter(&names::QUEUE_DROPPED_TOTAL, &[l, "full"]),
             dropped_oldest: registry.counter(&names::QUEUE_DROPPED_TOTAL, &[l, "oldest"]),
             dropped_closed: registry.counter(&names::QUEUE_DROPPED_TOTAL, &[l, "closed"]),
+            dropped_shutdown: registry.counter(&names::QUEUE_DROPPED_TOTAL, &[l, "shutdown"]),
             rejected: registry.counter(&names::QUEUE_REJECTED_TOTAL, &[l]),
             wait: registry.histogram(&names::QUEUE_WAIT_SECONDS, &[l]),
         };
@@ -208,6 +211,7 @@ impl Signals {
                     "full": self.m.dropped_full.get(),
                     "oldest": self.m.dropped_oldest.get(),
                     "closed": self.m.dropped_closed.get(),
+                    "shutdown": self.m.dropped_shutdown.get(),
                 },
                 "rejected": self.m.rejected.get(),
                 "wait_seconds": self.m.wait.snapshot().to_json(),

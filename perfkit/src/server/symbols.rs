@@ -305,7 +305,7 @@ mod tests {
     fn shared_object_addresses_are_named_from_symbol_tables() {
         let mut syms = Symbols::default();
         // A return address just past the start of libc's `getpid`.
-        let ip = libc::getpid as usize + 1;
+        let ip = libc::getpid as *const () as usize + 1;
         let frames = syms.resolve(ip).to_vec();
         assert_eq!(frames.len(), 1, "{frames:?}");
         assert!(frames[0].name.contains("getpid"), "{frames:?}");
@@ -315,7 +315,7 @@ mod tests {
         fn marker_for_the_symbolizer_test() -> usize {
             std::hint::black_box(7)
         }
-        let own = marker_for_the_symbolizer_test as usize + 1;
+        let own = marker_for_the_symbolizer_test as *const () as usize + 1;
         let frames = syms.resolve(own).to_vec();
         assert!(
             frames.iter().any(|f| f.name.contains("marker_for_the_symbolizer_test")),

@@ -108,6 +108,7 @@ where
 
 /// Waits for the turn, then builds the answer with `work` on the blocking pool. While it
 /// waits and runs, [`exclusive`] requests get `409` naming `what`.
+#[cfg(feature = "cpu-profiling")]
 pub(crate) async fn queued<F>(what: &'static str, work: F) -> Response<Body>
 where
     F: FnOnce() -> Response<Body> + Send + 'static,
@@ -212,12 +213,15 @@ mod tests {
             assert_eq!(runs.load(Ordering::SeqCst), 1, "ten identical requests, one build");
 
             // Work that waits its turn is never refused; requests during it are.
+            #[cfg(feature = "cpu-profiling")]
+            {
             let waiting = tokio::spawn(queued("a CPU profile", slow(&runs, "cpu")));
             tokio::time::sleep(Duration::from_millis(50)).await;
             let (status, reason) = body(exclusive("heap".into(), "a heap profile", slow(&runs, "y")).await).await;
             assert_eq!(status, StatusCode::CONFLICT, "{reason}");
             assert!(reason.starts_with("a CPU profile is being built"), "{reason}");
             assert_eq!(body(waiting.await.unwrap()).await, (StatusCode::OK, "cpu".to_owned()));
+            }
             // The lane is free again.
             assert_eq!(body(exclusive("heap".into(), "a heap profile", slow(&runs, "z")).await).await.1, "z");
         });

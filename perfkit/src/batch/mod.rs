@@ -520,15 +520,14 @@ impl<T: Send + Sync + 'static, F: Flush<T>> Flusher<T, F> {
                 }
                 if closing {
                     // Intake is closed: take what is left without waiting for the clock.
-                    let mut more = Vec::new();
+                    let room = max - batch.len();
                     let n = std::future::poll_fn(|cx| {
-                        match self.rx.poll_recv_many(cx, &mut more, max - batch.len()) {
+                        match self.rx.poll_recv_many(cx, &mut batch, room) {
                             Poll::Pending => Poll::Ready(0),
                             ready => ready,
                         }
                     })
                     .await;
-                    batch.append(&mut more);
                     self.shared.in_flush.store(batch.len(), Ordering::Relaxed);
                     if n == 0 {
                         break Trigger::Shutdown;

@@ -222,6 +222,8 @@ impl<'r> Builder<'r> {
             Receiver {
                 shared,
                 first_taken_at: None,
+                taken_at: Vec::new(),
+                wake: Vec::new(),
             },
         ))
     }
@@ -342,22 +344,6 @@ impl<T> Shared<T> {
             None => SendOutcome::Enqueued,
         };
         Offer::Done(outcome)
-    }
-
-    /// Pops up to `max` items into `out`; returns how many, plus who to wake.
-    fn take(&self, out: &mut Vec<Entry<T>>, max: usize) -> (usize, Vec<Waker>) {
-        let mut st = lock(&self.state);
-        let n = max.min(st.buf.len());
-        out.extend(st.buf.drain(..n));
-        self.depth.store(st.buf.len(), Ordering::Relaxed);
-        let mut wake = Vec::new();
-        for _ in 0..n {
-            match st.send_waiters.pop() {
-                Some(w) => wake.push(w),
-                None => break,
-            }
-        }
-        (n, wake)
     }
 
     fn record_dequeue(&self, entries: &[Entry<T>]) {
@@ -636,6 +622,11 @@ pub struct Receiver<T> {
     shared: Arc<Shared<T>>,
     /// Enqueue time of the first item of the last `recv_many` that returned items.
     first_taken_at: Option<u64>,
+    /// Reused by every `recv_many`, so that receiving allocates nothing once these have
+    /// grown to the largest batch taken: the enqueue times of the items just taken, and the
+    /// senders to wake.
+    taken_at: Vec<u64>,
+    wake: Vec<Waker>,
 }
 
 impl<T> Receiver<T> {
@@ -687,22 +678,32 @@ impl<T> Receiver<T> {
         buf: &mut Vec<T>,
         limit: usize,
     ) -> Poll<usize> {
-        let mut entries = Vec::with_capacity(limit.min(self.shared.sig.capacity));
-        let (n, wake) = self.shared.take(&mut entries, limit);
+        let mut st = lock(&self.shared.state);
+        let n = limit.min(st.buf.len());
         if n > 0 {
-            self.first_taken_at = entries.first().map(|e| e.at);
-            for w in wake {
+            buf.reserve(n);
+            self.taken_at.clear();
+            for e in st.buf.drain(..n) {
+                self.taken_at.push(e.at);
+                buf.push(e.value);
+            }
+            self.shared.depth.store(st.buf.len(), Ordering::Relaxed);
+            self.wake.clear();
+            while self.wake.len() < n {
+                match st.send_waiters.pop() {
+                    Some(w) => self.wake.push(w),
+                    None => break,
+                }
+            }
+            drop(st);
+            self.first_taken_at = self.taken_at.first().copied();
+            for w in self.wake.drain(..) {
                 w.wake();
             }
-            self.shared.record_dequeue(&entries);
-            buf.extend(entries.into_iter().map(|e| e.value));
+            self.shared
+                .sig
+                .dequeued(self.taken_at.iter().copied(), clock::raw());
             return Poll::Ready(n);
-        }
-        let mut st = lock(&self.shared.state);
-        if !st.buf.is_empty() {
-            drop(st);
-            cx.waker().wake_by_ref(); // raced with a send: poll again right away
-            return Poll::Pending;
         }
         if st.senders == 0 || st.closed {
             return Poll::Ready(0);

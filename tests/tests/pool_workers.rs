@@ -213,6 +213,73 @@ fn dropping_the_pool_cancels_what_it_holds() {
 }
 
 #[test]
+fn clones_share_the_pool_and_only_the_last_drop_cancels() {
+    rt(1).block_on(async {
+        let pool = Builder::new("p-clone").workers(2).build().unwrap();
+        let other = pool.clone();
+        // A clone submits to the same workers.
+        assert_eq!(
+            other.submit(async { 6 * 7 }).await.unwrap().await.unwrap(),
+            42
+        );
+        assert_eq!((pool.workers(), other.workers()), (2, 2));
+        // Dropping one clone stops nothing.
+        drop(other);
+        assert_eq!(pool.submit(async { 1 }).await.unwrap().await.unwrap(), 1);
+        // Any clone may shut the pool down, for all of them.
+        let third = pool.clone();
+        let report = third.shutdown(Duration::from_secs(1)).await;
+        assert!(report.drained);
+        assert!(pool.is_closed());
+        assert!(matches!(
+            pool.try_submit(async { 2 }),
+            Err(SubmitError::Closed(_))
+        ));
+        // The last drop of a running pool cancels what it holds.
+        let pool = Builder::new("p-clone-drop").workers(1).build().unwrap();
+        let gate = Arc::new(Notify::new());
+        let running = pool
+            .submit({
+                let gate = gate.clone();
+                async move { gate.notified().await }
+            })
+            .await
+            .unwrap();
+        tokio::task::yield_now().await;
+        let clone = pool.clone();
+        drop(pool);
+        tokio::task::yield_now().await;
+        assert!(!running.is_finished(), "a clone still holds the pool");
+        drop(clone);
+        assert!(running.await.unwrap_err().is_cancelled());
+    });
+}
+
+#[test]
+fn workers_are_spawned_at_the_call_to_build() {
+    rt(1).block_on(async {
+        let line = line!() + 1;
+        let pool = Builder::new("p-site")
+            .workers(2)
+            .task_name("p-site-worker")
+            .build()
+            .unwrap();
+        let want = format!("{}:{line}", file!());
+        let sites: Vec<String> = perfkit::task::dump()
+            .into_iter()
+            .filter(|t| t.name == "p-site-worker")
+            .map(|t| t.site.to_string())
+            .collect();
+        assert_eq!(sites.len(), 2, "{sites:?}");
+        assert!(
+            sites.iter().all(|s| s.ends_with(&want)),
+            "{sites:?} should be {want}"
+        );
+        pool.shutdown(Duration::from_secs(1)).await;
+    });
+}
+
+#[test]
 fn full_queue_policies() {
     let registry = Registry::new();
     rt(1).block_on(async {

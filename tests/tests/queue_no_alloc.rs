@@ -79,7 +79,10 @@ fn receiving_allocates_nothing_per_item() {
         let sum = through_recv_many(&tx, &mut rx, &mut buf, ITEMS).await;
         let during = allocations() - before;
         assert_eq!(sum, ITEMS * (ITEMS - 1) / 2);
-        assert_eq!(during, 0, "{during} allocations for {ITEMS} items through recv_many");
+        assert_eq!(
+            during, 0,
+            "{during} allocations for {ITEMS} items through recv_many"
+        );
 
         // A batcher: items added, taken in batches of 100 and flushed.
         let batcher = Batcher::builder("no-alloc-batcher", Sum(0))
@@ -105,6 +108,9 @@ fn receiving_allocates_nothing_per_item() {
         let during = allocations() - before;
         let report = batcher.close().await;
         assert_eq!(report.flushed, 10_000 + ITEMS);
-        assert_eq!(during, 0, "{during} allocations for {ITEMS} items through a batcher");
+        assert_eq!(
+            during, 0,
+            "{during} allocations for {ITEMS} items through a batcher"
+        );
     });
 }

@@ -58,8 +58,9 @@
 //! [`Pool::shutdown`] stops intake, lets the workers drain the queue until the deadline,
 //! then stops them: jobs still running are dropped at their next yield point and jobs
 //! still queued are cancelled; their handles resolve to [`JobError::Cancelled`]. It
-//! returns once every worker task has ended, with a [`ShutdownReport`]. Dropping a pool
-//! without shutting it down cancels at once (running and queued jobs alike) and stops the
+//! returns once every worker task has ended, with a [`ShutdownReport`]. `Pool` is a cheap
+//! `Clone` handle, and any clone may shut the pool down. Dropping the last clone without
+//! shutting the pool down cancels at once (running and queued jobs alike) and stops the
 //! workers without waiting for them.
 //!
 //! # Examples
@@ -286,26 +287,51 @@ impl<'r> Builder<'r> {
         registry.register_collector(
             Arc::downgrade(&inner) as std::sync::Weak<dyn crate::metrics::Collector>
         );
-        let handles = (0..workers)
-            .map(|id| {
-                let inner = inner.clone();
-                let _enter = runtime.enter();
-                crate::task::spawn(self.task_name, work(inner, id))
-            })
-            .collect();
+        // A plain loop, not a closure: `#[track_caller]` passes through, so the workers'
+        // spawn site in `/debug/pprof/goroutine` is the caller of `build()`.
+        let mut handles = Vec::with_capacity(workers);
+        {
+            let _enter = runtime.enter();
+            for id in 0..workers {
+                handles.push(crate::task::spawn(self.task_name, work(inner.clone(), id)));
+            }
+        }
         Ok(Pool {
+            workers: Arc::new(Workers {
+                tasks: Mutex::new(handles),
+                runtime,
+                inner: Arc::clone(&inner),
+            }),
             inner,
-            workers: Mutex::new(handles),
-            runtime,
         })
     }
 }
 
 /// A pool of async workers. See the [module docs](self).
+///
+/// A cheap handle: clones share the same workers and queue, and any clone can submit or
+/// shut the pool down ([`Pool::shutdown`] takes `&self`). When the last clone is dropped
+/// without a shutdown, the pool cancels at once (see the module docs).
+#[derive(Clone)]
 pub struct Pool {
     inner: Arc<Inner>,
-    workers: Mutex<Vec<JoinHandle<()>>>,
+    workers: Arc<Workers>,
+}
+
+/// The worker tasks, shared by every clone of a [`Pool`]; the last clone's drop stops them.
+struct Workers {
+    tasks: Mutex<Vec<JoinHandle<()>>>,
     runtime: tokio::runtime::Handle,
+    inner: Arc<Inner>,
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.inner.core.close();
+        for h in lock(&self.tasks).drain(..) {
+            h.abort();
+        }
+    }
 }
 
 #[derive(Default)]
@@ -501,15 +527,16 @@ impl Pool {
     }
 
     /// Stops intake, lets the workers finish queued jobs until `deadline` has passed, then
-    /// cancels the rest, and returns once every worker task has ended. Calling it again
-    /// returns at once with the lifetime counts.
+    /// cancels the rest, and returns once every worker task has ended. Calling it again (from
+    /// any clone) returns at once with the lifetime counts, without waiting for the first
+    /// call to finish.
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
         let started = Instant::now();
         let inner = &*self.inner;
         inner.core.close();
-        let handles = std::mem::take(&mut *lock(&self.workers));
+        let handles = std::mem::take(&mut *lock(&self.workers.tasks));
         let sleep = {
-            let _enter = self.runtime.enter();
+            let _enter = self.workers.runtime.enter();
             tokio::time::sleep(deadline)
         };
         let mut sleep = pin!(sleep);
@@ -572,15 +599,6 @@ impl Pool {
     /// Whether intake is closed (shutdown started or the pool is dropping).
     pub fn is_closed(&self) -> bool {
         self.inner.core.is_closed()
-    }
-}
-
-impl Drop for Pool {
-    fn drop(&mut self) {
-        self.inner.core.close();
-        for h in lock(&self.workers).drain(..) {
-            h.abort();
-        }
     }
 }
 

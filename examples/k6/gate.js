@@ -31,7 +31,7 @@
 //                         heap.svg (the live heap at the end); open a .pb.gz with
 //                         `go tool pprof -http=: results/cpu.pb.gz`
 
-import { poll, pollScenario, profile, profileScenario, summary } from '../../perfkit/k6/perfkit.js';
+import { checkThresholds, poll, pollScenario, profile, profileScenario, summary } from '../../perfkit/k6/perfkit.js';
 import { arrival, durationMs, httpThresholds, num, PERFKIT_URL, str, SUMMARY_TREND_STATS } from './lib.js';
 
 const DURATION = str('DURATION', '20s');
@@ -65,7 +65,7 @@ export const options = {
       ? { profile: profileScenario({ seconds: PROFILE_SECONDS, startTime: quarterOf(DURATION) }) }
       : {}),
   },
-  thresholds: {
+  thresholds: checkThresholds({
     ...httpThresholds(HTTP_P95_MS),
     perfkit_process_resident_memory_bytes: [`max<${RSS_MAX_BYTES}`],
     perfkit_queue_saturation: [`max<${QUEUE_SATURATION_MAX}`],
@@ -80,7 +80,7 @@ export const options = {
     perfkit_http_5xx: ['count<=0'],
     perfkit_polls: ['count>0'],
     perfkit_poll_errors: ['count==0'],
-  },
+  }),
   summaryTrendStats: SUMMARY_TREND_STATS,
 };
 

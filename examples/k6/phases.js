@@ -28,7 +28,7 @@
 //   STRESS_QUEUE_SATURATION_MAX (0.95) ... under stress
 //   RESULTS_DIR (results)   where phases.json goes
 
-import { poll, pollScenario, summary } from '../../perfkit/k6/perfkit.js';
+import { checkThresholds, poll, pollScenario, summary } from '../../perfkit/k6/perfkit.js';
 import exec from 'k6/execution';
 import { arrival, durationMs, num, PERFKIT_URL, str, SUMMARY_TREND_STATS } from './lib.js';
 
@@ -107,7 +107,8 @@ thresholds['perfkit_pool_saturation{phase:recovery}'] = ['med<0.9'];
 export const options = {
   discardResponseBodies: true,
   scenarios,
-  thresholds,
+  // Throws at start-up on a filter tag a metric never carries (it would pass silently).
+  thresholds: checkThresholds(thresholds),
   summaryTrendStats: SUMMARY_TREND_STATS,
 };
 

@@ -25,7 +25,7 @@
 //   HTTP_P95_MS (250)       p(95) latency bound
 //   RESULTS_DIR (results)   where soak.json goes
 
-import { poll, summary } from '../../perfkit/k6/perfkit.js';
+import { checkThresholds, poll, summary } from '../../perfkit/k6/perfkit.js';
 import { arrival, durationMs, httpThresholds, num, PERFKIT_URL, str, SUMMARY_TREND_STATS } from './lib.js';
 
 const DURATION = str('DURATION', '2m');
@@ -62,7 +62,7 @@ export const options = {
       tags: { perfkit: 'poll' },
     },
   },
-  thresholds: {
+  thresholds: checkThresholds({
     ...httpThresholds(HTTP_P95_MS),
     perfkit_tasks_alive_growth: [`max<${TASK_GROWTH_MAX}`],
     perfkit_process_rss_growth_bytes: [`max<${RSS_GROWTH_MAX}`],
@@ -71,7 +71,7 @@ export const options = {
     perfkit_queue_dropped: ['count<=0'],
     perfkit_polls: ['count>1'],
     perfkit_poll_errors: ['count==0'],
-  },
+  }),
   summaryTrendStats: SUMMARY_TREND_STATS,
 };
 

@@ -460,6 +460,59 @@ const growthTrends = {};
 for (const name of Object.values(SNAPSHOT_GROWTH)) growthTrends[name] = new Trend(name);
 const growthBaseline = {};
 
+/**
+ * The tag keys each metric this module records can carry, besides the poll scenario's own
+ * (`scenario`, `perfkit`) and the `tags` given to `poll()` (e.g. `phase`). A threshold
+ * filter on any other key matches no sample, and k6 passes a threshold with no samples.
+ */
+export const METRIC_TAGS = Object.freeze(
+  (() => {
+    const tags = {
+      perfkit_polls: [],
+      perfkit_poll_errors: ['reason'],
+      perfkit_tasks_alive_growth: ['task'],
+    };
+    for (const metric of Object.values(SNAPSHOT_GROWTH)) tags[metric] = [];
+    const add = (metric, keys) => {
+      const known = tags[metric] || (tags[metric] = []);
+      for (const k of keys) if (k && !known.includes(k)) known.push(k);
+    };
+    for (const { tag, fields } of SNAPSHOT_TRENDS) {
+      for (const metric of Object.values(fields)) add(metric, [tag]);
+    }
+    for (const { tag, fields } of SNAPSHOT_COUNTERS) {
+      for (const [metric, extra] of Object.values(fields)) add(metric, [tag, ...Object.keys(extra)]);
+    }
+    for (const keys of Object.values(tags)) Object.freeze(keys);
+    return tags;
+  })(),
+);
+
+/**
+ * Checks the filters of `thresholds` (k6's `options.thresholds`) on this module's metrics:
+ * throws, naming the threshold, when a filter uses a tag key the metric never carries
+ * (`'perfkit_batch_dead_lettered{queue:db}'` instead of `{batcher:db}`), which k6 would
+ * otherwise pass silently. `extraTags` adds keys of your own (those you pass to `poll()`).
+ * Returns `thresholds`, so it can wrap the options in place.
+ */
+export function checkThresholds(thresholds, extraTags = []) {
+  const always = ['scenario', 'perfkit', 'phase', ...extraTags];
+  for (const key of Object.keys(thresholds)) {
+    const m = /^(perfkit_[a-z0-9_]+)(?:\{(.*)\})?$/.exec(key);
+    if (!m || !(m[1] in METRIC_TAGS)) continue;
+    for (const pair of (m[2] || '').split(',').filter((p) => p.trim() !== '')) {
+      const tag = pair.split(':')[0].trim();
+      if (!METRIC_TAGS[m[1]].includes(tag) && !always.includes(tag)) {
+        const carried = METRIC_TAGS[m[1]].length ? METRIC_TAGS[m[1]].join(', ') : 'none of its own';
+        throw new Error(
+          `perfkit: threshold '${key}' filters on tag '${tag}', which ${m[1]} never carries (its tags: ${carried})`,
+        );
+      }
+    }
+  }
+  return thresholds;
+}
+
 function recordGrowth(snapshot, extra) {
   for (const [path, metric] of Object.entries(SNAPSHOT_GROWTH)) {
     const v = field(snapshot, path);

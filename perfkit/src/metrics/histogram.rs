@@ -215,7 +215,7 @@ impl HistogramSnapshot {
 
     /// Sum of recorded values, in the exported unit (seconds for durations).
     pub fn sum(&self) -> f64 {
-        self.sum as f64 * self.unit.export_scale()
+        self.unit.export(self.sum as f64)
     }
 
     /// The `q`-quantile (`0.0..=1.0`) in the exported unit, or `None` when empty.
@@ -232,7 +232,7 @@ impl HistogramSnapshot {
         for (idx, &n) in self.buckets.iter().enumerate() {
             seen += n;
             if seen >= rank {
-                return Some(bucket_value(idx) * self.unit.export_scale());
+                return Some(self.unit.export(bucket_value(idx)));
             }
         }
         None
@@ -242,7 +242,7 @@ impl HistogramSnapshot {
     /// the true maximum), or `None` when empty.
     pub fn max(&self) -> Option<f64> {
         let idx = self.buckets.iter().rposition(|&n| n > 0)?;
-        Some(bucket_bounds(idx).1 as f64 * self.unit.export_scale())
+        Some(self.unit.export(bucket_bounds(idx).1 as f64))
     }
 
     /// Mean of recorded values in the exported unit, or `None` when empty.
@@ -254,14 +254,13 @@ impl HistogramSnapshot {
     /// as the last element. A bucket is assigned by its midpoint, so a sample within one
     /// internal bucket width (12.5%) of a bound may be counted on the other side of it.
     pub fn cumulative(&self, bounds: &[f64]) -> Vec<u64> {
-        let scale = self.unit.export_scale();
         let mut out = vec![0u64; bounds.len() + 1];
         let mut j = 0;
         for (idx, &n) in self.buckets.iter().enumerate() {
             if n == 0 {
                 continue;
             }
-            let v = bucket_value(idx) * scale;
+            let v = self.unit.export(bucket_value(idx));
             while j < bounds.len() && v > bounds[j] {
                 j += 1;
             }
@@ -304,6 +303,16 @@ impl std::fmt::Debug for HistogramSnapshot {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seconds_print_without_float_noise() {
+        let h = Histogram::new(Unit::Seconds);
+        h.record(46_880);
+        // 46 880 ns times 1e-9 prints as 0.000046880000000000005.
+        assert_eq!(h.snapshot().sum().to_string(), "0.00004688");
+        h.record(3);
+        assert_eq!(h.snapshot().sum().to_string(), "0.000046883");
+    }
 
     #[test]
     fn buckets_cover_the_range_without_gaps() {

@@ -42,11 +42,13 @@ pub enum Unit {
 }
 
 impl Unit {
-    /// Factor from the recorded integer to the exported value.
-    pub(crate) const fn export_scale(self) -> f64 {
+    /// The exported value of a recorded one (nanoseconds to seconds). A division, not a
+    /// multiplication by `1e-9`: `1e-9` is not exact in binary, and the product prints with
+    /// noise (`0.000046880000000000005` for 46 880 ns) where the quotient prints as it is.
+    pub(crate) fn export(self, recorded: f64) -> f64 {
         match self {
-            Unit::Seconds => 1e-9,
-            Unit::Bytes | Unit::Count => 1.0,
+            Unit::Seconds => recorded / 1e9,
+            Unit::Bytes | Unit::Count => recorded,
         }
     }
 

@@ -770,13 +770,13 @@ impl Inner {
             .busy_exported
             .fetch_max(nanos, Ordering::Relaxed)
             .max(nanos);
-        shown as f64 * 1e-9
+        shown as f64 / 1e9
     }
 
     #[cfg_attr(loom, allow(dead_code))]
     fn oldest_age_seconds(&self) -> f64 {
         self.core.oldest_enqueued_at().map_or(0.0, |at| {
-            clock::nanos_between(at, clock::raw()) as f64 * 1e-9
+            clock::nanos_between(at, clock::raw()) as f64 / 1e9
         })
     }
 }
@@ -840,7 +840,7 @@ impl crate::metrics::Collector for Inner {
                 "busy": busy,
                 "saturation": busy as f64 / workers as f64,
                 "saturation_avg": avg,
-                "saturation_avg_window_seconds": window as f64 * 1e-9,
+                "saturation_avg_window_seconds": window as f64 / 1e9,
                 "busy_seconds": self.busy_seconds(),
                 "queue": self.sig.label,
                 "depth": depth,

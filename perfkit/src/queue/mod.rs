@@ -863,7 +863,7 @@ impl<T> Shared<T> {
     fn oldest_age_seconds(&self) -> f64 {
         let oldest = lock(&self.state).buf.front().map(|e| e.at);
         oldest.map_or(0.0, |at| {
-            clock::nanos_between(at, clock::raw()) as f64 * 1e-9
+            clock::nanos_between(at, clock::raw()) as f64 / 1e9
         })
     }
 }

@@ -126,10 +126,14 @@ fn seconds(q: &Query, max: u64) -> Result<u64, String> {
     let Some(raw) = q.get("seconds") else {
         return Ok(DEFAULT_SECONDS.min(max));
     };
-    let n: i64 = raw
-        .trim()
-        .parse()
-        .map_err(|_| format!("invalid seconds={raw:?}: expected a whole number of seconds"))?;
+    let digits = raw.trim().strip_prefix('-').unwrap_or(raw.trim());
+    let n: i64 = raw.trim().parse().map_err(|_| {
+        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            format!("seconds={} is out of range: this server's maximum is {max}", raw.trim())
+        } else {
+            format!("invalid seconds={raw:?}: expected a whole number of seconds")
+        }
+    })?;
     if n <= 0 {
         return Ok(DEFAULT_SECONDS.min(max));
     }
@@ -286,6 +290,10 @@ mod tests {
         assert_eq!(seconds(&q(&[("seconds", "5")]), 60), Ok(5));
         assert_eq!(seconds(&q(&[]), 10), Ok(10));
         assert!(seconds(&q(&[("seconds", "abc")]), 60).unwrap_err().contains("whole number"));
+        assert_eq!(
+            seconds(&q(&[("seconds", "99999999999999999999")]), 60).unwrap_err(),
+            "seconds=99999999999999999999 is out of range: this server's maximum is 60"
+        );
         assert!(seconds(&q(&[("seconds", "100000")]), 60).unwrap_err().contains("maximum of 60"));
         assert!(format(&q(&[("format", "png")])).is_err());
     }

@@ -469,7 +469,7 @@ pub fn dump() -> Vec<TaskInfo> {
             id,
             name: group.name,
             site: format!("{}:{}", site.file(), site.line()),
-            age_seconds: crate::clock::nanos_between(started, now) as f64 * 1e-9,
+            age_seconds: crate::clock::nanos_between(started, now) as f64 / 1e9,
         })
         .collect()
 }

@@ -103,12 +103,19 @@ fn every_threshold_filter_in_the_docs_uses_tags_the_helper_records() {
     assert_eq!(code, 0, "{text}");
     let tags: BTreeMap<String, Vec<String>> =
         serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
-    assert!(tags["perfkit_batch_dead_lettered"].contains(&"batcher".to_owned()), "{tags:?}");
+    assert!(
+        tags["perfkit_batch_dead_lettered"].contains(&"batcher".to_owned()),
+        "{tags:?}"
+    );
 
     let mut sources: Vec<std::path::PathBuf> = std::fs::read_dir(root.join("docs"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .chain(std::fs::read_dir(root.join("examples/k6")).unwrap().map(|e| e.unwrap().path()))
+        .chain(
+            std::fs::read_dir(root.join("examples/k6"))
+                .unwrap()
+                .map(|e| e.unwrap().path()),
+        )
         .filter(|p| p.extension().is_some_and(|e| e == "md" || e == "js"))
         .collect();
     sources.push(root.join("README.md"));
@@ -118,7 +125,10 @@ fn every_threshold_filter_in_the_docs_uses_tags_the_helper_records() {
         let text = std::fs::read_to_string(path).unwrap();
         for (metric, keys) in filters(&text) {
             let Some(known) = tags.get(&metric) else {
-                wrong.push(format!("{}: {metric} is not a metric the helper records", path.display()));
+                wrong.push(format!(
+                    "{}: {metric} is not a metric the helper records",
+                    path.display()
+                ));
                 continue;
             };
             for key in keys {
@@ -132,8 +142,15 @@ fn every_threshold_filter_in_the_docs_uses_tags_the_helper_records() {
             }
         }
     }
-    assert!(checked >= 30, "only {checked} filters found: the scanner is broken");
-    assert!(wrong.is_empty(), "filters that would pass silently:\n{}", wrong.join("\n"));
+    assert!(
+        checked >= 30,
+        "only {checked} filters found: the scanner is broken"
+    );
+    assert!(
+        wrong.is_empty(),
+        "filters that would pass silently:\n{}",
+        wrong.join("\n")
+    );
 
     // The helper refuses such a filter at start-up.
     let (code, text) = run_script(
@@ -154,12 +171,20 @@ fn every_threshold_filter_in_the_docs_uses_tags_the_helper_records() {
 
 #[test]
 fn the_scanner_reads_filters_with_braces_in_values() {
-    let f = filters("x 'perfkit_http_p99_seconds{route:GET /v1/progress/{user}}': [..] perfkit_queue_dropped{queue:db,reason:closed} perfkit_queue_depth{queue=\"db\"} perfkit_polls");
+    let f = filters(
+        "x 'perfkit_http_p99_seconds{route:GET /v1/progress/{user}}': [..] perfkit_queue_dropped{queue:db,reason:closed} perfkit_queue_depth{queue=\"db\"} perfkit_polls",
+    );
     assert_eq!(
         f,
         vec![
-            ("perfkit_http_p99_seconds".to_owned(), vec!["route".to_owned()]),
-            ("perfkit_queue_dropped".to_owned(), vec!["queue".to_owned(), "reason".to_owned()]),
+            (
+                "perfkit_http_p99_seconds".to_owned(),
+                vec!["route".to_owned()]
+            ),
+            (
+                "perfkit_queue_dropped".to_owned(),
+                vec!["queue".to_owned(), "reason".to_owned()]
+            ),
         ]
     );
 }

@@ -255,7 +255,7 @@ fn build(s: sampler::Samples) -> Completed {
         })
         .collect();
     let mut syms = Symbols::default();
-    let named = symbols::add_stacks(&mut p, &mut syms, &stacks, &|_| false);
+    let named = symbols::add_stacks(&mut p, &mut syms, &stacks, symbols::Addr::Exact, &|_| false);
     let folded = symbols::folded(&named, 0);
     drop(syms);
     let stamp = SystemTime::now()

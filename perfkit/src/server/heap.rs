@@ -240,7 +240,7 @@ fn build(d: &Dump, kind: Kind) -> (Profile, Named) {
         .filter(|(_, v)| v.iter().any(|&x| x != 0))
         .collect();
     let mut syms = Symbols::default();
-    let named = symbols::add_stacks(&mut p, &mut syms, &stacks, &allocator_frame);
+    let named = symbols::add_stacks(&mut p, &mut syms, &stacks, symbols::Addr::Return, &allocator_frame);
     (p, named)
 }
 

@@ -35,22 +35,41 @@ pub(crate) struct Symbols {
     tables: HashMap<PathBuf, Option<SymbolTable>>,
 }
 
-impl Symbols {
-    /// The frames at `ip`, innermost (inlined) first. `ip` is a return address or the
-    /// interrupted instruction; resolution looks at the byte before it, which is in the
-    /// same function either way.
-    pub(crate) fn resolve(&mut self, ip: usize) -> &[Frame] {
-        if !self.cache.contains_key(&ip) {
-            let frames = self.in_shared_object(ip).unwrap_or_else(|| in_executable(ip));
-            self.cache.insert(ip, frames);
+/// What an address in a stack is, which decides the instruction it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Addr {
+    /// A return address: the call is the instruction before it, so the byte before is
+    /// looked up (the return address itself may be the next function's first byte).
+    Return,
+    /// An interrupted instruction (a CPU sample's leaf): looked up at its own address, which
+    /// may be its function's first byte.
+    Exact,
+}
+
+impl Addr {
+    /// The byte whose function and line an address of this kind stands for.
+    pub(crate) fn probe(self, ip: usize) -> usize {
+        match self {
+            Addr::Return => ip.saturating_sub(1),
+            Addr::Exact => ip,
         }
-        &self.cache[&ip]
+    }
+}
+
+impl Symbols {
+    /// The frames at `ip`, innermost (inlined) first, looked up at `at.probe(ip)`.
+    pub(crate) fn resolve(&mut self, ip: usize, at: Addr) -> &[Frame] {
+        let probe = at.probe(ip);
+        if !self.cache.contains_key(&probe) {
+            let frames = self.in_shared_object(probe).unwrap_or_else(|| in_executable(probe));
+            self.cache.insert(probe, frames);
+        }
+        &self.cache[&probe]
     }
 
-    /// The frame at `ip` from a shared object's symbol table; `None` when `ip` is not in a
-    /// shared object that can be read.
-    fn in_shared_object(&mut self, ip: usize) -> Option<Vec<Frame>> {
-        let probe = ip.checked_sub(1)?;
+    /// The frame at the byte `probe` from a shared object's symbol table; `None` when it is
+    /// not in a shared object that can be read.
+    fn in_shared_object(&mut self, probe: usize) -> Option<Vec<Frame>> {
         let objects = self.objects.get_or_insert_with(loaded_objects);
         let object = objects.iter().find(|o| o.contains(probe))?;
         let path = object.path.as_ref()?;
@@ -61,7 +80,7 @@ impl Symbols {
             .as_ref()?;
         let name = table
             .lookup((probe - object.bias) as u64)
-            .map_or_else(|| format!("{ip:#x}"), str::to_owned);
+            .map_or_else(|| format!("{probe:#x}"), str::to_owned);
         Some(vec![Frame {
             name,
             file: String::new(),
@@ -70,10 +89,12 @@ impl Symbols {
     }
 }
 
-/// The frames at `ip` in the main executable (or an address nothing claims), from the
-/// `backtrace` crate.
-fn in_executable(ip: usize) -> Vec<Frame> {
+/// The frames at the byte `probe` in the main executable (or an address nothing claims),
+/// from the `backtrace` crate.
+fn in_executable(probe: usize) -> Vec<Frame> {
     let mut frames = Vec::new();
+    // `backtrace::resolve` looks at the byte before the address it is given.
+    let ip = probe.wrapping_add(1);
     backtrace::resolve(ip as *mut std::ffi::c_void, |s| {
         let name = match s.name() {
             Some(n) => format!("{n:#}"),
@@ -87,7 +108,7 @@ fn in_executable(ip: usize) -> Vec<Frame> {
     });
     if frames.is_empty() {
         frames.push(Frame {
-            name: format!("{ip:#x}"),
+            name: format!("{probe:#x}"),
             file: String::new(),
             line: 0,
         });
@@ -214,12 +235,15 @@ impl Drop for Symbols {
 pub(crate) type Named = Vec<(Vec<String>, Vec<i64>)>;
 
 /// Adds `stacks` (leaf first, with one value per sample type) to `profile`, dropping from
-/// each stack's leaf end the frames `strip` matches. Returns the same stacks by function
-/// name, root first, merged where the names agree: what a flame graph or a top list needs.
+/// each stack's leaf end the frames `strip` matches. `leaf` says what each stack's first
+/// address is (the interrupted instruction of a CPU sample, or a return address); the
+/// others are return addresses. Returns the same stacks by function name, root first,
+/// merged where the names agree: what a flame graph or a top list needs.
 pub(crate) fn add_stacks(
     profile: &mut Profile,
     symbols: &mut Symbols,
     stacks: &[(Vec<usize>, Vec<i64>)],
+    leaf: Addr,
     strip: &dyn Fn(&str) -> bool,
 ) -> Named {
     let mut named: HashMap<Vec<String>, Vec<i64>> = HashMap::new();
@@ -227,8 +251,9 @@ pub(crate) fn add_stacks(
         let mut locations = Vec::with_capacity(ips.len());
         let mut names: Vec<String> = Vec::new();
         let mut stripping = true;
-        for &ip in ips {
-            let frames = symbols.resolve(ip);
+        for (depth, &ip) in ips.iter().enumerate() {
+            let at = if depth == 0 { leaf } else { Addr::Return };
+            let frames = symbols.resolve(ip, at);
             let skip = if stripping {
                 frames.iter().take_while(|f| strip(&f.name)).count()
             } else {
@@ -243,8 +268,10 @@ pub(crate) fn add_stacks(
                 .iter()
                 .map(|f| (f.name.as_str(), f.file.as_str(), i64::from(f.line)))
                 .collect();
-            // A location trimmed at the leaf is a different location from the whole one.
-            let key = if skip > 0 { ip as u64 | 1 << 63 } else { ip as u64 };
+            // One location per instruction; a location trimmed at the leaf is a different
+            // location from the whole one.
+            let probe = at.probe(ip) as u64;
+            let key = if skip > 0 { probe | 1 << 63 } else { probe };
             locations.push(profile.location_at(key, &lines));
             names.extend(kept.iter().map(|f| f.name.clone()));
         }
@@ -306,7 +333,7 @@ mod tests {
         let mut syms = Symbols::default();
         // A return address just past the start of libc's `getpid`.
         let ip = libc::getpid as *const () as usize + 1;
-        let frames = syms.resolve(ip).to_vec();
+        let frames = syms.resolve(ip, Addr::Return).to_vec();
         assert_eq!(frames.len(), 1, "{frames:?}");
         assert!(frames[0].name.contains("getpid"), "{frames:?}");
         assert!(frames[0].file.is_empty(), "no DWARF is read for shared objects: {frames:?}");
@@ -315,14 +342,25 @@ mod tests {
         fn marker_for_the_symbolizer_test() -> usize {
             std::hint::black_box(7)
         }
-        let own = marker_for_the_symbolizer_test as *const () as usize + 1;
-        let frames = syms.resolve(own).to_vec();
+        let start = marker_for_the_symbolizer_test as *const () as usize;
+        let frames = syms.resolve(start + 1, Addr::Return).to_vec();
         assert!(
             frames.iter().any(|f| f.name.contains("marker_for_the_symbolizer_test")),
             "{frames:?}"
         );
+        // An interrupted first instruction is its own function's, whether in the
+        // executable or in a shared object: looked up at the byte before, it would belong
+        // to whatever precedes it.
+        let frames = syms.resolve(start, Addr::Exact).to_vec();
+        assert!(
+            frames.iter().any(|f| f.name.contains("marker_for_the_symbolizer_test")),
+            "{frames:?}"
+        );
+        let getpid = libc::getpid as *const () as usize;
+        assert!(syms.resolve(getpid, Addr::Exact)[0].name.contains("getpid"));
+        assert!(!syms.resolve(getpid, Addr::Return)[0].name.contains("getpid"));
         // Nothing claims address 1.
-        assert_eq!(syms.resolve(1)[0].name, "0x1");
+        assert_eq!(syms.resolve(1, Addr::Exact)[0].name, "0x1");
     }
 
     #[test]

@@ -31,7 +31,7 @@
 //                         heap.svg (the live heap at the end); open a .pb.gz with
 //                         `go tool pprof -http=: results/cpu.pb.gz`
 
-import { checkThresholds, poll, pollScenario, profile, profileScenario, summary } from '../../perfkit/k6/perfkit.js';
+import { checkThresholds, poll, pollScenario, profile, profileScenario, summary, thresholds } from '../../perfkit/k6/perfkit.js';
 import { arrival, durationMs, httpThresholds, num, PERFKIT_URL, str, SUMMARY_TREND_STATS } from './lib.js';
 
 const DURATION = str('DURATION', '20s');
@@ -67,19 +67,22 @@ export const options = {
   },
   thresholds: checkThresholds({
     ...httpThresholds(HTTP_P95_MS),
-    perfkit_process_resident_memory_bytes: [`max<${RSS_MAX_BYTES}`],
-    perfkit_queue_saturation: [`max<${QUEUE_SATURATION_MAX}`],
-    perfkit_queue_dropped: [`count<=${DROPPED_MAX}`],
-    perfkit_queue_rejected: [`count<=${REJECTED_MAX}`],
-    perfkit_tasks_alive_growth: [`max<${TASK_GROWTH_MAX}`],
-    perfkit_pool_saturation: [`p(95)<${POOL_SATURATION_MAX}`],
-    perfkit_pool_panics: [`count<=${POOL_PANICS_MAX}`],
-    'perfkit_hot_path_p99_seconds{function:db_flush}': [`max<${FLUSH_P99_MAX_MS / 1000}`],
-    'perfkit_http_p99_seconds{route:GET /v1/progress/{user}}': [`max<${ROUTE_P99_MAX_MS / 1000}`],
-    'perfkit_http_p99_seconds{route:POST /events}': [`max<${ROUTE_P99_MAX_MS / 1000}`],
-    perfkit_http_5xx: ['count<=0'],
-    perfkit_polls: ['count>0'],
-    perfkit_poll_errors: ['count==0'],
+    // The helper's starter set (docs/k6.md), with this script's -e bounds.
+    ...thresholds({
+      perfkit_process_resident_memory_bytes: [`max<${RSS_MAX_BYTES}`],
+      perfkit_queue_saturation: [`max<${QUEUE_SATURATION_MAX}`],
+      perfkit_queue_dropped: [`count<=${DROPPED_MAX}`],
+      perfkit_queue_rejected: [`count<=${REJECTED_MAX}`],
+      perfkit_tasks_alive_growth: [`max<${TASK_GROWTH_MAX}`],
+      perfkit_pool_saturation: [`p(95)<${POOL_SATURATION_MAX}`],
+      perfkit_pool_panics: [`count<=${POOL_PANICS_MAX}`],
+      // The service's hot paths and routes are named instead, each with its own bound.
+      perfkit_hot_path_p99_seconds: null,
+      perfkit_http_p99_seconds: null,
+      'perfkit_hot_path_p99_seconds{function:db_flush}': [`max<${FLUSH_P99_MAX_MS / 1000}`],
+      'perfkit_http_p99_seconds{route:GET /v1/progress/{user}}': [`max<${ROUTE_P99_MAX_MS / 1000}`],
+      'perfkit_http_p99_seconds{route:POST /events}': [`max<${ROUTE_P99_MAX_MS / 1000}`],
+    }),
   }),
   summaryTrendStats: SUMMARY_TREND_STATS,
 };

@@ -489,6 +489,43 @@ export const METRIC_TAGS = Object.freeze(
 );
 
 /**
+ * The recommended thresholds: the starter set a gate on perfkit's signals begins with.
+ * Each key is one of this module's metrics; `overrides` replaces a key's expressions
+ * (`{ perfkit_queue_saturation: ['max<0.9'] }`), removes it (`{ perfkit_pool_saturation:
+ * null }`) or adds keys of your own (`{ 'perfkit_hot_path_p99_seconds{function:db_flush}':
+ * ['max<0.1'] }`). Unfiltered, a Trend's `max` is the worst of every series it has, so the
+ * hot-path and route bounds hold every function and route without naming them. See
+ * `docs/k6.md` for why each default is what it is.
+ */
+export function thresholds(overrides = {}) {
+  const set = {
+    // A bound at 80% leaves room to react before a queue refuses, drops or blocks.
+    perfkit_queue_saturation: ['max<0.8'],
+    // Nothing accepted is lost, nothing is refused.
+    perfkit_queue_dropped: ['count==0'],
+    perfkit_queue_rejected: ['count==0'],
+    // Workers busy 90% of a poll interval in more than one interval in twenty: saturated.
+    perfkit_pool_saturation: ['p(95)<0.9'],
+    perfkit_pool_panics: ['count==0'],
+    // A task name whose live count grows by 50 over the run is leaking.
+    perfkit_tasks_alive_growth: ['max<50'],
+    perfkit_process_resident_memory_bytes: [`max<${512 * 1024 * 1024}`],
+    // Every #[hot_path] function's and every route's service-side p99, under 250 ms.
+    perfkit_hot_path_p99_seconds: ['max<0.25'],
+    perfkit_http_p99_seconds: ['max<0.25'],
+    perfkit_http_5xx: ['count==0'],
+    // The gate saw the service, and never failed to.
+    perfkit_polls: ['count>0'],
+    perfkit_poll_errors: ['count==0'],
+  };
+  for (const [key, value] of Object.entries(overrides)) {
+    if (value === null || value === undefined) delete set[key];
+    else set[key] = Array.isArray(value) ? value : [value];
+  }
+  return set;
+}
+
+/**
  * Checks the filters of `thresholds` (k6's `options.thresholds`) on this module's metrics:
  * throws, naming the threshold, when a filter uses a tag key the metric never carries
  * (`'perfkit_batch_dead_lettered{queue:db}'` instead of `{batcher:db}`), which k6 would
@@ -664,14 +701,18 @@ function fmtValue(metric, name, v) {
   const contains = metric && metric.contains;
   if (type === 'rate') return `${(v * 100).toFixed(2)}%`;
   if (contains === 'time') return fmtMs(v);
+  // perfkit's durations are in seconds (Prometheus units): shown in ms, µs or ns.
+  if (/_seconds(\{|$)/.test(name)) return fmtMs(v * 1000);
   if (contains === 'data' || /_bytes(\{|$)/.test(name)) return fmtBytes(v);
   return num(v);
 }
 
 function fmtMs(ms) {
-  if (ms >= 1000) return `${(ms / 1000).toFixed(2)}s`;
-  if (ms >= 1) return `${ms.toFixed(2)}ms`;
-  return `${(ms * 1000).toFixed(0)}µs`;
+  if (ms === 0) return '0';
+  if (Math.abs(ms) >= 1000) return `${(ms / 1000).toFixed(2)}s`;
+  if (Math.abs(ms) >= 1) return `${ms.toFixed(2)}ms`;
+  if (Math.abs(ms) >= 0.001) return `${(ms * 1000).toFixed(1)}µs`;
+  return `${(ms * 1e6).toFixed(0)}ns`;
 }
 
 function fmtBytes(b) {

@@ -1,10 +1,20 @@
 //! HTTP server metrics as a [`tower`](https://docs.rs/tower) layer, for axum and hyper
 //! services.
 //!
-//! ```ignore
-//! let app = axum::Router::new()
+//! ```
+//! # #[cfg(feature = "axum")] {
+//! use axum::{Router, routing::get};
+//!
+//! async fn progress() -> &'static str {
+//!     "{}"
+//! }
+//!
+//! // After the routes: a layer applies to the routes added before it.
+//! let app: Router = Router::new()
 //!     .route("/v1/progress/{user}", get(progress))
 //!     .layer(perfkit::http::MetricsLayer::new()); // with the `axum` feature
+//! # let _ = app;
+//! # }
 //! ```
 //!
 //! Every request through the layer records, labelled with its **route template** (never the

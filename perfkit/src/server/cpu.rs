@@ -234,7 +234,6 @@ fn render(c: &Completed, fmt: Format) -> Response<Body> {
 fn build(s: sampler::Samples) -> Completed {
     let period = 1_000_000_000 / i64::from(s.frequency.max(1));
     let mut p = Profile::new(&[("samples", "count"), ("cpu", "nanoseconds")], period);
-    p.set_main_binary();
     p.set_period(("cpu", "nanoseconds"), period);
     p.set_time(s.start_time, s.duration);
     p.comment(&format!(

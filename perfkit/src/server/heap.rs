@@ -222,7 +222,6 @@ fn build(d: &Dump, kind: Kind) -> (Profile, Named) {
         ],
         d.rate as i64,
     );
-    p.set_main_binary();
     p.set_period(("space", "bytes"), d.rate as i64);
     p.set_default_sample_type(if kind == Kind::Inuse { "inuse_space" } else { "alloc_space" });
     p.comment(&format!(

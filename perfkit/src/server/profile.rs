@@ -1,6 +1,7 @@
 //! A minimal writer for the pprof protobuf format (`profile.proto`), gzipped, as
 //! `go tool pprof` reads it. Only what perfkit's profiles need: sample types, samples with
-//! stacks and values, locations with one line each, functions and the string table.
+//! stacks and values, mappings, locations with their address and lines, functions and the
+//! string table.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -10,9 +11,15 @@ pub(crate) struct Profile {
     strings: Vec<String>,
     string_ids: HashMap<String, i64>,
     sample_types: Vec<(i64, i64)>,
-    functions: Vec<(i64, i64, i64)>, // name, filename, start line
+    functions: Vec<(i64, i64, i64, i64)>, // name, system name, filename, start line
     function_ids: HashMap<(String, String), u64>,
-    locations: Vec<Vec<(u64, i64)>>, // lines (function id, line), innermost first
+    /// (address, mapping id, lines (function id, line) innermost first)
+    locations: Vec<(u64, u64, Vec<(u64, i64)>)>,
+    /// (start, limit, file offset, filename)
+    mappings: Vec<(u64, u64, u64, i64)>,
+    /// Mapping ids by the caller's key for the object (an index of loaded objects).
+    #[cfg_attr(not(any(feature = "cpu-profiling", feature = "heap-profiling")), allow(dead_code))]
+    mapping_ids: HashMap<usize, Option<u64>>,
     location_ids: HashMap<(u64, i64), u64>,
     #[cfg_attr(not(any(feature = "cpu-profiling", feature = "heap-profiling")), allow(dead_code))]
     keyed_locations: HashMap<u64, u64>,
@@ -23,12 +30,11 @@ pub(crate) struct Profile {
     duration_nanos: i64,
     comments: Vec<i64>,
     default_sample_type: i64,
-    main_binary: Option<i64>,
 }
 
-/// One line of a location: function name, file and line number.
+/// One line of a location: function name, its system (symbol) name, file and line number.
 #[cfg_attr(not(any(feature = "cpu-profiling", feature = "heap-profiling")), allow(dead_code))]
-pub(crate) type Line<'a> = (&'a str, &'a str, i64);
+pub(crate) type Line<'a> = (&'a str, &'a str, &'a str, i64);
 
 impl Profile {
     /// An empty profile whose samples carry one value per `(type, unit)` pair. The period
@@ -41,6 +47,8 @@ impl Profile {
             functions: Vec::new(),
             function_ids: HashMap::new(),
             locations: Vec::new(),
+            mappings: Vec::new(),
+            mapping_ids: HashMap::new(),
             location_ids: HashMap::new(),
             keyed_locations: HashMap::new(),
             samples: Vec::new(),
@@ -52,7 +60,6 @@ impl Profile {
             duration_nanos: 0,
             comments: Vec::new(),
             default_sample_type: 0,
-            main_binary: None,
         };
         p.sample_types = sample_types.iter().map(|(t, u)| (p.string(t), p.string(u))).collect();
         p.period_type = p.sample_types.first().copied().unwrap_or((0, 0));
@@ -82,11 +89,24 @@ impl Profile {
     }
 
     #[cfg(any(feature = "cpu-profiling", feature = "heap-profiling"))]
-    /// Names the executable in one mapping that covers every location, marked as already
-    /// symbolized, so `go tool pprof` names the binary and does not try to symbolize.
-    pub(crate) fn set_main_binary(&mut self) {
-        let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default();
-        self.main_binary = Some(self.string(&exe));
+    /// The id of the mapping for the loaded object known by `key`, created on first use
+    /// from `describe` (`None`: no mapping). Mappings are marked as already symbolized, so
+    /// `go tool pprof` shows the file and does not try to symbolize on its own.
+    pub(crate) fn mapping(
+        &mut self,
+        key: usize,
+        describe: impl FnOnce() -> Option<super::symbols::Mapping>,
+    ) -> Option<u64> {
+        if let Some(&id) = self.mapping_ids.get(&key) {
+            return id;
+        }
+        let id = describe().map(|m| {
+            let file = self.string(&m.file);
+            self.mappings.push((m.start, m.limit, m.offset, file));
+            self.mappings.len() as u64
+        });
+        self.mapping_ids.insert(key, id);
+        id
     }
 
     #[cfg(any(feature = "cpu-profiling", feature = "heap-profiling"))]
@@ -106,13 +126,13 @@ impl Profile {
         id
     }
 
-    fn function(&mut self, function: &str, file: &str, line: i64) -> u64 {
-        let key = (function.to_owned(), file.to_owned());
+    fn function(&mut self, function: &str, system_name: &str, file: &str, line: i64) -> u64 {
+        let key = (system_name.to_owned(), file.to_owned());
         if let Some(&id) = self.function_ids.get(&key) {
             return id;
         }
-        let (n, f) = (self.string(function), self.string(file));
-        self.functions.push((n, f, line));
+        let (n, sn, f) = (self.string(function), self.string(system_name), self.string(file));
+        self.functions.push((n, sn, f, line));
         let id = self.functions.len() as u64;
         self.function_ids.insert(key, id);
         id
@@ -120,11 +140,11 @@ impl Profile {
 
     /// The location of `function` (defined in `file`) at `line`, created on first use.
     pub(crate) fn location(&mut self, function: &str, file: &str, line: i64) -> u64 {
-        let fid = self.function(function, file, line);
+        let fid = self.function(function, function, file, line);
         if let Some(&id) = self.location_ids.get(&(fid, line)) {
             return id;
         }
-        self.locations.push(vec![(fid, line)]);
+        self.locations.push((0, 0, vec![(fid, line)]));
         let id = self.locations.len() as u64;
         self.location_ids.insert((fid, line), id);
         id
@@ -133,15 +153,21 @@ impl Profile {
     #[cfg(any(feature = "cpu-profiling", feature = "heap-profiling"))]
     /// The location known by `key` (an instruction address), created on first use with
     /// `lines`: innermost first, the last being the function the others were inlined into.
-    pub(crate) fn location_at(&mut self, key: u64, lines: &[Line<'_>]) -> u64 {
+    pub(crate) fn location_at(
+        &mut self,
+        key: u64,
+        address: u64,
+        mapping: Option<u64>,
+        lines: &[Line<'_>],
+    ) -> u64 {
         if let Some(&id) = self.keyed_locations.get(&key) {
             return id;
         }
         let lines = lines
             .iter()
-            .map(|&(f, file, line)| (self.function(f, file, 0), line))
+            .map(|&(f, sn, file, line)| (self.function(f, sn, file, 0), line))
             .collect();
-        self.locations.push(lines);
+        self.locations.push((address, mapping.unwrap_or(0), lines));
         let id = self.locations.len() as u64;
         self.keyed_locations.insert(key, id);
         id
@@ -172,22 +198,23 @@ impl Profile {
             packed(&mut m, 2, values.iter().map(|&v| v as u64));
             message(&mut out, 2, &m);
         }
-        if let Some(exe) = self.main_binary {
+        for (i, &(start, limit, offset, file)) in self.mappings.iter().enumerate() {
             let mut m = Vec::new();
-            uint(&mut m, 1, 1); // id
-            uint(&mut m, 3, u64::MAX); // memory_limit: every address
-            uint(&mut m, 5, exe as u64); // filename
+            uint(&mut m, 1, i as u64 + 1); // id
+            uint(&mut m, 2, start); // memory_start
+            uint(&mut m, 3, limit); // memory_limit
+            uint(&mut m, 4, offset); // file_offset
+            uint(&mut m, 5, file as u64); // filename
             for field in 7..=10 {
                 uint(&mut m, field, 1); // has_functions, _filenames, _line_numbers, _inline_frames
             }
             message(&mut out, 3, &m);
         }
-        for (i, lines) in self.locations.iter().enumerate() {
+        for (i, (address, mapping, lines)) in self.locations.iter().enumerate() {
             let mut m = Vec::new();
             uint(&mut m, 1, i as u64 + 1);
-            if self.main_binary.is_some() {
-                uint(&mut m, 2, 1); // mapping_id
-            }
+            uint(&mut m, 2, *mapping); // mapping_id (0: none)
+            uint(&mut m, 3, *address);
             for &(fid, line) in lines {
                 let mut l = Vec::new();
                 uint(&mut l, 1, fid);
@@ -196,11 +223,11 @@ impl Profile {
             }
             message(&mut out, 4, &m);
         }
-        for (i, &(name, file, line)) in self.functions.iter().enumerate() {
+        for (i, &(name, system_name, file, line)) in self.functions.iter().enumerate() {
             let mut m = Vec::new();
             uint(&mut m, 1, i as u64 + 1);
             uint(&mut m, 2, name as u64);
-            uint(&mut m, 3, name as u64);
+            uint(&mut m, 3, system_name as u64);
             uint(&mut m, 4, file as u64);
             uint(&mut m, 5, line as u64);
             message(&mut out, 5, &m);

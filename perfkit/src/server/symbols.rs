@@ -18,9 +18,59 @@ use super::profile::{Line, Profile};
 /// One source frame of an address; several when functions were inlined.
 #[derive(Debug, Clone)]
 pub(crate) struct Frame {
+    /// The name shown: demangled, without the hash, and with `<Type as Trait>::f` written
+    /// `Type::f` (see [`display_name`]).
     pub(crate) name: String,
+    /// The symbol as the object file has it (mangled, for Rust), or the full demangled name
+    /// when there is none.
+    pub(crate) system_name: String,
     pub(crate) file: String,
     pub(crate) line: u32,
+}
+
+/// The name a profile shows for a demangled `full` name: `<Type as Trait>::method` becomes
+/// `Type::method` (also when nested at the start), everything else is kept.
+///
+/// `go tool pprof` simplifies names it thinks it has to demangle itself by deleting every
+/// `<...>`: `<tokio::runtime::task::core::Core<T,S> as Future>::poll` and every other
+/// trait method called `poll` all became `::poll`, one line in `-top`. With this name, and
+/// the symbol in `system_name` (so that the two differ and pprof leaves the name alone), a
+/// profile reads `tokio::runtime::task::core::Core<T,S>::poll`.
+pub(crate) fn display_name(full: &str) -> String {
+    let mut name = full.to_owned();
+    // `<A as B>::rest` -> `A::rest`, repeatedly for `<<A as B>::C as D>::rest`.
+    while name.starts_with('<') {
+        let Some((close, as_at)) = impl_header(&name) else { break };
+        let Some(as_at) = as_at else { break };
+        if !name[close + 1..].starts_with("::") {
+            break;
+        }
+        name = format!("{}{}", &name[1..as_at], &name[close + 1..]);
+    }
+    name
+}
+
+/// For a name starting with `<`: the index of its matching `>` and of a top-level ` as `
+/// inside, if any. `->` (function pointer types) is not a bracket.
+fn impl_header(name: &str) -> Option<(usize, Option<usize>)> {
+    let bytes = name.as_bytes();
+    let mut depth = 0usize;
+    let mut as_at = None;
+    for i in 0..bytes.len() {
+        match bytes[i] {
+            b'<' => depth += 1,
+            b'>' if i > 0 && bytes[i - 1] == b'-' => {}
+            b'>' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some((i, as_at));
+                }
+            }
+            b' ' if depth == 1 && as_at.is_none() && name[i..].starts_with(" as ") => as_at = Some(i),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// A cache of resolved addresses for one profile. Dropping it clears the `backtrace`
@@ -67,6 +117,19 @@ impl Symbols {
         &self.cache[&probe]
     }
 
+    /// The loaded object holding the byte `probe` (an index for [`Symbols::object`]).
+    pub(crate) fn object_of(&mut self, probe: usize) -> Option<usize> {
+        self.objects
+            .get_or_insert_with(loaded_objects)
+            .iter()
+            .position(|o| o.contains(probe))
+    }
+
+    /// A loaded object found by [`Symbols::object_of`].
+    pub(crate) fn object(&self, index: usize) -> Option<&Loaded> {
+        self.objects.as_ref()?.get(index)
+    }
+
     /// The frame at the byte `probe` from a shared object's symbol table; `None` when it is
     /// not in a shared object that can be read.
     fn in_shared_object(&mut self, probe: usize) -> Option<Vec<Frame>> {
@@ -78,11 +141,16 @@ impl Symbols {
             .entry(path.clone())
             .or_insert_with(|| SymbolTable::load(path))
             .as_ref()?;
-        let name = table
-            .lookup((probe - object.bias) as u64)
-            .map_or_else(|| format!("{probe:#x}"), str::to_owned);
+        let (name, system_name) = match table.lookup((probe - object.bias) as u64) {
+            Some(raw) => {
+                let full = format!("{:#}", backtrace::SymbolName::new(raw.as_bytes()));
+                (display_name(&full), raw.to_owned())
+            }
+            None => (format!("{probe:#x}"), format!("{probe:#x}")),
+        };
         Some(vec![Frame {
             name,
+            system_name,
             file: String::new(),
             line: 0,
         }])
@@ -96,12 +164,17 @@ fn in_executable(probe: usize) -> Vec<Frame> {
     // `backtrace::resolve` looks at the byte before the address it is given.
     let ip = probe.wrapping_add(1);
     backtrace::resolve(ip as *mut std::ffi::c_void, |s| {
-        let name = match s.name() {
-            Some(n) => format!("{n:#}"),
-            None => format!("{ip:#x}"),
+        let (name, system_name) = match s.name() {
+            Some(n) => {
+                let full = format!("{n:#}");
+                let raw = String::from_utf8_lossy(n.as_bytes()).into_owned();
+                (display_name(&full), if raw.is_empty() { full } else { raw })
+            }
+            None => (format!("{probe:#x}"), format!("{probe:#x}")),
         };
         frames.push(Frame {
             name,
+            system_name,
             file: s.filename().map(|f| f.display().to_string()).unwrap_or_default(),
             line: s.lineno().unwrap_or(0),
         });
@@ -109,6 +182,7 @@ fn in_executable(probe: usize) -> Vec<Frame> {
     if frames.is_empty() {
         frames.push(Frame {
             name: format!("{probe:#x}"),
+            system_name: format!("{probe:#x}"),
             file: String::new(),
             line: 0,
         });
@@ -118,9 +192,11 @@ fn in_executable(probe: usize) -> Vec<Frame> {
 
 /// A loaded object: its executable segments, the bias from its file's addresses to the
 /// process's, and its path (`None` for the main executable).
-struct Loaded {
+pub(crate) struct Loaded {
     segments: Vec<(usize, usize)>,
     bias: usize,
+    /// File offset of the first executable segment.
+    offset: u64,
     path: Option<PathBuf>,
 }
 
@@ -128,6 +204,34 @@ impl Loaded {
     fn contains(&self, addr: usize) -> bool {
         self.segments.iter().any(|&(lo, hi)| (lo..hi).contains(&addr))
     }
+
+    /// What a profile's mapping says about this object: the addresses its executable
+    /// segments span, the file offset of the first, and its path.
+    pub(crate) fn mapping(&self) -> Mapping {
+        let start = self.segments.iter().map(|s| s.0).min().unwrap_or(0);
+        let limit = self.segments.iter().map(|s| s.1).max().unwrap_or(0);
+        let file = match &self.path {
+            Some(p) => p.display().to_string(),
+            None => std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        };
+        Mapping {
+            start: start as u64,
+            limit: limit as u64,
+            offset: self.offset,
+            file,
+        }
+    }
+}
+
+/// A profile mapping: the addresses an object's code spans and where it comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Mapping {
+    pub(crate) start: u64,
+    pub(crate) limit: u64,
+    pub(crate) offset: u64,
+    pub(crate) file: String,
 }
 
 /// Every object the dynamic loader has mapped, with its executable segments.
@@ -143,6 +247,7 @@ fn loaded_objects() -> Vec<Loaded> {
             unsafe { CStr::from_ptr(info.dlpi_name) }.to_str().unwrap_or("")
         };
         let mut segments = Vec::new();
+        let mut offset = None;
         if !info.dlpi_phdr.is_null() {
             for i in 0..usize::from(info.dlpi_phnum) {
                 // SAFETY: dlpi_phdr points at dlpi_phnum headers.
@@ -150,12 +255,14 @@ fn loaded_objects() -> Vec<Loaded> {
                 if ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_X != 0 {
                     let lo = info.dlpi_addr as usize + ph.p_vaddr as usize;
                     segments.push((lo, lo + ph.p_memsz as usize));
+                    offset.get_or_insert(ph.p_offset as u64);
                 }
             }
         }
         out.push(Loaded {
             segments,
             bias: info.dlpi_addr as usize,
+            offset: offset.unwrap_or(0),
             // The main executable has an empty name.
             path: (!name.is_empty()).then(|| PathBuf::from(name)),
         });
@@ -169,7 +276,7 @@ fn loaded_objects() -> Vec<Loaded> {
 
 /// A shared object's function symbols, sorted by address.
 struct SymbolTable {
-    /// (address in the file, size, demangled name)
+    /// (address in the file, size, symbol as written in the file)
     symbols: Vec<(u64, u64, Box<str>)>,
 }
 
@@ -211,8 +318,8 @@ fn read_symbols(path: &Path, out: &mut Vec<(u64, u64, Box<str>)>) -> Option<Opti
             continue;
         }
         let Ok(raw) = sym.name_bytes() else { continue };
-        let name = format!("{:#}", backtrace::SymbolName::new(raw));
-        out.push((sym.address(), sym.size(), name.into_boxed_str()));
+        let name = String::from_utf8_lossy(raw);
+        out.push((sym.address(), sym.size(), name.into()));
     }
     Some(file.build_id().ok().flatten().map(<[u8]>::to_vec))
 }
@@ -253,7 +360,9 @@ pub(crate) fn add_stacks(
         let mut stripping = true;
         for (depth, &ip) in ips.iter().enumerate() {
             let at = if depth == 0 { leaf } else { Addr::Return };
-            let frames = symbols.resolve(ip, at);
+            let probe = at.probe(ip);
+            let object = symbols.object_of(probe);
+            let frames = symbols.resolve(ip, at).to_vec();
             let skip = if stripping {
                 frames.iter().take_while(|f| strip(&f.name)).count()
             } else {
@@ -266,13 +375,13 @@ pub(crate) fn add_stacks(
             stripping = false;
             let lines: Vec<Line<'_>> = kept
                 .iter()
-                .map(|f| (f.name.as_str(), f.file.as_str(), i64::from(f.line)))
+                .map(|f| (f.name.as_str(), f.system_name.as_str(), f.file.as_str(), i64::from(f.line)))
                 .collect();
+            let mapping = object.map(|i| profile.mapping(i, || symbols.object(i).map(Loaded::mapping)));
             // One location per instruction; a location trimmed at the leaf is a different
             // location from the whole one.
-            let probe = at.probe(ip) as u64;
-            let key = if skip > 0 { probe | 1 << 63 } else { probe };
-            locations.push(profile.location_at(key, &lines));
+            let key = if skip > 0 { probe as u64 | 1 << 63 } else { probe as u64 };
+            locations.push(profile.location_at(key, probe as u64, mapping.flatten(), &lines));
             names.extend(kept.iter().map(|f| f.name.clone()));
         }
         if locations.is_empty() {
@@ -361,6 +470,28 @@ mod tests {
         assert!(!syms.resolve(getpid, Addr::Return)[0].name.contains("getpid"));
         // Nothing claims address 1.
         assert_eq!(syms.resolve(1, Addr::Exact)[0].name, "0x1");
+    }
+
+    #[test]
+    fn trait_impls_are_named_by_their_type() {
+        for (full, shown) in [
+            (
+                "<tokio::runtime::task::core::Core<T,S> as core::future::future::Future>::poll",
+                "tokio::runtime::task::core::Core<T,S>::poll",
+            ),
+            ("<<A as B>::C as D>::m", "A::C::m"),
+            (
+                "<F as core::ops::function::FnOnce<()>>::call_once{{vtable.shim}}",
+                "F::call_once{{vtable.shim}}",
+            ),
+            ("<fn() -> u8 as x::Tr>::m::{{closure}}", "fn() -> u8::m::{{closure}}"),
+            ("core::ptr::drop_in_place<perfkit::pool::Pool>", "core::ptr::drop_in_place<perfkit::pool::Pool>"),
+            ("<[T]>::len", "<[T]>::len"),
+            ("<unbalanced", "<unbalanced"),
+            ("epoll_wait", "epoll_wait"),
+        ] {
+            assert_eq!(display_name(full), shown, "{full}");
+        }
     }
 
     #[test]

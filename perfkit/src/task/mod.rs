@@ -17,8 +17,11 @@
 //! # Examples
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-//! let handle = perfkit::task::spawn("doc-worker", async { 40 + 2 });
+//! // tokio's own JoinHandle: await it, abort it, or drop it to detach the task.
+//! let handle: tokio::task::JoinHandle<u64> = perfkit::task::spawn("doc-worker", async { 40 + 2 });
 //! assert_eq!(handle.await.unwrap(), 42);
+//! let sum = perfkit::task::spawn_blocking("doc-checksum", || (1..=10u64).sum::<u64>());
+//! assert_eq!(sum.await.unwrap(), 55);
 //! # });
 //! ```
 

@@ -120,6 +120,19 @@ fn profiles_saved(results: &Path) {
             "{file}: {top}{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // Every function named, and kept apart in pprof's default view: no hex-only frame,
+        // no trait impl cut down to `::method`.
+        for name in top
+            .lines()
+            .skip_while(|l| !l.contains("flat%"))
+            .skip(1)
+            .map(|l| l.split_whitespace().skip(5).collect::<Vec<_>>().join(" "))
+        {
+            assert!(
+                !name.starts_with("0x") && !name.starts_with("::"),
+                "{file}: {name:?} in\n{top}"
+            );
+        }
     }
 }
 

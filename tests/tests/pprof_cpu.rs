@@ -96,6 +96,17 @@ fn go_tool_pprof_finds_the_burning_function_in_the_top_three() {
         "burn_cpu_for_the_profile not in the top 3 flat entries {rows:?}:\n{top}"
     );
     assert!(top.contains("Type: cpu"), "{top}");
+    // Every function is named, and pprof's default view keeps the names apart: no hex
+    // address (a leaf resolved at the byte before a function's first instruction), no
+    // `::poll` (a trait impl's name cut down to its method by pprof).
+    let all = top_rows(&top, usize::MAX);
+    assert!(!all.is_empty());
+    for name in &all {
+        assert!(
+            !name.starts_with("0x") && !name.starts_with("::"),
+            "{name:?} in:\n{top}"
+        );
+    }
 }
 
 #[test]

@@ -7,20 +7,11 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::ingest::{Service, ingest_bin, start_service};
-
-fn dir(name: &str) -> PathBuf {
-    let dir = common::workspace_root()
-        .join("target/test-results")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use common::results_dir as dir;
 
 /// `POST /events` with `n` events on a fresh connection: status, body, and how long it took.
 fn post_events(addr: SocketAddr, n: usize, user: &str) -> (u16, String, Duration) {

@@ -6,8 +6,9 @@
 mod common;
 
 use common::ingest::{Service, start_service};
+use common::results_dir;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 /// Runs gate.js (8 s) and returns k6's exit code and the parsed summary JSON.
@@ -83,15 +84,6 @@ fn crossed(summary: &serde_json::Value) -> Vec<String> {
         .filter(|(_, _, ok)| !ok)
         .map(|(m, _, _)| m)
         .collect()
-}
-
-fn results_dir(name: &str) -> PathBuf {
-    let dir = common::workspace_root()
-        .join("target/test-results")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// The gate's `handleSummary` saved the CPU profile taken mid-run and the live heap, and

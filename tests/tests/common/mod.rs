@@ -82,6 +82,14 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// A fresh, empty `target/test-results/<name>` for a test's logs and files.
+pub fn results_dir(name: &str) -> PathBuf {
+    let dir = workspace_root().join("target/test-results").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// Finds an external tool: the env var `var` if set, else `name` on PATH, else the given
 /// fallbacks. Panics with instructions when it is missing: a real-client test must not pass
 /// without its client.

@@ -13,8 +13,7 @@ pub(crate) struct Profile {
     sample_types: Vec<(i64, i64)>,
     functions: Vec<(i64, i64, i64, i64)>, // name, system name, filename, start line
     function_ids: HashMap<(String, String), u64>,
-    /// (address, mapping id, lines (function id, line) innermost first)
-    locations: Vec<(u64, u64, Vec<(u64, i64)>)>,
+    locations: Vec<Location>,
     /// (start, limit, file offset, filename)
     mappings: Vec<(u64, u64, u64, i64)>,
     /// Mapping ids by the caller's key for the object (an index of loaded objects).
@@ -30,6 +29,14 @@ pub(crate) struct Profile {
     duration_nanos: i64,
     comments: Vec<i64>,
     default_sample_type: i64,
+}
+
+/// A location: an instruction address in a mapping (0: none), and its lines as (function
+/// id, line number), innermost first.
+struct Location {
+    address: u64,
+    mapping: u64,
+    lines: Vec<(u64, i64)>,
 }
 
 /// One line of a location: function name, its system (symbol) name, file and line number.
@@ -144,7 +151,11 @@ impl Profile {
         if let Some(&id) = self.location_ids.get(&(fid, line)) {
             return id;
         }
-        self.locations.push((0, 0, vec![(fid, line)]));
+        self.locations.push(Location {
+            address: 0,
+            mapping: 0,
+            lines: vec![(fid, line)],
+        });
         let id = self.locations.len() as u64;
         self.location_ids.insert((fid, line), id);
         id
@@ -167,7 +178,11 @@ impl Profile {
             .iter()
             .map(|&(f, sn, file, line)| (self.function(f, sn, file, 0), line))
             .collect();
-        self.locations.push((address, mapping.unwrap_or(0), lines));
+        self.locations.push(Location {
+            address,
+            mapping: mapping.unwrap_or(0),
+            lines,
+        });
         let id = self.locations.len() as u64;
         self.keyed_locations.insert(key, id);
         id
@@ -210,12 +225,12 @@ impl Profile {
             }
             message(&mut out, 3, &m);
         }
-        for (i, (address, mapping, lines)) in self.locations.iter().enumerate() {
+        for (i, loc) in self.locations.iter().enumerate() {
             let mut m = Vec::new();
             uint(&mut m, 1, i as u64 + 1);
-            uint(&mut m, 2, *mapping); // mapping_id (0: none)
-            uint(&mut m, 3, *address);
-            for &(fid, line) in lines {
+            uint(&mut m, 2, loc.mapping); // mapping_id (0: none)
+            uint(&mut m, 3, loc.address);
+            for &(fid, line) in &loc.lines {
                 let mut l = Vec::new();
                 uint(&mut l, 1, fid);
                 uint(&mut l, 2, line as u64);

@@ -93,6 +93,7 @@ pub(crate) enum Addr {
     Return,
     /// An interrupted instruction (a CPU sample's leaf): looked up at its own address, which
     /// may be its function's first byte.
+    #[cfg_attr(not(feature = "cpu-profiling"), allow(dead_code))]
     Exact,
 }
 
@@ -255,7 +256,7 @@ fn loaded_objects() -> Vec<Loaded> {
                 if ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_X != 0 {
                     let lo = info.dlpi_addr as usize + ph.p_vaddr as usize;
                     segments.push((lo, lo + ph.p_memsz as usize));
-                    offset.get_or_insert(ph.p_offset as u64);
+                    offset.get_or_insert(ph.p_offset);
                 }
             }
         }

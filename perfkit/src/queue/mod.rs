@@ -54,7 +54,7 @@ use std::task::{Context, Poll, Waker};
 pub use error::{BuildError, ParsePolicyError, SendError, TryRecvError};
 
 use crate::clock;
-use crate::loom::{Arc, AtomicUsize, FastMutex, Ordering, lock_fast as lock};
+use crate::loom::{Arc, AtomicU64, AtomicUsize, FastMutex, Ordering, fence, lock_fast as lock};
 use crate::metrics::Registry;
 use crate::wait_list::WaitList;
 use signals::Signals;
@@ -224,6 +224,7 @@ impl<'r> Builder<'r> {
                 first_taken_at: None,
                 taken_at: Vec::new(),
                 wake: Vec::new(),
+                held: VecDeque::new(),
             },
         ))
     }
@@ -260,8 +261,17 @@ struct State<T> {
 pub(crate) struct Shared<T> {
     state: FastMutex<State<T>>,
     sig: Signals,
-    /// Mirror of the buffer's length, written under the lock, read without it.
-    depth: AtomicUsize,
+    /// Items accepted and not yet handed out: those in `state.buf` and those the receiver
+    /// holds in its own buffer. The bound applies to this count (the queue's depth). Raised
+    /// by senders under the lock; lowered by the receiver, without the lock for the items
+    /// it holds.
+    occupied: AtomicUsize,
+    /// How many senders are in `state.send_waiters`. Changed under the lock, read without
+    /// it by the receiver, which takes the lock to wake one only when this is not 0.
+    waiting: AtomicUsize,
+    /// Enqueue time of the first item the receiver holds (0: none), for the oldest-age
+    /// gauge.
+    held_front_at: AtomicU64,
 }
 
 enum Offer<T> {
@@ -282,7 +292,9 @@ impl<T> Shared<T> {
                 send_waiters: WaitList::default(),
             }),
             sig: Signals::new(b.name, b.capacity, b.policy, &b.warn_at, site, registry),
-            depth: AtomicUsize::new(0),
+            occupied: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            held_front_at: AtomicU64::new(0),
         }
     }
 
@@ -295,16 +307,26 @@ impl<T> Shared<T> {
             return Offer::Closed(value);
         }
         let mut evicted = None;
-        if st.buf.len() >= self.sig.capacity {
+        let cap = self.sig.capacity;
+        if self.occupied.load(Ordering::SeqCst) >= cap {
             match self.sig.policy {
                 Policy::Block => {
-                    if let Some((slot, waker)) = waiter {
-                        st.send_waiters.register(slot, waker);
+                    let Some((slot, waker)) = waiter.as_mut() else {
+                        drop(st);
+                        self.sig.m.rejected.inc();
+                        return Offer::Full(value);
+                    };
+                    if st.send_waiters.register(slot, waker) {
+                        self.waiting.fetch_add(1, Ordering::SeqCst);
+                    }
+                    // The receiver lowers `occupied` without the lock, then reads `waiting`.
+                    // Having raised `waiting`, read `occupied` again: with a fence on each
+                    // side between the write and the read, either this sees the room, or
+                    // the receiver sees this waiter and wakes it.
+                    fence(Ordering::SeqCst);
+                    if self.occupied.load(Ordering::SeqCst) >= cap {
                         return Offer::Wait(value);
                     }
-                    drop(st);
-                    self.sig.m.rejected.inc();
-                    return Offer::Full(value);
                 }
                 Policy::Reject => {
                     drop(st);
@@ -317,16 +339,23 @@ impl<T> Shared<T> {
                     drop(value);
                     return Offer::Done(SendOutcome::DroppedNewest);
                 }
+                // The receiver holds no items under this policy (see `Receiver::held`), so
+                // the oldest accepted item is the front of `buf`.
                 Policy::DropOldest => evicted = st.buf.pop_front(),
             }
         }
         st.buf.push_back(Entry { value, at: now });
-        let len = st.buf.len();
-        self.depth.store(len, Ordering::Relaxed);
+        let len = if evicted.is_some() {
+            cap
+        } else {
+            self.occupied.fetch_add(1, Ordering::SeqCst) + 1
+        };
         if let Some((slot, _)) = waiter.as_mut() {
             // A waiting sender that got in: make sure it is off the waiter list.
             if let Some(id) = slot.take() {
-                st.send_waiters.remove(id);
+                if st.send_waiters.remove(id) {
+                    self.waiting.fetch_sub(1, Ordering::SeqCst);
+                }
             }
         }
         let rx = st.rx_waker.take();
@@ -344,6 +373,15 @@ impl<T> Shared<T> {
             None => SendOutcome::Enqueued,
         };
         Offer::Done(outcome)
+    }
+
+    /// The first waiting sender's waker, taking it out of line.
+    fn next_waiter(&self, st: &mut State<T>) -> Option<Waker> {
+        let w = st.send_waiters.pop();
+        if w.is_some() {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+        w
     }
 
     fn record_dequeue(&self, entries: &[Entry<T>]) {
@@ -458,7 +496,7 @@ impl<T> Sender<T> {
 
     /// Items queued now.
     pub fn len(&self) -> usize {
-        self.shared.depth.load(Ordering::Relaxed)
+        self.shared.occupied.load(Ordering::Relaxed)
     }
 
     /// Whether nothing is queued now.
@@ -503,7 +541,7 @@ pub(crate) struct Probe<T> {
 
 impl<T> Probe<T> {
     pub(crate) fn len(&self) -> usize {
-        self.shared.depth.load(Ordering::Relaxed)
+        self.shared.occupied.load(Ordering::Relaxed)
     }
 }
 
@@ -589,8 +627,13 @@ impl<T> SendFuture<'_, T> {
         let Some(id) = self.waiter.take() else { return };
         let mut st = lock(&self.shared.state);
         let was_woken = !st.send_waiters.remove(id);
-        let next = if was_woken && st.buf.len() < self.shared.sig.capacity {
-            st.send_waiters.pop()
+        if !was_woken {
+            self.shared.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+        let next = if was_woken
+            && self.shared.occupied.load(Ordering::SeqCst) < self.shared.sig.capacity
+        {
+            self.shared.next_waiter(&mut st)
         } else {
             None
         };
@@ -627,6 +670,13 @@ pub struct Receiver<T> {
     /// senders to wake.
     taken_at: Vec<u64>,
     wake: Vec<Waker>,
+    /// Items taken out of the shared buffer in one go (everything it held, by swapping
+    /// buffers under one lock) and not yet handed out: `recv` serves them without touching
+    /// the lock, so a receiver keeping up with its senders takes the lock once per burst
+    /// rather than once per item. They still count in `occupied`, so the bound holds. Never
+    /// used under [`Policy::DropOldest`], whose senders evict the oldest item from the shared
+    /// buffer.
+    held: VecDeque<Entry<T>>,
 }
 
 impl<T> Receiver<T> {
@@ -641,22 +691,64 @@ impl<T> Receiver<T> {
 
     /// Polls for the next item; see [`Receiver::recv`].
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        if let Some(e) = self.held.pop_front() {
+            return Poll::Ready(Some(self.hand_out_held(e)));
+        }
         let mut st = lock(&self.shared.state);
-        if let Some(e) = st.buf.pop_front() {
-            self.shared.depth.store(st.buf.len(), Ordering::Relaxed);
-            let next = st.send_waiters.pop();
-            drop(st);
-            if let Some(w) = next {
-                w.wake();
+        if st.buf.is_empty() {
+            if st.senders == 0 || st.closed {
+                return Poll::Ready(None);
             }
+            st.park_receiver(cx.waker());
+            return Poll::Pending;
+        }
+        if self.shared.sig.policy == Policy::DropOldest {
+            // One at a time, under the lock: a sender may evict the oldest item any time.
+            let e = st.buf.pop_front().expect("not empty");
+            self.shared.occupied.fetch_sub(1, Ordering::SeqCst);
+            drop(st);
             self.shared.record_dequeue(std::slice::from_ref(&e));
             return Poll::Ready(Some(e.value));
         }
-        if st.senders == 0 || st.closed {
-            return Poll::Ready(None);
+        // Take everything queued in one go; the buffers trade places, so nothing is copied
+        // or allocated.
+        std::mem::swap(&mut st.buf, &mut self.held);
+        drop(st);
+        let e = self.held.pop_front().expect("not empty");
+        Poll::Ready(Some(self.hand_out_held(e)))
+    }
+
+    /// Hands out an item the receiver held: frees its room and wakes a waiting sender if
+    /// there is one.
+    fn hand_out_held(&mut self, e: Entry<T>) -> T {
+        let front = self.held.front().map_or(0, |f| f.at);
+        self.shared.held_front_at.store(front, Ordering::Relaxed);
+        self.freed(1);
+        self.shared.record_dequeue(std::slice::from_ref(&e));
+        e.value
+    }
+
+    /// `n` held items were handed out: their room is free. Wakes as many waiting senders,
+    /// taking the lock only when some are waiting.
+    fn freed(&mut self, n: usize) {
+        // Pairs with the sender's `waiting` raise, fence, `occupied` read (see `offer`).
+        self.shared.occupied.fetch_sub(n, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if self.shared.waiting.load(Ordering::SeqCst) == 0 {
+            return;
         }
-        st.park_receiver(cx.waker());
-        Poll::Pending
+        let mut st = lock(&self.shared.state);
+        self.wake.clear();
+        while self.wake.len() < n {
+            match self.shared.next_waiter(&mut st) {
+                Some(w) => self.wake.push(w),
+                None => break,
+            }
+        }
+        drop(st);
+        for w in self.wake.drain(..) {
+            w.wake();
+        }
     }
 
     /// Receives up to `limit` items into `buf` under one lock, waiting while the queue is
@@ -678,6 +770,20 @@ impl<T> Receiver<T> {
         buf: &mut Vec<T>,
         limit: usize,
     ) -> Poll<usize> {
+        if !self.held.is_empty() {
+            let n = limit.min(self.held.len());
+            buf.reserve(n);
+            self.taken_at.clear();
+            for e in self.held.drain(..n) {
+                self.taken_at.push(e.at);
+                buf.push(e.value);
+            }
+            let front = self.held.front().map_or(0, |f| f.at);
+            self.shared.held_front_at.store(front, Ordering::Relaxed);
+            self.freed(n);
+            self.took(n);
+            return Poll::Ready(n);
+        }
         let mut st = lock(&self.shared.state);
         let n = limit.min(st.buf.len());
         if n > 0 {
@@ -687,22 +793,19 @@ impl<T> Receiver<T> {
                 self.taken_at.push(e.at);
                 buf.push(e.value);
             }
-            self.shared.depth.store(st.buf.len(), Ordering::Relaxed);
+            self.shared.occupied.fetch_sub(n, Ordering::SeqCst);
             self.wake.clear();
             while self.wake.len() < n {
-                match st.send_waiters.pop() {
+                match self.shared.next_waiter(&mut st) {
                     Some(w) => self.wake.push(w),
                     None => break,
                 }
             }
             drop(st);
-            self.first_taken_at = self.taken_at.first().copied();
             for w in self.wake.drain(..) {
                 w.wake();
             }
-            self.shared
-                .sig
-                .dequeued(self.taken_at.iter().copied(), clock::raw());
+            self.took(n);
             return Poll::Ready(n);
         }
         if st.senders == 0 || st.closed {
@@ -710,6 +813,15 @@ impl<T> Receiver<T> {
         }
         st.park_receiver(cx.waker());
         Poll::Pending
+    }
+
+    /// Records the `n` items whose enqueue times are in `taken_at` as dequeued now.
+    fn took(&mut self, n: usize) {
+        debug_assert_eq!(n, self.taken_at.len());
+        self.first_taken_at = self.taken_at.first().copied();
+        self.shared
+            .sig
+            .dequeued(self.taken_at.iter().copied(), clock::raw());
     }
 
     /// Takes the next item if there is one.
@@ -746,6 +858,7 @@ impl<T> Receiver<T> {
         let mut st = lock(&self.shared.state);
         st.closed = true;
         let waiters = st.send_waiters.drain();
+        self.shared.waiting.store(0, Ordering::SeqCst);
         drop(st);
         for w in waiters {
             w.wake();
@@ -774,9 +887,12 @@ impl<T> Receiver<T> {
     pub fn discard(&mut self, held: usize) -> u64 {
         let mut st = lock(&self.shared.state);
         st.closed = true;
-        let left: Vec<Entry<T>> = st.buf.drain(..).collect();
-        self.shared.depth.store(0, Ordering::Relaxed);
+        let mut left = std::mem::take(&mut st.buf);
+        left.extend(self.held.drain(..));
+        self.shared.occupied.store(0, Ordering::SeqCst);
+        self.shared.held_front_at.store(0, Ordering::Relaxed);
         let waiters = st.send_waiters.drain();
+        self.shared.waiting.store(0, Ordering::SeqCst);
         drop(st);
         let queued = left.len() as u64;
         if queued > 0 {
@@ -802,7 +918,7 @@ impl<T> Receiver<T> {
 
     /// Items queued now.
     pub fn len(&self) -> usize {
-        self.shared.depth.load(Ordering::Relaxed)
+        self.shared.occupied.load(Ordering::Relaxed)
     }
 
     /// Whether nothing is queued now.
@@ -844,12 +960,12 @@ fn futures_noop_waker() -> Waker {
 #[cfg(not(loom))]
 impl<T: Send> crate::metrics::Collector for Shared<T> {
     fn collect(&self, out: &mut crate::metrics::Collection) {
-        let depth = self.depth.load(Ordering::Relaxed);
+        let depth = self.occupied.load(Ordering::Relaxed);
         self.sig.collect(out, depth, self.oldest_age_seconds());
     }
 
     fn snapshot(&self, out: &mut crate::metrics::Sections) {
-        let depth = self.depth.load(Ordering::Relaxed);
+        let depth = self.occupied.load(Ordering::Relaxed);
         self.sig.snapshot(out, depth, self.oldest_age_seconds());
     }
 
@@ -861,7 +977,13 @@ impl<T: Send> crate::metrics::Collector for Shared<T> {
 impl<T> Shared<T> {
     #[cfg_attr(loom, allow(dead_code))]
     fn oldest_age_seconds(&self) -> f64 {
-        let oldest = lock(&self.state).buf.front().map(|e| e.at);
+        // The receiver's held items are older than anything still in the shared buffer.
+        let held = self.held_front_at.load(Ordering::Relaxed);
+        let oldest = if held != 0 {
+            Some(held)
+        } else {
+            lock(&self.state).buf.front().map(|e| e.at)
+        };
         oldest.map_or(0.0, |at| {
             clock::nanos_between(at, clock::raw()) as f64 / 1e9
         })

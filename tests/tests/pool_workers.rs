@@ -258,12 +258,10 @@ fn clones_share_the_pool_and_only_the_last_drop_cancels() {
 #[test]
 fn workers_are_spawned_at_the_call_to_build() {
     rt(1).block_on(async {
-        let line = line!() + 1;
-        let pool = Builder::new("p-site")
-            .workers(2)
-            .task_name("p-site-worker")
-            .build()
-            .unwrap();
+        let builder = Builder::new("p-site").workers(2).task_name("p-site-worker");
+        let pool = builder.build().unwrap();
+        let line = line!() - 1; // the line of the `build()` call
+
         let want = format!("{}:{line}", file!());
         let sites: Vec<String> = perfkit::task::dump()
             .into_iter()

@@ -163,8 +163,14 @@ fn fd_child() {
     for line in std::io::stdin().lock().lines() {
         match line.unwrap().trim() {
             "exhaust" => {
-                while let Ok(f) = std::fs::File::open("/dev/null") {
-                    held.push(f);
+                // Keep taking for a while: a connection the server is still closing frees
+                // its descriptor a little later.
+                let until = std::time::Instant::now() + Duration::from_millis(300);
+                while std::time::Instant::now() < until {
+                    while let Ok(f) = std::fs::File::open("/dev/null") {
+                        held.push(f);
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
                 }
                 println!("exhausted {}", held.len());
             }

@@ -21,6 +21,9 @@ pub(crate) struct Frame {
     /// The name shown: demangled, without the hash, and with `<Type as Trait>::f` written
     /// `Type::f` (see [`display_name`]).
     pub(crate) name: String,
+    /// The full demangled name, without the hash: what frames are recognized by (e.g. the
+    /// allocator's, trimmed from heap profiles).
+    pub(crate) full: String,
     /// The symbol as the object file has it (mangled, for Rust), or the full demangled name
     /// when there is none.
     pub(crate) system_name: String,
@@ -143,14 +146,15 @@ impl Symbols {
             .or_insert_with(|| SymbolTable::load(path))
             .as_ref()?;
         let (name, system_name) = match table.lookup((probe - object.bias) as u64) {
-            Some(raw) => {
-                let full = format!("{:#}", backtrace::SymbolName::new(raw.as_bytes()));
-                (display_name(&full), raw.to_owned())
-            }
+            Some(raw) => (
+                format!("{:#}", backtrace::SymbolName::new(raw.as_bytes())),
+                raw.to_owned(),
+            ),
             None => (format!("{probe:#x}"), format!("{probe:#x}")),
         };
         Some(vec![Frame {
-            name,
+            name: display_name(&name),
+            full: name,
             system_name,
             file: String::new(),
             line: 0,
@@ -165,16 +169,18 @@ fn in_executable(probe: usize) -> Vec<Frame> {
     // `backtrace::resolve` looks at the byte before the address it is given.
     let ip = probe.wrapping_add(1);
     backtrace::resolve(ip as *mut std::ffi::c_void, |s| {
-        let (name, system_name) = match s.name() {
+        let (full, system_name) = match s.name() {
             Some(n) => {
                 let full = format!("{n:#}");
                 let raw = String::from_utf8_lossy(n.as_bytes()).into_owned();
-                (display_name(&full), if raw.is_empty() { full } else { raw })
+                let raw = if raw.is_empty() { full.clone() } else { raw };
+                (full, raw)
             }
             None => (format!("{probe:#x}"), format!("{probe:#x}")),
         };
         frames.push(Frame {
-            name,
+            name: display_name(&full),
+            full,
             system_name,
             file: s.filename().map(|f| f.display().to_string()).unwrap_or_default(),
             line: s.lineno().unwrap_or(0),
@@ -183,6 +189,7 @@ fn in_executable(probe: usize) -> Vec<Frame> {
     if frames.is_empty() {
         frames.push(Frame {
             name: format!("{probe:#x}"),
+            full: format!("{probe:#x}"),
             system_name: format!("{probe:#x}"),
             file: String::new(),
             line: 0,
@@ -365,7 +372,7 @@ pub(crate) fn add_stacks(
             let object = symbols.object_of(probe);
             let frames = symbols.resolve(ip, at).to_vec();
             let skip = if stripping {
-                frames.iter().take_while(|f| strip(&f.name)).count()
+                frames.iter().take_while(|f| strip(&f.full)).count()
             } else {
                 0
             };

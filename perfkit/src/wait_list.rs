@@ -51,6 +51,11 @@ impl WaitList {
         self.list.pop_front().map(|(_, w)| w)
     }
 
+    /// Whether nobody is in line.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
     /// Every waiter's waker, emptying the line.
     pub(crate) fn drain(&mut self) -> Vec<Waker> {
         self.list.drain(..).map(|(_, w)| w).collect()

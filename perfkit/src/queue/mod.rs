@@ -54,7 +54,7 @@ use std::task::{Context, Poll, Waker};
 pub use error::{BuildError, ParsePolicyError, SendError, TryRecvError};
 
 use crate::clock;
-use crate::loom::{Arc, AtomicU64, AtomicUsize, FastMutex, Ordering, fence, lock_fast as lock};
+use crate::loom::{Arc, AtomicU64, FastMutex, Ordering, lock_fast as lock};
 use crate::metrics::Registry;
 use crate::wait_list::WaitList;
 use signals::Signals;
@@ -248,6 +248,14 @@ struct Entry<T> {
     at: u64,
 }
 
+/// The bit of [`Shared::occupancy`] that says senders are waiting for room.
+const WAITING: u64 = 1 << 63;
+
+/// The item count in an occupancy word.
+fn count(occupancy: u64) -> usize {
+    (occupancy & !WAITING) as usize
+}
+
 struct State<T> {
     buf: VecDeque<Entry<T>>,
     senders: usize,
@@ -261,14 +269,13 @@ struct State<T> {
 pub(crate) struct Shared<T> {
     state: FastMutex<State<T>>,
     sig: Signals,
-    /// Items accepted and not yet handed out: those in `state.buf` and those the receiver
-    /// holds in its own buffer. The bound applies to this count (the queue's depth). Raised
-    /// by senders under the lock; lowered by the receiver, without the lock for the items
-    /// it holds.
-    occupied: AtomicUsize,
-    /// How many senders are in `state.send_waiters`. Changed under the lock, read without
-    /// it by the receiver, which takes the lock to wake one only when this is not 0.
-    waiting: AtomicUsize,
+    /// Items accepted and not yet handed out (those in `state.buf` and those the receiver
+    /// holds in its own buffer: the queue's depth, which the bound applies to), plus the
+    /// [`WAITING`] bit while senders wait for room. Raised by senders under the lock;
+    /// lowered by the receiver, without the lock for the items it holds. One word for both,
+    /// so a sender that starts waiting and a receiver that frees room never miss each other:
+    /// whichever read-modify-write comes second sees the first.
+    occupancy: AtomicU64,
     /// Enqueue time of the first item the receiver holds (0: none), for the oldest-age
     /// gauge.
     held_front_at: AtomicU64,
@@ -292,8 +299,7 @@ impl<T> Shared<T> {
                 send_waiters: WaitList::default(),
             }),
             sig: Signals::new(b.name, b.capacity, b.policy, &b.warn_at, site, registry),
-            occupied: AtomicUsize::new(0),
-            waiting: AtomicUsize::new(0),
+            occupancy: AtomicU64::new(0),
             held_front_at: AtomicU64::new(0),
         }
     }
@@ -308,7 +314,7 @@ impl<T> Shared<T> {
         }
         let mut evicted = None;
         let cap = self.sig.capacity;
-        if self.occupied.load(Ordering::SeqCst) >= cap {
+        if self.occupied() >= cap {
             match self.sig.policy {
                 Policy::Block => {
                     let Some((slot, waker)) = waiter.as_mut() else {
@@ -316,15 +322,12 @@ impl<T> Shared<T> {
                         self.sig.m.rejected.inc();
                         return Offer::Full(value);
                     };
-                    if st.send_waiters.register(slot, waker) {
-                        self.waiting.fetch_add(1, Ordering::SeqCst);
-                    }
-                    // The receiver lowers `occupied` without the lock, then reads `waiting`.
-                    // Having raised `waiting`, read `occupied` again: with a fence on each
-                    // side between the write and the read, either this sees the room, or
-                    // the receiver sees this waiter and wakes it.
-                    fence(Ordering::SeqCst);
-                    if self.occupied.load(Ordering::SeqCst) >= cap {
+                    st.send_waiters.register(slot, waker);
+                    // Raise the bit and look at the count in one step: either a receiver
+                    // freed room before (this sees it and goes on), or it frees room after
+                    // (its own step sees the bit, and it wakes the first in line).
+                    let seen = self.occupancy.fetch_or(WAITING, Ordering::AcqRel);
+                    if count(seen) >= cap {
                         return Offer::Wait(value);
                     }
                 }
@@ -348,14 +351,13 @@ impl<T> Shared<T> {
         let len = if evicted.is_some() {
             cap
         } else {
-            self.occupied.fetch_add(1, Ordering::SeqCst) + 1
+            count(self.occupancy.fetch_add(1, Ordering::AcqRel)) + 1
         };
         if let Some((slot, _)) = waiter.as_mut() {
             // A waiting sender that got in: make sure it is off the waiter list.
             if let Some(id) = slot.take() {
-                if st.send_waiters.remove(id) {
-                    self.waiting.fetch_sub(1, Ordering::SeqCst);
-                }
+                st.send_waiters.remove(id);
+                self.nobody_waits_if_empty(&st);
             }
         }
         let rx = st.rx_waker.take();
@@ -375,13 +377,24 @@ impl<T> Shared<T> {
         Offer::Done(outcome)
     }
 
-    /// The first waiting sender's waker, taking it out of line.
+    /// Items accepted and not yet handed out.
+    fn occupied(&self) -> usize {
+        count(self.occupancy.load(Ordering::Acquire))
+    }
+
+    /// The first waiting sender's waker, taking it out of line. Under the lock.
     fn next_waiter(&self, st: &mut State<T>) -> Option<Waker> {
         let w = st.send_waiters.pop();
-        if w.is_some() {
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
-        }
+        self.nobody_waits_if_empty(st);
         w
+    }
+
+    /// Clears the [`WAITING`] bit once the line is empty. Under the lock, which every
+    /// change to the line holds, so the bit cannot be cleared under a new waiter.
+    fn nobody_waits_if_empty(&self, st: &State<T>) {
+        if st.send_waiters.is_empty() {
+            self.occupancy.fetch_and(!WAITING, Ordering::AcqRel);
+        }
     }
 
     fn record_dequeue(&self, entries: &[Entry<T>]) {
@@ -496,7 +509,7 @@ impl<T> Sender<T> {
 
     /// Items queued now.
     pub fn len(&self) -> usize {
-        self.shared.occupied.load(Ordering::Relaxed)
+        self.shared.occupied()
     }
 
     /// Whether nothing is queued now.
@@ -541,7 +554,7 @@ pub(crate) struct Probe<T> {
 
 impl<T> Probe<T> {
     pub(crate) fn len(&self) -> usize {
-        self.shared.occupied.load(Ordering::Relaxed)
+        self.shared.occupied()
     }
 }
 
@@ -627,14 +640,10 @@ impl<T> SendFuture<'_, T> {
         let Some(id) = self.waiter.take() else { return };
         let mut st = lock(&self.shared.state);
         let was_woken = !st.send_waiters.remove(id);
-        if !was_woken {
-            self.shared.waiting.fetch_sub(1, Ordering::SeqCst);
-        }
-        let next = if was_woken
-            && self.shared.occupied.load(Ordering::SeqCst) < self.shared.sig.capacity
-        {
+        let next = if was_woken && self.shared.occupied() < self.shared.sig.capacity {
             self.shared.next_waiter(&mut st)
         } else {
+            self.shared.nobody_waits_if_empty(&st);
             None
         };
         drop(st);
@@ -705,7 +714,7 @@ impl<T> Receiver<T> {
         if self.shared.sig.policy == Policy::DropOldest {
             // One at a time, under the lock: a sender may evict the oldest item any time.
             let e = st.buf.pop_front().expect("not empty");
-            self.shared.occupied.fetch_sub(1, Ordering::SeqCst);
+            self.shared.occupancy.fetch_sub(1, Ordering::AcqRel);
             drop(st);
             self.shared.record_dequeue(std::slice::from_ref(&e));
             return Poll::Ready(Some(e.value));
@@ -731,10 +740,9 @@ impl<T> Receiver<T> {
     /// `n` held items were handed out: their room is free. Wakes as many waiting senders,
     /// taking the lock only when some are waiting.
     fn freed(&mut self, n: usize) {
-        // Pairs with the sender's `waiting` raise, fence, `occupied` read (see `offer`).
-        self.shared.occupied.fetch_sub(n, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-        if self.shared.waiting.load(Ordering::SeqCst) == 0 {
+        // One step that frees the room and tells whether a sender waits (see `offer`).
+        let seen = self.shared.occupancy.fetch_sub(n as u64, Ordering::AcqRel);
+        if seen & WAITING == 0 {
             return;
         }
         let mut st = lock(&self.shared.state);
@@ -793,7 +801,7 @@ impl<T> Receiver<T> {
                 self.taken_at.push(e.at);
                 buf.push(e.value);
             }
-            self.shared.occupied.fetch_sub(n, Ordering::SeqCst);
+            self.shared.occupancy.fetch_sub(n as u64, Ordering::AcqRel);
             self.wake.clear();
             while self.wake.len() < n {
                 match self.shared.next_waiter(&mut st) {
@@ -858,7 +866,7 @@ impl<T> Receiver<T> {
         let mut st = lock(&self.shared.state);
         st.closed = true;
         let waiters = st.send_waiters.drain();
-        self.shared.waiting.store(0, Ordering::SeqCst);
+        self.shared.occupancy.fetch_and(!WAITING, Ordering::AcqRel);
         drop(st);
         for w in waiters {
             w.wake();
@@ -889,10 +897,9 @@ impl<T> Receiver<T> {
         st.closed = true;
         let mut left = std::mem::take(&mut st.buf);
         left.extend(self.held.drain(..));
-        self.shared.occupied.store(0, Ordering::SeqCst);
+        self.shared.occupancy.store(0, Ordering::Release);
         self.shared.held_front_at.store(0, Ordering::Relaxed);
         let waiters = st.send_waiters.drain();
-        self.shared.waiting.store(0, Ordering::SeqCst);
         drop(st);
         let queued = left.len() as u64;
         if queued > 0 {
@@ -918,7 +925,7 @@ impl<T> Receiver<T> {
 
     /// Items queued now.
     pub fn len(&self) -> usize {
-        self.shared.occupied.load(Ordering::Relaxed)
+        self.shared.occupied()
     }
 
     /// Whether nothing is queued now.
@@ -960,12 +967,12 @@ fn futures_noop_waker() -> Waker {
 #[cfg(not(loom))]
 impl<T: Send> crate::metrics::Collector for Shared<T> {
     fn collect(&self, out: &mut crate::metrics::Collection) {
-        let depth = self.occupied.load(Ordering::Relaxed);
+        let depth = self.occupied();
         self.sig.collect(out, depth, self.oldest_age_seconds());
     }
 
     fn snapshot(&self, out: &mut crate::metrics::Sections) {
-        let depth = self.occupied.load(Ordering::Relaxed);
+        let depth = self.occupied();
         self.sig.snapshot(out, depth, self.oldest_age_seconds());
     }
 

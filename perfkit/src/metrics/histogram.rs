@@ -192,6 +192,53 @@ impl Drop for LocalHistogram<'_> {
     }
 }
 
+/// A [`LocalHistogram`] that holds its histogram alive instead of borrowing it, for a
+/// holder that cannot keep a borrow (a queue's receiver). One writer, which can move between
+/// threads.
+pub(crate) struct ArcLocalHistogram {
+    /// Keeps `node` alive.
+    _histogram: std::sync::Arc<Histogram>,
+    node: std::ptr::NonNull<Node<Shard>>,
+}
+
+// SAFETY: the shard is only written through this recorder, one thread at a time (the type
+// is not `Sync`), and `_histogram` keeps it alive.
+unsafe impl Send for ArcLocalHistogram {}
+
+impl Histogram {
+    /// A single-writer recorder that holds this histogram alive: see [`ArcLocalHistogram`].
+    pub(crate) fn local_arc(self: &std::sync::Arc<Self>) -> ArcLocalHistogram {
+        let node = self.owned.claim(Shard::new);
+        ArcLocalHistogram {
+            _histogram: self.clone(),
+            node: std::ptr::NonNull::from(node),
+        }
+    }
+}
+
+impl ArcLocalHistogram {
+    /// Records one value in the recording unit: plain loads and stores on its own shard.
+    #[inline]
+    pub(crate) fn record(&self, value: u64) {
+        // SAFETY: `_histogram` keeps the node alive.
+        let shard = &unsafe { self.node.as_ref() }.value;
+        let bucket = &shard.buckets[bucket_index(value)];
+        bucket.store(bucket.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        let sum = &shard.sum;
+        sum.store(
+            sum.load(Ordering::Relaxed).wrapping_add(value),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+impl Drop for ArcLocalHistogram {
+    fn drop(&mut self) {
+        // SAFETY: `_histogram` keeps the node alive until after this.
+        unsafe { self.node.as_ref() }.release();
+    }
+}
+
 impl std::fmt::Debug for LocalHistogram<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalHistogram").finish_non_exhaustive()

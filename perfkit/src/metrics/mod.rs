@@ -48,12 +48,13 @@ cfg_facade! {
     pub mod facade;
 }
 
+pub(crate) use histogram::ArcLocalHistogram;
 pub use histogram::{Histogram, HistogramSnapshot, LocalHistogram};
 pub use process::{ProcessStats, read as process_stats};
 pub use registry::{
     Collection, Collector, DEFAULT_CARDINALITY_CAP, OVERFLOW_LABEL, Registry, Sections, registry,
 };
-pub(crate) use shard::SyncedCell;
+pub(crate) use shard::{ArcLocalCounter, SyncedCell};
 pub use shard::{Counter, LocalCounter};
 
 pub use snapshot::{SCHEMA_VERSION, SECTIONS};

@@ -288,6 +288,47 @@ impl Drop for LocalCounter<'_> {
     }
 }
 
+/// A [`LocalCounter`] that holds its counter alive instead of borrowing it, for a holder
+/// that cannot keep a borrow (a queue's receiver). One writer, which can move between
+/// threads.
+pub(crate) struct ArcLocalCounter {
+    /// Keeps `node` alive.
+    _counter: std::sync::Arc<Counter>,
+    node: std::ptr::NonNull<Node<CachePadded<AtomicU64>>>,
+}
+
+// SAFETY: the node is only written through this recorder, which `&mut`-free `add` keeps to
+// one thread at a time (the type is not `Sync`), and `_counter` keeps it alive.
+unsafe impl Send for ArcLocalCounter {}
+
+impl Counter {
+    /// A single-writer recorder that holds this counter alive: see [`ArcLocalCounter`].
+    pub(crate) fn local_arc(self: &std::sync::Arc<Self>) -> ArcLocalCounter {
+        let node = self.owned.claim(|| CachePadded::new(AtomicU64::new(0)));
+        ArcLocalCounter {
+            _counter: self.clone(),
+            node: std::ptr::NonNull::from(node),
+        }
+    }
+}
+
+impl ArcLocalCounter {
+    /// Adds `n`: a plain load and store on the recorder's own cell.
+    #[inline]
+    pub(crate) fn add(&self, n: u64) {
+        // SAFETY: `_counter` keeps the node alive.
+        let c = &*unsafe { self.node.as_ref() }.value;
+        c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+}
+
+impl Drop for ArcLocalCounter {
+    fn drop(&mut self) {
+        // SAFETY: `_counter` keeps the node alive until after this.
+        unsafe { self.node.as_ref() }.release();
+    }
+}
+
 impl std::fmt::Debug for LocalCounter<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalCounter")

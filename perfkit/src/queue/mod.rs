@@ -215,6 +215,10 @@ impl<'r> Builder<'r> {
         registry.register_collector(
             Arc::downgrade(&shared) as std::sync::Weak<dyn crate::metrics::Collector>
         );
+        let (dequeued, wait) = (
+            shared.sig.m.dequeued.local_arc(),
+            shared.sig.m.wait.local_arc(),
+        );
         Ok((
             Sender {
                 shared: Arc::clone(&shared),
@@ -225,6 +229,8 @@ impl<'r> Builder<'r> {
                 taken_at: Vec::new(),
                 wake: Vec::new(),
                 held: VecDeque::new(),
+                dequeued,
+                wait,
             },
         ))
     }
@@ -395,14 +401,6 @@ impl<T> Shared<T> {
         if st.send_waiters.is_empty() {
             self.occupancy.fetch_and(!WAITING, Ordering::AcqRel);
         }
-    }
-
-    fn record_dequeue(&self, entries: &[Entry<T>]) {
-        if entries.is_empty() {
-            return;
-        }
-        self.sig
-            .dequeued(entries.iter().map(|e| e.at), clock::raw());
     }
 }
 
@@ -686,6 +684,10 @@ pub struct Receiver<T> {
     /// used under [`Policy::DropOldest`], whose senders evict the oldest item from the shared
     /// buffer.
     held: VecDeque<Entry<T>>,
+    /// The dequeue side's counter and wait histogram, on cells of the receiver's own: one
+    /// receiver, so recording is plain loads and stores.
+    dequeued: crate::metrics::ArcLocalCounter,
+    wait: crate::metrics::ArcLocalHistogram,
 }
 
 impl<T> Receiver<T> {
@@ -716,7 +718,7 @@ impl<T> Receiver<T> {
             let e = st.buf.pop_front().expect("not empty");
             self.shared.occupancy.fetch_sub(1, Ordering::AcqRel);
             drop(st);
-            self.shared.record_dequeue(std::slice::from_ref(&e));
+            self.record(e.at);
             return Poll::Ready(Some(e.value));
         }
         // Take everything queued in one go; the buffers trade places, so nothing is copied
@@ -733,8 +735,15 @@ impl<T> Receiver<T> {
         let front = self.held.front().map_or(0, |f| f.at);
         self.shared.held_front_at.store(front, Ordering::Relaxed);
         self.freed(1);
-        self.shared.record_dequeue(std::slice::from_ref(&e));
+        self.record(e.at);
         e.value
+    }
+
+    /// Counts one item handed out and records how long it waited since `at`.
+    #[inline]
+    fn record(&self, at: u64) {
+        self.dequeued.add(1);
+        self.wait.record(clock::nanos_between(at, clock::raw()));
     }
 
     /// `n` held items were handed out: their room is free. Wakes as many waiting senders,
@@ -827,9 +836,11 @@ impl<T> Receiver<T> {
     fn took(&mut self, n: usize) {
         debug_assert_eq!(n, self.taken_at.len());
         self.first_taken_at = self.taken_at.first().copied();
-        self.shared
-            .sig
-            .dequeued(self.taken_at.iter().copied(), clock::raw());
+        let now = clock::raw();
+        self.dequeued.add(n as u64);
+        for &at in &self.taken_at {
+            self.wait.record(clock::nanos_between(at, now));
+        }
     }
 
     /// Takes the next item if there is one.

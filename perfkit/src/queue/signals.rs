@@ -140,15 +140,6 @@ impl Signals {
         self.high_water.load(Ordering::Relaxed)
     }
 
-    /// Items enqueued at the raw clock readings `ats` were dequeued at `now`.
-    #[inline]
-    pub(crate) fn dequeued(&self, ats: impl ExactSizeIterator<Item = u64>, now: u64) {
-        self.m.dequeued.add(ats.len() as u64);
-        for at in ats {
-            self.m.wait.record(clock::nanos_between(at, now));
-        }
-    }
-
     /// Single-writer recorders for the dequeue side, for one consumer task that takes items
     /// in a hot loop (see [`Counter::local`]).
     pub(crate) fn local(&self) -> LocalDequeue<'_> {

@@ -285,6 +285,10 @@ pub(crate) struct Shared<T> {
     /// Enqueue time of the first item the receiver holds (0: none), for the oldest-age
     /// gauge.
     held_front_at: AtomicU64,
+    /// `perfkit_queue_enqueued_total`'s cell for this queue. Sends do not count: every item
+    /// a send accepted is now queued or held, handed out, evicted or dropped at close, so
+    /// the total is the sum of those, brought up to date before anyone reads it ([`Shared::sync`]).
+    enqueued: crate::metrics::SyncedCell,
 }
 
 enum Offer<T> {
@@ -296,7 +300,9 @@ enum Offer<T> {
 
 impl<T> Shared<T> {
     fn new(b: Builder<'_>, site: &'static Location<'static>, registry: &Registry) -> Self {
+        let sig = Signals::new(b.name, b.capacity, b.policy, &b.warn_at, site, registry);
         Shared {
+            enqueued: sig.m.enqueued.synced(),
             state: FastMutex::new(State {
                 buf: VecDeque::with_capacity(b.capacity.min(1024)),
                 senders: 1,
@@ -304,7 +310,7 @@ impl<T> Shared<T> {
                 rx_waker: None,
                 send_waiters: WaitList::default(),
             }),
-            sig: Signals::new(b.name, b.capacity, b.policy, &b.warn_at, site, registry),
+            sig,
             occupancy: AtomicU64::new(0),
             held_front_at: AtomicU64::new(0),
         }
@@ -371,7 +377,7 @@ impl<T> Shared<T> {
         if let Some(w) = rx {
             w.wake();
         }
-        self.sig.enqueued(len);
+        self.sig.reached(len);
         let outcome = match evicted {
             Some(e) => {
                 self.sig.m.dropped_oldest.inc();
@@ -381,6 +387,18 @@ impl<T> Shared<T> {
             None => SendOutcome::Enqueued,
         };
         Offer::Done(outcome)
+    }
+
+    /// Brings `perfkit_queue_enqueued_total` up to date: accepted = handed out + evicted +
+    /// dropped at close + still here. A read racing a receive or an eviction may lag by the
+    /// items in flight (never run ahead, and the counter never goes back).
+    fn sync(&self) {
+        let m = &self.sig.m;
+        let total = m.dequeued.get()
+            + m.dropped_oldest.get()
+            + m.dropped_closed.get()
+            + self.occupied() as u64;
+        self.enqueued.raise_to(total);
     }
 
     /// Items accepted and not yet handed out.
@@ -978,17 +996,26 @@ fn futures_noop_waker() -> Waker {
 #[cfg(not(loom))]
 impl<T: Send> crate::metrics::Collector for Shared<T> {
     fn collect(&self, out: &mut crate::metrics::Collection) {
+        self.sync();
         let depth = self.occupied();
         self.sig.collect(out, depth, self.oldest_age_seconds());
     }
 
     fn snapshot(&self, out: &mut crate::metrics::Sections) {
+        self.sync();
         let depth = self.occupied();
         self.sig.snapshot(out, depth, self.oldest_age_seconds());
     }
 
     fn inventory(&self, out: &mut crate::metrics::Sections) {
         self.sig.inventory(out, std::any::type_name::<T>());
+    }
+}
+
+impl<T> Drop for Shared<T> {
+    fn drop(&mut self) {
+        // The last word: the counter outlives the queue.
+        self.sync();
     }
 }
 

@@ -114,15 +114,8 @@ impl Signals {
         }
     }
 
-    /// An item was enqueued and the depth is now `len`.
-    #[inline]
-    pub(crate) fn enqueued(&self, len: usize) {
-        self.m.enqueued.inc();
-        self.reached(len);
-    }
-
-    /// The depth reached `len` with an item whose enqueue is counted elsewhere: raises the
-    /// high-water mark and warns at thresholds.
+    /// The depth reached `len` (an item was enqueued): raises the high-water mark and warns
+    /// at thresholds.
     pub(crate) fn reached(&self, len: usize) {
         if len > self.high_water.load(Ordering::Relaxed) {
             self.high_water.fetch_max(len, Ordering::Relaxed);

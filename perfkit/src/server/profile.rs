@@ -39,7 +39,7 @@ struct Location {
     lines: Vec<(u64, i64)>,
 }
 
-/// One line of a location: function name, its system (symbol) name, file and line number.
+/// One line of a location: function name, its system (full) name, file and line number.
 #[cfg_attr(not(any(feature = "cpu-profiling", feature = "heap-profiling")), allow(dead_code))]
 pub(crate) type Line<'a> = (&'a str, &'a str, &'a str, i64);
 

@@ -21,34 +21,31 @@ pub(crate) struct Frame {
     /// The name shown: demangled, without the hash, and with `<Type as Trait>::f` written
     /// `Type::f` (see [`display_name`]).
     pub(crate) name: String,
-    /// The full demangled name, without the hash: what frames are recognized by (e.g. the
-    /// allocator's, trimmed from heap profiles).
+    /// The full demangled name, without the hash: the profile's `system_name`, and what
+    /// frames are recognized by (e.g. the allocator's, trimmed from heap profiles).
     pub(crate) full: String,
-    /// The symbol as the object file has it (mangled, for Rust), or the full demangled name
-    /// when there is none.
-    pub(crate) system_name: String,
     pub(crate) file: String,
     pub(crate) line: u32,
 }
 
-/// The name a profile shows for a demangled `full` name: `<Type as Trait>::method` becomes
-/// `Type::method` (also when nested at the start), everything else is kept.
+/// The name a profile shows for a demangled `full` name: `<Type as Trait>::method` and
+/// `<Type>::method` become `Type::method` (also when nested at the start), everything else
+/// is kept.
 ///
 /// `go tool pprof` simplifies names it thinks it has to demangle itself by deleting every
 /// `<...>`: `<tokio::runtime::task::core::Core<T,S> as Future>::poll` and every other
 /// trait method called `poll` all became `::poll`, one line in `-top`. With this name, and
-/// the symbol in `system_name` (so that the two differ and pprof leaves the name alone), a
+/// the full form in `system_name` (so that the two differ and pprof leaves the name alone), a
 /// profile reads `tokio::runtime::task::core::Core<T,S>::poll`.
 pub(crate) fn display_name(full: &str) -> String {
     let mut name = full.to_owned();
-    // `<A as B>::rest` -> `A::rest`, repeatedly for `<<A as B>::C as D>::rest`.
+    // `<A as B>::rest` and `<A>::rest` -> `A::rest`, repeatedly for `<<A as B>::C as D>::rest`.
     while name.starts_with('<') {
         let Some((close, as_at)) = impl_header(&name) else { break };
-        let Some(as_at) = as_at else { break };
         if !name[close + 1..].starts_with("::") {
             break;
         }
-        name = format!("{}{}", &name[1..as_at], &name[close + 1..]);
+        name = format!("{}{}", &name[1..as_at.unwrap_or(close)], &name[close + 1..]);
     }
     name
 }
@@ -145,17 +142,13 @@ impl Symbols {
             .entry(path.clone())
             .or_insert_with(|| SymbolTable::load(path))
             .as_ref()?;
-        let (name, system_name) = match table.lookup((probe - object.bias) as u64) {
-            Some(raw) => (
-                format!("{:#}", backtrace::SymbolName::new(raw.as_bytes())),
-                raw.to_owned(),
-            ),
-            None => (format!("{probe:#x}"), format!("{probe:#x}")),
+        let full = match table.lookup((probe - object.bias) as u64) {
+            Some(raw) => format!("{:#}", backtrace::SymbolName::new(raw.as_bytes())),
+            None => format!("{probe:#x}"),
         };
         Some(vec![Frame {
-            name: display_name(&name),
-            full: name,
-            system_name,
+            name: display_name(&full),
+            full,
             file: String::new(),
             line: 0,
         }])
@@ -169,19 +162,13 @@ fn in_executable(probe: usize) -> Vec<Frame> {
     // `backtrace::resolve` looks at the byte before the address it is given.
     let ip = probe.wrapping_add(1);
     backtrace::resolve(ip as *mut std::ffi::c_void, |s| {
-        let (full, system_name) = match s.name() {
-            Some(n) => {
-                let full = format!("{n:#}");
-                let raw = String::from_utf8_lossy(n.as_bytes()).into_owned();
-                let raw = if raw.is_empty() { full.clone() } else { raw };
-                (full, raw)
-            }
-            None => (format!("{probe:#x}"), format!("{probe:#x}")),
+        let full = match s.name() {
+            Some(n) => format!("{n:#}"),
+            None => format!("{probe:#x}"),
         };
         frames.push(Frame {
             name: display_name(&full),
             full,
-            system_name,
             file: s.filename().map(|f| f.display().to_string()).unwrap_or_default(),
             line: s.lineno().unwrap_or(0),
         });
@@ -190,7 +177,6 @@ fn in_executable(probe: usize) -> Vec<Frame> {
         frames.push(Frame {
             name: format!("{probe:#x}"),
             full: format!("{probe:#x}"),
-            system_name: format!("{probe:#x}"),
             file: String::new(),
             line: 0,
         });
@@ -383,7 +369,7 @@ pub(crate) fn add_stacks(
             stripping = false;
             let lines: Vec<Line<'_>> = kept
                 .iter()
-                .map(|f| (f.name.as_str(), f.system_name.as_str(), f.file.as_str(), i64::from(f.line)))
+                .map(|f| (f.name.as_str(), f.full.as_str(), f.file.as_str(), i64::from(f.line)))
                 .collect();
             let mapping = object.map(|i| profile.mapping(i, || symbols.object(i).map(Loaded::mapping)));
             // One location per instruction; a location trimmed at the leaf is a different
@@ -494,7 +480,11 @@ mod tests {
             ),
             ("<fn() -> u8 as x::Tr>::m::{{closure}}", "fn() -> u8::m::{{closure}}"),
             ("core::ptr::drop_in_place<perfkit::pool::Pool>", "core::ptr::drop_in_place<perfkit::pool::Pool>"),
-            ("<[T]>::len", "<[T]>::len"),
+            ("<[T]>::len", "[T]::len"),
+            (
+                "<std::sys::thread::unix::Thread>::new::thread_start",
+                "std::sys::thread::unix::Thread::new::thread_start",
+            ),
             ("<unbalanced", "<unbalanced"),
             ("epoll_wait", "epoll_wait"),
         ] {

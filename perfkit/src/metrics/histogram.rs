@@ -158,6 +158,18 @@ impl std::fmt::Debug for Histogram {
     }
 }
 
+/// Records `value` into a shard only the caller writes: plain loads and stores.
+#[inline]
+fn record_single_writer(shard: &Shard, value: u64) {
+    let bucket = &shard.buckets[bucket_index(value)];
+    bucket.store(bucket.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    let sum = &shard.sum;
+    sum.store(
+        sum.load(Ordering::Relaxed).wrapping_add(value),
+        Ordering::Relaxed,
+    );
+}
+
 /// A single-writer recorder for a [`Histogram`]: see [`Histogram::local`].
 pub struct LocalHistogram<'a> {
     node: &'a Node<Shard>,
@@ -169,14 +181,7 @@ impl LocalHistogram<'_> {
     /// Records one value in the recording unit (nanoseconds for durations).
     #[inline]
     pub fn record(&self, value: u64) {
-        let shard = &self.node.value;
-        let bucket = &shard.buckets[bucket_index(value)];
-        bucket.store(bucket.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        let sum = &shard.sum;
-        sum.store(
-            sum.load(Ordering::Relaxed).wrapping_add(value),
-            Ordering::Relaxed,
-        );
+        record_single_writer(&self.node.value, value);
     }
 
     /// Records a duration (saturating at `u64::MAX` nanoseconds).
@@ -221,14 +226,7 @@ impl ArcLocalHistogram {
     #[inline]
     pub(crate) fn record(&self, value: u64) {
         // SAFETY: `_histogram` keeps the node alive.
-        let shard = &unsafe { self.node.as_ref() }.value;
-        let bucket = &shard.buckets[bucket_index(value)];
-        bucket.store(bucket.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        let sum = &shard.sum;
-        sum.store(
-            sum.load(Ordering::Relaxed).wrapping_add(value),
-            Ordering::Relaxed,
-        );
+        record_single_writer(&unsafe { self.node.as_ref() }.value, value);
     }
 }
 

@@ -54,7 +54,7 @@ use std::task::{Context, Poll, Waker};
 pub use error::{BuildError, ParsePolicyError, SendError, TryRecvError};
 
 use crate::clock;
-use crate::loom::{Arc, AtomicU64, FastMutex, Ordering, lock_fast as lock};
+use crate::loom::{Arc, AtomicU64, FastGuard, FastMutex, Ordering, lock_fast as lock};
 use crate::metrics::Registry;
 use crate::wait_list::WaitList;
 use signals::Signals;
@@ -411,6 +411,22 @@ impl<T> Shared<T> {
         let w = st.send_waiters.pop();
         self.nobody_waits_if_empty(st);
         w
+    }
+
+    /// Takes up to `n` waiting senders out of line under `st` (collecting their wakers in
+    /// `wake`, a buffer the caller reuses), releases it and wakes them.
+    fn wake_waiters(&self, mut st: FastGuard<'_, State<T>>, wake: &mut Vec<Waker>, n: usize) {
+        wake.clear();
+        while wake.len() < n {
+            match self.next_waiter(&mut st) {
+                Some(w) => wake.push(w),
+                None => break,
+            }
+        }
+        drop(st);
+        for w in wake.drain(..) {
+            w.wake();
+        }
     }
 
     /// Clears the [`WAITING`] bit once the line is empty. Under the lock, which every
@@ -772,18 +788,8 @@ impl<T> Receiver<T> {
         if seen & WAITING == 0 {
             return;
         }
-        let mut st = lock(&self.shared.state);
-        self.wake.clear();
-        while self.wake.len() < n {
-            match self.shared.next_waiter(&mut st) {
-                Some(w) => self.wake.push(w),
-                None => break,
-            }
-        }
-        drop(st);
-        for w in self.wake.drain(..) {
-            w.wake();
-        }
+        let st = lock(&self.shared.state);
+        self.shared.wake_waiters(st, &mut self.wake, n);
     }
 
     /// Receives up to `limit` items into `buf` under one lock, waiting while the queue is
@@ -829,17 +835,7 @@ impl<T> Receiver<T> {
                 buf.push(e.value);
             }
             self.shared.occupancy.fetch_sub(n as u64, Ordering::AcqRel);
-            self.wake.clear();
-            while self.wake.len() < n {
-                match self.shared.next_waiter(&mut st) {
-                    Some(w) => self.wake.push(w),
-                    None => break,
-                }
-            }
-            drop(st);
-            for w in self.wake.drain(..) {
-                w.wake();
-            }
+            self.shared.wake_waiters(st, &mut self.wake, n);
             self.took(n);
             return Poll::Ready(n);
         }

@@ -446,6 +446,106 @@ function record(snapshot, extra) {
   for (const c of Object.values(counters)) c.add(0, extra);
   recordTaskGrowth(snapshot.tasks, extra);
   recordGrowth(snapshot, extra);
+  for (const { section, tag, fields } of SNAPSHOT_WINDOWS) {
+    for (const [item, tags] of elements(snapshot, section, tag)) addWindows(item, fields, tags, extra);
+  }
+  recordBusy(snapshot, extra);
+}
+
+/**
+ * Histograms whose quantiles become Trends over each poll interval rather than over the
+ * process's life. A snapshot's histogram carries its non-empty `buckets` as `[value,
+ * count]` pairs whose counts only grow; the difference from the previous poll is the
+ * histogram of what was recorded in between, and its quantile is that interval's. So
+ * `max<` on such a Trend means "in no poll interval did the quantile exceed", however long
+ * the run. The server keeps no state per reader: each VU keeps its own previous buckets
+ * (the first poll covers everything since the service started), and an interval with no
+ * samples adds none. `path` -> { quantile: Trend }.
+ */
+export const SNAPSHOT_WINDOWS = Object.freeze([
+  {
+    section: 'runtimes',
+    tag: 'runtime',
+    fields: {
+      schedule_delay_seconds: { 0.99: 'perfkit_runtime_schedule_delay_p99_seconds' },
+    },
+  },
+]);
+for (const { fields } of SNAPSHOT_WINDOWS) {
+  for (const qs of Object.values(fields)) {
+    for (const metric of Object.values(qs)) if (!trends[metric]) trends[metric] = new Trend(metric);
+  }
+}
+// The previous poll's buckets, per series.
+const lastBuckets = {};
+// For a windowed histogram, the snapshot field saying how late its next sample already is.
+const WINDOW_LATE = Object.freeze({ schedule_delay_seconds: 'probe_late_seconds' });
+
+/** The `q`-quantile of sparse `[value, count]` buckets (sorted by value), or null if empty. */
+export function bucketQuantile(buckets, q) {
+  const total = buckets.reduce((n, b) => n + b[1], 0);
+  if (total <= 0) return null;
+  const rank = Math.max(1, Math.ceil(q * total));
+  let seen = 0;
+  for (const [value, count] of buckets) {
+    seen += count;
+    if (seen >= rank) return value;
+  }
+  return buckets[buckets.length - 1][0];
+}
+
+/** `now` minus `before` bucket by bucket: the buckets of what was recorded in between. */
+export function bucketDelta(now, before) {
+  const prev = new Map(before || []);
+  const out = [];
+  for (const [value, count] of now) {
+    const d = count - (prev.get(value) || 0);
+    if (d > 0) out.push([value, d]);
+  }
+  return out;
+}
+
+function addWindows(obj, fields, tags, pollTags) {
+  if (obj == null || typeof obj !== 'object') return;
+  for (const [path, quantiles] of Object.entries(fields)) {
+    const buckets = field(obj, `${path}.buckets`);
+    if (!Array.isArray(buckets)) continue;
+    const key = `${path}|${JSON.stringify(tags)}`;
+    const window = bucketDelta(buckets, lastBuckets[key]);
+    lastBuckets[key] = buckets;
+    // How late a sample still to come already is (`<path>_late_seconds`-style fields, e.g.
+    // the runtime probe's `probe_late_seconds`): a starved probe records nothing, and the
+    // interval must not read as healthy for lack of samples.
+    const lateKey = WINDOW_LATE[path];
+    const late = lateKey ? field(obj, lateKey) : undefined;
+    for (const [q, metric] of Object.entries(quantiles)) {
+      let v = bucketQuantile(window, Number(q));
+      if (typeof late === 'number' && Number.isFinite(late) && late > 0) v = Math.max(v === null ? 0 : v, late);
+      if (v !== null) trends[metric].add(v, Object.assign({}, tags, pollTags));
+    }
+  }
+}
+
+// The previous poll's (time, busy seconds) per runtime, for the busy ratio.
+const lastBusy = {};
+const busyRatio = new Trend('perfkit_runtime_busy_ratio');
+
+/**
+ * `perfkit_runtime_busy_ratio{runtime}`: the share of the poll interval the runtime's
+ * workers spent busy, from `busy_seconds_total` (tokio's stable per-worker busy time):
+ * (its increase) / (interval x workers). 1 means every worker was busy all the time.
+ */
+function recordBusy(snapshot, extra) {
+  const at = snapshot.timestamp_seconds;
+  for (const [rt, tags] of elements(snapshot, 'runtimes', 'runtime')) {
+    const busy = rt && rt.busy_seconds_total;
+    if (typeof busy !== 'number' || typeof at !== 'number' || !(rt.workers > 0)) continue;
+    const prev = lastBusy[tags.runtime];
+    lastBusy[tags.runtime] = [at, busy];
+    if (!prev || at <= prev[0] || busy < prev[1]) continue;
+    const ratio = (busy - prev[1]) / ((at - prev[0]) * rt.workers);
+    busyRatio.add(Math.min(1, Math.max(0, ratio)), Object.assign({}, tags, extra));
+  }
 }
 
 /**
@@ -473,6 +573,7 @@ export const METRIC_TAGS = Object.freeze(
       perfkit_tasks_alive_growth: ['task'],
     };
     for (const metric of Object.values(SNAPSHOT_GROWTH)) tags[metric] = [];
+    tags.perfkit_runtime_busy_ratio = ['runtime'];
     const add = (metric, keys) => {
       const known = tags[metric] || (tags[metric] = []);
       for (const k of keys) if (k && !known.includes(k)) known.push(k);
@@ -482,6 +583,9 @@ export const METRIC_TAGS = Object.freeze(
     }
     for (const { tag, fields } of SNAPSHOT_COUNTERS) {
       for (const [metric, extra] of Object.values(fields)) add(metric, [tag, ...Object.keys(extra)]);
+    }
+    for (const { tag, fields } of SNAPSHOT_WINDOWS) {
+      for (const qs of Object.values(fields)) for (const metric of Object.values(qs)) add(metric, [tag]);
     }
     for (const keys of Object.values(tags)) Object.freeze(keys);
     return tags;
@@ -510,6 +614,11 @@ export function thresholds(overrides = {}) {
     // A task name whose live count grows by 50 over the run is leaking.
     perfkit_tasks_alive_growth: ['max<50'],
     perfkit_process_resident_memory_bytes: [`max<${512 * 1024 * 1024}`],
+    // The runtime kept up: in no poll interval did the probe's p99 lateness reach 250 ms,
+    // i.e. ready tasks did not wait a quarter of a second for a worker thread.
+    // Service-side latency cannot show this. (A healthy service on a busy 2-core machine
+    // reads up to ~40 ms in a bad second; a starved one, seconds.)
+    perfkit_runtime_schedule_delay_p99_seconds: ['max<0.25'],
     // Every #[hot_path] function's and every route's service-side p99, under 250 ms.
     perfkit_hot_path_p99_seconds: ['max<0.25'],
     perfkit_http_p99_seconds: ['max<0.25'],

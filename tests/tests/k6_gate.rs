@@ -143,6 +143,11 @@ fn gate_passes_on_a_healthy_service_and_fails_on_an_impossible_rss_threshold() {
         .as_f64()
         .unwrap();
     assert!(polls >= 3.0, "the poll scenario barely ran: {polls}");
+    // The runtime's schedule delay was measured in every poll interval (and held its bound,
+    // with the other verdicts above).
+    let delay = &summary["metrics"]["perfkit_runtime_schedule_delay_p99_seconds"]["values"];
+    eprintln!("healthy schedule delay p99 per poll interval: {delay}");
+    assert!(delay["count"].as_f64().unwrap() >= 3.0, "{delay}");
     profiles_saved(&dir.join("healthy"));
 
     let (code, summary) = run_gate(&svc, &dir.join("impossible"), &["RSS_MAX_BYTES=1"]);
@@ -246,6 +251,34 @@ fn one_slow_worker_fails_on_pool_saturation_and_loses_nothing() {
     assert!((0.9..=1.0).contains(&p95), "pool saturation p(95) {p95}");
     let stopped = svc.stop();
     assert_eq!(stopped.dropped, 0, "{stopped:?}");
+}
+
+#[test]
+#[ignore = "needs k6 and a built ingest binary; scripts/test.sh installs k6, builds ingest and runs ignored tests"]
+fn a_starved_runtime_fails_on_its_schedule_delay() {
+    let dir = results_dir("k6_gate_starved");
+    // Eight pool workers each spin 20 ms of CPU per event on the service's own two runtime
+    // threads: every other task (handlers included) waits for a thread.
+    let svc = start_service(
+        &dir.join("ingest.log"),
+        &[
+            ("INGEST_WORKERS", "8"),
+            ("INGEST_WORK_DELAY_US", "20000"),
+            ("INGEST_SHUTDOWN_TIMEOUT_MS", "3000"),
+        ],
+    );
+    let (code, summary) = run_gate(&svc, &dir.join("run"), &[]);
+    let crossed = failed(code, &summary);
+    assert_crossed(&crossed, &["perfkit_runtime_schedule_delay_p99_seconds"]);
+    let late = summary["metrics"]["perfkit_runtime_schedule_delay_p99_seconds"]["values"]["max"]
+        .as_f64()
+        .unwrap();
+    assert!(late > 0.25, "the probe was late by {late} s at most");
+    let busy = summary["metrics"]["perfkit_runtime_busy_ratio"]["values"]["max"]
+        .as_f64()
+        .unwrap();
+    assert!(busy > 0.9, "the workers were busy: {busy}");
+    svc.stop();
 }
 
 #[test]

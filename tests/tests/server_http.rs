@@ -54,6 +54,7 @@ fn facade_metrics_appear_on_the_same_endpoint() {
 fn runtime_metrics_for_registered_runtimes() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .enable_all()
         .build()
         .unwrap();
     let s = Builder::new()
@@ -77,6 +78,33 @@ fn runtime_metrics_for_registered_runtimes() {
             .any(|r| r["name"] == "test-rt" && r["workers"] == 2),
         "{snap}"
     );
+    // The probe wakes every 10 ms on the runtime and records how late it was.
+    std::thread::sleep(Duration::from_millis(300));
+    let snap = get(s.local_addr(), "/debug/perfkit/snapshot").json();
+    let rt = common::entry(&snap, "runtimes", "test-rt");
+    let delay = &rt["schedule_delay_seconds"];
+    assert!(delay["count"].as_u64().unwrap() >= 10, "{rt}");
+    assert!(
+        delay["p99"].as_f64().unwrap() < 0.1,
+        "an idle runtime is not late: {rt}"
+    );
+    let buckets = delay["buckets"].as_array().unwrap();
+    let in_buckets: u64 = buckets.iter().map(|b| b[1].as_u64().unwrap()).sum();
+    assert_eq!(in_buckets, delay["count"].as_u64().unwrap(), "{rt}");
+    let body = get(s.local_addr(), "/metrics").text();
+    assert!(
+        body.contains("perfkit_runtime_schedule_delay_seconds_count{runtime=\"test-rt\"}"),
+        "{body}"
+    );
+    assert_eq!(
+        perfkit::task::dump()
+            .iter()
+            .filter(|t| t.name == "perfkit.runtime.probe")
+            .count(),
+        1,
+        "one probe per registered runtime"
+    );
+    drop(rt);
 }
 
 #[test]

@@ -330,7 +330,21 @@ impl HistogramSnapshot {
             "p95": self.quantile(0.95),
             "p99": self.quantile(0.99),
             "max": self.max(),
+            "buckets": self.sparse_buckets(),
         })
+    }
+
+    /// The non-empty buckets as `[value, count]` pairs (the bucket's midpoint in the
+    /// exported unit, and how many samples it holds), smallest first. Counts only grow, so
+    /// the difference between two snapshots is the histogram of what was recorded between
+    /// them: a window, whoever asks.
+    pub fn sparse_buckets(&self) -> Vec<(f64, u64)> {
+        self.buckets
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(idx, &n)| (self.unit.export(bucket_value(idx)), n))
+            .collect()
     }
 }
 

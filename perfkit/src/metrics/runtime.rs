@@ -1,22 +1,104 @@
-//! Stable tokio runtime metrics for registered runtimes (no `tokio_unstable` needed).
+//! Stable tokio runtime metrics for registered runtimes (no `tokio_unstable` needed), and a
+//! probe of each runtime's scheduling delay.
+//!
+//! **The probe.** A tracked task on the runtime (`perfkit.runtime.probe`) sleeps 10 ms at a
+//! time and records how late it woke after its deadline in
+//! `perfkit_runtime_schedule_delay_seconds{runtime}`. A task that is ready but waits for a
+//! worker thread (every worker busy running something that does not yield) is late by that
+//! wait, so this is the runtime's event-loop lag, the signal Node's `monitorEventLoopDelay`
+//! and Go's `/sched/latencies` give. Service-side latency cannot show it: a request's
+//! measured code only starts once a worker takes it. tokio's timer has a 1 ms resolution,
+//! so an idle runtime reads about 1 ms.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::runtime::Handle;
 
+use super::histogram::Histogram;
 use super::names;
 use super::registry::{Collection, Collector, Sections};
+
+/// How often the probe wakes.
+pub(crate) const PROBE_PERIOD: Duration = Duration::from_millis(10);
+/// The probe's tracked-task name.
+pub(crate) const PROBE_TASK: &str = "perfkit.runtime.probe";
 
 pub(crate) struct RuntimeCollector {
     name: String,
     handle: Handle,
+    delay: Arc<Histogram>,
+    /// When the probe's current timer is due, in nanoseconds since `since`.
+    due: Arc<AtomicU64>,
+    since: Instant,
+    /// The probe, stopped when the collector goes (the runtime registered again, or the
+    /// registry dropped). `None` when the runtime has no timer to sleep on.
+    probe: Option<tokio::task::AbortHandle>,
 }
 
 impl RuntimeCollector {
-    pub(crate) fn new(name: &str, handle: Handle) -> Self {
+    pub(crate) fn new(name: &str, handle: Handle, delay: Arc<Histogram>) -> Self {
+        let since = Instant::now();
+        let due = Arc::new(AtomicU64::new(0));
+        let probe = {
+            let _enter = handle.enter();
+            crate::batch::timers_enabled().then(|| {
+                let task = probe(Arc::clone(&delay), Arc::clone(&due), since);
+                crate::task::spawn(PROBE_TASK, task).abort_handle()
+            })
+        };
+        if probe.is_none() {
+            tracing::warn!(
+                runtime = name,
+                "perfkit: runtime has no time driver (enable_time); its scheduling delay is not measured"
+            );
+        }
         RuntimeCollector {
             name: name.to_owned(),
             handle,
+            delay,
+            due,
+            since,
+            probe,
         }
+    }
+
+    /// How long ago the probe's timer fired without the probe having run (0 when it is on
+    /// time, or not running).
+    fn late_now(&self) -> Duration {
+        let due = self.due.load(Ordering::Relaxed);
+        if self.probe.is_none() || due == 0 {
+            return Duration::ZERO;
+        }
+        let now = u64::try_from(self.since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        Duration::from_nanos(now.saturating_sub(due))
+    }
+}
+
+impl Drop for RuntimeCollector {
+    fn drop(&mut self) {
+        if let Some(p) = &self.probe {
+            p.abort();
+        }
+    }
+}
+
+/// Wakes every [`PROBE_PERIOD`] and records how late it woke; publishes each deadline (in
+/// nanoseconds since `since`) so a scrape can tell how late it is while it has not run.
+async fn probe(delay: Arc<Histogram>, published: Arc<AtomicU64>, since: Instant) {
+    let mut due = tokio::time::Instant::now() + PROBE_PERIOD;
+    loop {
+        let at = due.into_std().saturating_duration_since(since);
+        published.store(
+            u64::try_from(at.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        tokio::time::sleep_until(due).await;
+        let now = tokio::time::Instant::now();
+        delay.record_duration(now.saturating_duration_since(due));
+        due = now + PROBE_PERIOD;
     }
 }
 
@@ -35,6 +117,13 @@ impl Collector for RuntimeCollector {
             &[rt],
             m.global_queue_depth() as f64,
         );
+        if self.probe.is_some() {
+            out.push(
+                &names::RUNTIME_PROBE_LATE_SECONDS,
+                &[rt],
+                self.late_now().as_secs_f64(),
+            );
+        }
         for w in 0..m.num_workers() {
             let worker = w.to_string();
             out.push(
@@ -66,6 +155,9 @@ impl Collector for RuntimeCollector {
                 "global_queue_depth": m.global_queue_depth(),
                 "busy_seconds_total": busy,
                 "park_total": parks,
+                "schedule_delay_seconds": self.delay.snapshot().to_json(),
+                "probe_late_seconds": self.late_now().as_secs_f64(),
+                "probe": self.probe.is_some(),
             }),
         );
     }

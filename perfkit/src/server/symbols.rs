@@ -140,7 +140,13 @@ impl Symbols {
         let table = self
             .tables
             .entry(path.clone())
-            .or_insert_with(|| SymbolTable::load(path))
+            .or_insert_with(|| {
+                if is_vdso(path) {
+                    SymbolTable::load_vdso()
+                } else {
+                    SymbolTable::load(path)
+                }
+            })
             .as_ref()?;
         let full = match table.lookup((probe - object.bias) as u64) {
             Some(raw) => format!("{:#}", backtrace::SymbolName::new(raw.as_bytes())),
@@ -293,6 +299,23 @@ impl SymbolTable {
         Some(SymbolTable { symbols })
     }
 
+    /// The symbols of the vDSO (`clock_gettime`, `gettimeofday`, ...), which has no file:
+    /// the kernel maps its whole image into every process, so it is read from memory.
+    fn load_vdso() -> Option<SymbolTable> {
+        let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+        let range = maps.lines().find(|l| l.trim_end().ends_with("[vdso]"))?;
+        let (lo, hi) = range.split_whitespace().next()?.split_once('-')?;
+        let (lo, hi) = (usize::from_str_radix(lo, 16).ok()?, usize::from_str_radix(hi, 16).ok()?);
+        // SAFETY: the kernel maps the vDSO readable for the life of the process, at exactly
+        // this range, and nothing writes it.
+        let image = unsafe { std::slice::from_raw_parts(lo as *const u8, hi.checked_sub(lo)?) };
+        let mut symbols = Vec::new();
+        read_symbols_from(&object::File::parse(image).ok()?, &mut symbols);
+        symbols.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        symbols.dedup_by_key(|s| s.0);
+        Some(SymbolTable { symbols })
+    }
+
     /// The function containing `addr` (an address in the file), if a symbol covers it.
     fn lookup(&self, addr: u64) -> Option<&str> {
         let i = self.symbols.partition_point(|s| s.0 <= addr).checked_sub(1)?;
@@ -304,9 +327,19 @@ impl SymbolTable {
 /// Adds the defined function symbols of the ELF file at `path` to `out`; returns its
 /// build id (`None` inside when it has none), or `None` when it cannot be read.
 fn read_symbols(path: &Path, out: &mut Vec<(u64, u64, Box<str>)>) -> Option<Option<Vec<u8>>> {
-    use object::{Object, ObjectSymbol, SymbolKind};
+    use object::Object;
     let cache = object::ReadCache::new(std::fs::File::open(path).ok()?);
     let file = object::File::parse(&cache).ok()?;
+    read_symbols_from(&file, out);
+    Some(file.build_id().ok().flatten().map(<[u8]>::to_vec))
+}
+
+/// Adds the defined function symbols of `file` to `out`.
+fn read_symbols_from<'d, R: object::ReadRef<'d>>(
+    file: &object::File<'d, R>,
+    out: &mut Vec<(u64, u64, Box<str>)>,
+) {
+    use object::{Object, ObjectSymbol, SymbolKind};
     for sym in file.symbols().chain(file.dynamic_symbols()) {
         if sym.kind() != SymbolKind::Text || !sym.is_definition() || sym.address() == 0 {
             continue;
@@ -315,7 +348,12 @@ fn read_symbols(path: &Path, out: &mut Vec<(u64, u64, Box<str>)>) -> Option<Opti
         let name = String::from_utf8_lossy(raw);
         out.push((sym.address(), sym.size(), name.into()));
     }
-    Some(file.build_id().ok().flatten().map(<[u8]>::to_vec))
+}
+
+/// Whether a loaded object is the vDSO, which has no file on disk.
+fn is_vdso(path: &Path) -> bool {
+    let name = path.to_string_lossy();
+    name.starts_with("linux-vdso") || name.starts_with("linux-gate")
 }
 
 impl Drop for Symbols {
@@ -462,6 +500,24 @@ mod tests {
         let getpid = libc::getpid as *const () as usize;
         assert!(syms.resolve(getpid, Addr::Exact)[0].name.contains("getpid"));
         assert!(!syms.resolve(getpid, Addr::Return)[0].name.contains("getpid"));
+        // The vDSO has no file; its functions are named from its image in memory.
+        let vdso = SymbolTable::load_vdso().expect("a vDSO with symbols");
+        assert!(
+            vdso.symbols.iter().any(|s| s.2.contains("clock_gettime")),
+            "{:?}",
+            vdso.symbols
+        );
+        let (at, _, name) = vdso.symbols.iter().find(|s| s.2.contains("clock_gettime")).unwrap();
+        let name = name.to_string();
+        let bias = syms
+            .objects
+            .get_or_insert_with(loaded_objects)
+            .iter()
+            .find(|o| o.path.as_deref().is_some_and(is_vdso))
+            .expect("the vDSO is a loaded object")
+            .bias;
+        let ip = bias + *at as usize;
+        assert_eq!(syms.resolve(ip, Addr::Exact)[0].name, name);
         // Nothing claims address 1.
         assert_eq!(syms.resolve(1, Addr::Exact)[0].name, "0x1");
     }

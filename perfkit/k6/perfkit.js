@@ -617,7 +617,7 @@ export function thresholds(overrides = {}) {
     // The runtime kept up: in no poll interval did the probe's p99 lateness reach 250 ms,
     // i.e. ready tasks did not wait a quarter of a second for a worker thread.
     // Service-side latency cannot show this. (A healthy service on a busy 2-core machine
-    // reads up to ~40 ms in a bad second; a starved one, seconds.)
+    // reads a few ms, tens in a bad second; a starved one, seconds.)
     perfkit_runtime_schedule_delay_p99_seconds: ['max<0.25'],
     // Every #[hot_path] function's and every route's service-side p99, under 250 ms.
     perfkit_hot_path_p99_seconds: ['max<0.25'],

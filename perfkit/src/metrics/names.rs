@@ -278,7 +278,7 @@ defs! {
         "Time the worker thread spent busy running tasks.";
     /// How late the runtime's probe task ran.
     RUNTIME_SCHEDULE_DELAY_SECONDS = "perfkit_runtime_schedule_delay_seconds", Histogram, Seconds, ["runtime"],
-        "How late a probe task woke on the runtime after its timer fired, every 10 ms: how long a ready task waits for a worker thread (the timer adds up to 1 ms).", LATENCY_BUCKETS;
+        "How late a probe task woke on the runtime after its timer fired, every 100 ms: how long a ready task waits for a worker thread (the timer adds up to 1 ms).", LATENCY_BUCKETS;
     /// How late the runtime's probe is now.
     RUNTIME_PROBE_LATE_SECONDS = "perfkit_runtime_probe_late_seconds", Gauge, Seconds, ["runtime"],
         "How long ago the runtime's probe timer fired without the probe having run yet (0 when it is on time), read at scrape time: a runtime so busy that the probe cannot run records no delay until it does.";

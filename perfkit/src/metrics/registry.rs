@@ -280,7 +280,7 @@ impl Registry {
 
     /// Registers a tokio runtime: its stable runtime metrics appear under
     /// `tokio_runtime_*{runtime="<name>"}`, and a probe task spawned on it (a tracked task
-    /// named `perfkit.runtime.probe`, waking every 10 ms) records its scheduling delay in
+    /// named `perfkit.runtime.probe`, waking every 100 ms) records its scheduling delay in
     /// `perfkit_runtime_schedule_delay_seconds{runtime="<name>"}`. Registering the same name
     /// again replaces it (and stops the old probe).
     pub fn register_runtime(&self, name: &str, handle: tokio::runtime::Handle) {

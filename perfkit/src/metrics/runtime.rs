@@ -1,7 +1,7 @@
 //! Stable tokio runtime metrics for registered runtimes (no `tokio_unstable` needed), and a
 //! probe of each runtime's scheduling delay.
 //!
-//! **The probe.** A tracked task on the runtime (`perfkit.runtime.probe`) sleeps 10 ms at a
+//! **The probe.** A tracked task on the runtime (`perfkit.runtime.probe`) sleeps 100 ms at a
 //! time and records how late it woke after its deadline in
 //! `perfkit_runtime_schedule_delay_seconds{runtime}`. A task that is ready but waits for a
 //! worker thread (every worker busy running something that does not yield) is late by that
@@ -22,7 +22,7 @@ use super::names;
 use super::registry::{Collection, Collector, Sections};
 
 /// How often the probe wakes.
-pub(crate) const PROBE_PERIOD: Duration = Duration::from_millis(10);
+pub(crate) const PROBE_PERIOD: Duration = Duration::from_millis(100);
 /// The probe's tracked-task name.
 pub(crate) const PROBE_TASK: &str = "perfkit.runtime.probe";
 

@@ -22,6 +22,7 @@ use std::convert::Infallible;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use hyper::service::service_fn;
@@ -278,21 +279,28 @@ impl Reserve {
     }
 
     /// `accept` failed for lack of descriptors: answer the waiting connection with the spare.
+    ///
+    /// Linux takes the new descriptor before it looks at the queue, so `accept` also fails
+    /// with `EMFILE` when no connection is waiting. The accept with the spare's number is
+    /// therefore tried once, without waiting: waiting would answer a connection that arrives
+    /// after descriptors came back with a 503. Its `WouldBlock` also clears the listener's
+    /// readiness, so the loop then sleeps until a connection arrives instead of spinning.
     async fn out_of_fds(&mut self, listener: &TcpListener) {
-        self.note(&|count| {
-            tracing::warn!(
-                count,
-                "perfkit debug server: the process is out of file descriptors; answering connections with 503 (count since the last such line)"
-            );
-        });
         if self.spare.take().is_none() {
             // No spare to use: wait, then try to take it back.
             tokio::time::sleep(Duration::from_millis(50)).await;
             self.refill();
             return;
         }
-        // The spare is closed: its number is free for the waiting connection.
-        if let Ok(Ok((stream, _))) = tokio::time::timeout(Duration::from_millis(10), listener.accept()).await {
+        // The spare is closed: its number is free for the waiting connection, if any.
+        let waiting = std::future::poll_fn(|cx| Poll::Ready(listener.poll_accept(cx))).await;
+        if let Poll::Ready(Ok((stream, _))) = waiting {
+            self.note(&|count| {
+                tracing::warn!(
+                    count,
+                    "perfkit debug server: the process is out of file descriptors; answering connections with 503 (count since the last such line)"
+                );
+            });
             answer_and_close(
                 stream,
                 "503 Service Unavailable",

@@ -24,6 +24,8 @@ pub const ENV_FLUSH_INTERVAL_MS: &str = "INGEST_FLUSH_INTERVAL_MS";
 pub const ENV_MAX_BATCH: &str = "INGEST_MAX_BATCH";
 /// Environment variable holding an artificial delay added to every flush, in milliseconds.
 pub const ENV_FLUSH_DELAY_MS: &str = "INGEST_FLUSH_DELAY_MS";
+/// Environment variable: the flush delay applies only from this many seconds after start.
+pub const ENV_SLOW_AFTER_S: &str = "INGEST_SLOW_AFTER_S";
 /// Environment variable that, set to `1`, leaks one tracked task per request.
 pub const ENV_LEAK_TASKS: &str = "INGEST_LEAK_TASKS";
 /// Environment variable: workers of the `progress` pool.
@@ -48,6 +50,7 @@ pub const RANGES: &[(&str, u64, u64)] = &[
     (ENV_FLUSH_INTERVAL_MS, 1, 3_600_000),
     (ENV_MAX_BATCH, 1, 100_000),
     (ENV_FLUSH_DELAY_MS, 0, 3_600_000),
+    (ENV_SLOW_AFTER_S, 0, 86_400),
     (ENV_WORKERS, 1, 1024),
     (ENV_WORK_DELAY_US, 0, 10_000_000),
     (ENV_ENQUEUE_TIMEOUT_MS, 1, 600_000),
@@ -96,6 +99,9 @@ pub struct Config {
     /// Artificial latency added to every flush, a slow database (`INGEST_FLUSH_DELAY_MS`,
     /// default 0).
     pub flush_delay: Duration,
+    /// The flush delay starts this long after the service started (`INGEST_SLOW_AFTER_S`,
+    /// default 0): a database that turns slow late in a run.
+    pub slow_after: Duration,
     /// Workers of the `progress` pool that processes every event (`INGEST_WORKERS`,
     /// default 4).
     pub workers: usize,
@@ -136,6 +142,7 @@ impl Default for Config {
             flush_interval: Duration::from_millis(1000),
             max_batch: 500,
             flush_delay: Duration::ZERO,
+            slow_after: Duration::ZERO,
             workers: 4,
             work_delay: Duration::ZERO,
             leak_tasks: false,
@@ -211,6 +218,9 @@ impl Config {
         }
         if let Some(v) = number(&mut lookup, ENV_FLUSH_DELAY_MS)? {
             config.flush_delay = Duration::from_millis(v);
+        }
+        if let Some(v) = number(&mut lookup, ENV_SLOW_AFTER_S)? {
+            config.slow_after = Duration::from_secs(v);
         }
         if let Some(v) = number(&mut lookup, ENV_WORKERS)? {
             config.workers = v as usize;
@@ -336,6 +346,10 @@ mod tests {
         assert_eq!(config.flush_interval, Duration::from_millis(250));
         assert_eq!(config.max_batch, 50);
         assert_eq!(config.flush_delay, Duration::from_millis(20));
+        assert_eq!(
+            parse(&[(ENV_SLOW_AFTER_S, "25")]).unwrap().slow_after,
+            Duration::from_secs(25)
+        );
         let defaults = parse(&[]).unwrap();
         assert_eq!((defaults.queue_capacity, defaults.max_batch), (10_000, 500));
         assert_eq!(defaults.queue_policy, Policy::Block);

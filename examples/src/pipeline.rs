@@ -47,6 +47,8 @@ pub const PROGRESS_POOL: &str = "progress";
 struct DbFlush {
     store: Store,
     delay: Duration,
+    /// The delay applies from this instant on.
+    slow_from: Instant,
 }
 
 impl Flush<Event> for DbFlush {
@@ -54,7 +56,7 @@ impl Flush<Event> for DbFlush {
 
     #[perfkit::hot_path(name = "db_flush")]
     async fn flush(&mut self, batch: &[Event]) -> Result<(), StoreError> {
-        if !self.delay.is_zero() {
+        if !self.delay.is_zero() && Instant::now() >= self.slow_from {
             tokio::time::sleep(self.delay).await;
         }
         self.store.apply(batch.to_vec()).await
@@ -114,6 +116,7 @@ pub fn start(store: Store, config: &Config) -> Result<(Sender<Event>, Pipeline),
         DbFlush {
             store: store.clone(),
             delay: config.flush_delay,
+            slow_from: Instant::now() + config.slow_after,
         },
     )
     .max_batch(config.max_batch)

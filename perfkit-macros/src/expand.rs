@@ -139,7 +139,10 @@ fn instrument(args: &Args, func: ItemFn) -> TokenStream {
     let body = if sig.asyncness.is_some() {
         quote_spanned! {span=>
             #site
+            // A unit-returning function binds `()`: not a lint for the caller to see.
+            #[allow(clippy::let_unit_value)]
             let __perfkit_ret = #private::instrument(&__PERFKIT_SITE, async move {
+                #[allow(clippy::let_unit_value)]
                 let __perfkit_out: #ret_ty = { #(#stmts)* };
                 #[allow(unreachable_code)]
                 __perfkit_out
@@ -154,7 +157,9 @@ fn instrument(args: &Args, func: ItemFn) -> TokenStream {
             #[allow(clippy::let_unit_value)]
             let __perfkit_span = #private::enter_span(&__PERFKIT_SITE);
             // A closure called once, so `return` and `?` in the body come back here.
+            #[allow(clippy::let_unit_value)]
             let __perfkit_ret = #private::call_once(move || {
+                #[allow(clippy::let_unit_value)]
                 let __perfkit_out: #ret_ty = { #(#stmts)* };
                 #[allow(unreachable_code)]
                 __perfkit_out

@@ -27,32 +27,44 @@
  *     `export function perfkitPoll() { poll(); }`. `extra` (e.g. `startTime`,
  *     `gracefulStop`) is copied into the scenario.
  *
- * `poll({ url = PERFKIT_URL, token = PERFKIT_TOKEN, tags = {} } = {})`
- *     GETs `${url}/debug/perfkit/snapshot` (request tagged `{ perfkit: 'poll' }` and named
- *     `GET /debug/perfkit/snapshot`). On failure adds 1 to Counter `perfkit_poll_errors`
- *     (tagged `reason`: `network`, `status_NNN`, `json`, `schema_version`) and returns null.
- *     On success adds 1 to Counter `perfkit_polls`, records every figure listed in
- *     `SNAPSHOT_TRENDS` into its Trend and every total in `SNAPSHOT_COUNTERS` into its
- *     Counter (as the increase since the previous poll), and returns the parsed snapshot.
- *     Gauges become Trends so thresholds can use `max`, `avg` or `p(95)`:
- *       perfkit_process_resident_memory_bytes, perfkit_process_threads,
- *       perfkit_process_open_fds                       (process section)
- *       perfkit_runtime_alive_tasks, perfkit_runtime_global_queue_depth
- *                                                      (runtimes, tagged `runtime`)
- *       perfkit_queue_saturation (peak depth/capacity since the previous poll),
- *       perfkit_queue_depth, perfkit_queue_oldest_age_seconds,
+ * `poll({ url = PERFKIT_URL, token = PERFKIT_TOKEN, tags = {}, window } = {})`
+ *     GETs `${url}/debug/perfkit/snapshot?window=N` (request tagged `{ perfkit: 'poll' }` and
+ *     named `GET /debug/perfkit/snapshot`), where N is `window` or, by default, the whole
+ *     seconds since this VU's previous poll (1 for the first; see `pollWindow`). The server
+ *     answers each entry's figures over the last N seconds (gauge maxima, histogram
+ *     quantiles, busy ratios) besides its lifetime ones, the same for every reader; so a
+ *     Trend below records one value per poll window, and `max<` on it means "in no poll
+ *     window of the run did it exceed", however long the run. On failure adds 1 to Counter
+ *     `perfkit_poll_errors` (tagged `reason`: `network`, `status_NNN`, `json`,
+ *     `schema_version`) and returns null. On success adds 1 to Counter `perfkit_polls`,
+ *     records every figure listed in `SNAPSHOT_TRENDS` into its Trend and every total in
+ *     `SNAPSHOT_COUNTERS` into its Counter (as the increase since the previous poll), and
+ *     returns the parsed snapshot. Trends over the poll's window (a quantile window with no
+ *     samples adds none):
+ *       perfkit_process_resident_memory_bytes, perfkit_heap_bytes (peak)
+ *       perfkit_runtime_schedule_delay_p99_seconds (the probe's p99 lateness, raised to
+ *       how late it is now), perfkit_runtime_busy_ratio (busy time / (window x workers)),
+ *       perfkit_runtime_alive_tasks (peak)             (runtimes, tagged `runtime`)
+ *       perfkit_queue_saturation (peak depth/capacity), perfkit_queue_depth (peak),
  *       perfkit_queue_wait_p99_seconds                 (queues, tagged `queue`)
- *       perfkit_batch_pending, perfkit_batch_size_p50,
+ *       perfkit_batch_pending (peak), perfkit_batch_size_p50,
  *       perfkit_batch_flush_p99_seconds                (batchers, tagged `batcher`)
- *       perfkit_pool_saturation (busy time / (interval x workers) since the previous
- *       poll), perfkit_pool_busy, perfkit_pool_queue_depth,
+ *       perfkit_pool_saturation (busy time / (window x workers)), perfkit_pool_busy (peak),
  *       perfkit_pool_task_p99_seconds                  (pools, tagged `pool`)
- *       perfkit_hot_path_p50_seconds, perfkit_hot_path_p99_seconds (over the process's
- *       life), perfkit_hot_path_in_flight              (hot_paths, tagged `function`)
- *       perfkit_tasks_alive                            (tasks, tagged `task`)
- *       perfkit_http_p95_seconds, perfkit_http_p99_seconds (over the process's life),
- *       perfkit_http_in_flight    (http_routes, tagged `route`: "METHOD /template")
- *       perfkit_tasks_alive_growth: alive now minus alive at this VU's first poll, per
+ *       perfkit_hot_path_p50_seconds, perfkit_hot_path_p99_seconds,
+ *       perfkit_hot_path_in_flight (peak)              (hot_paths, tagged `function`)
+ *       perfkit_tasks_alive (peak)                     (tasks, tagged `task`)
+ *       perfkit_http_p95_seconds, perfkit_http_p99_seconds,
+ *       perfkit_http_in_flight (peak)     (http_routes, tagged `route`: "METHOD /template")
+ *     Trends of the value at the poll: perfkit_process_threads, perfkit_process_open_fds,
+ *       perfkit_runtime_global_queue_depth, perfkit_queue_oldest_age_seconds,
+ *       perfkit_pool_queue_depth.
+ *     Lifetime quantiles (since the series was created), under their own names:
+ *       perfkit_queue_wait_lifetime_p99_seconds, perfkit_batch_size_lifetime_p50,
+ *       perfkit_batch_flush_lifetime_p99_seconds, perfkit_pool_task_lifetime_p99_seconds,
+ *       perfkit_hot_path_lifetime_p50_seconds, perfkit_hot_path_lifetime_p99_seconds,
+ *       perfkit_http_lifetime_p95_seconds, perfkit_http_lifetime_p99_seconds.
+ *     perfkit_tasks_alive_growth: alive now minus alive at this VU's first poll, per
  *       task name (names first seen later grow from 0): `max<N` catches a leak
  *     Counters: perfkit_queue_dropped (tagged `queue`, `reason`: full, oldest, closed,
  *       shutdown, flush_failed), perfkit_queue_rejected (`queue`), perfkit_batch_dead_lettered
@@ -65,8 +77,13 @@
  *     thresholds can be set per phase); counter deltas are still taken per series.
  *     Growth since this VU's first poll (`SNAPSHOT_GROWTH`), for soak runs:
  *       perfkit_process_rss_growth_bytes, perfkit_heap_growth_bytes
- *     perfkit_heap_bytes: live heap bytes (heap section: jemalloc with the
- *       `heap-profiling` feature, else the counting allocator; absent with neither)
+ *
+ * `pollWindow(nowMs, previousMs)`
+ *     The window `poll` asks for by default: ceil((now - previous) / 1 s) within 1..=300.
+ *
+ * `bucketDelta(now, before)`, `bucketQuantile(buckets, q)`
+ *     For windows of your own from the sparse `buckets` ([value, count], counts only grow)
+ *     every snapshot histogram carries: the difference of two polls, and its quantile.
  *
  * `profileScenario({ seconds = 5, startTime = '0s', exec = 'perfkitProfile', ...extra })`
  *     A one-iteration scenario that runs `exec` once at `startTime`, e.g.
@@ -126,7 +143,9 @@
  *     process: { resident_memory_bytes, virtual_memory_bytes, threads, open_fds, max_fds,
  *                cpu_seconds_total, start_time_seconds },
  *     runtimes: [{ name, workers, alive_tasks, global_queue_depth, busy_seconds_total,
- *                  park_total }],
+ *                  busy_ratio, park_total, schedule_delay_seconds, probe_late_seconds,
+ *                  probe, window }],
+ *     window: { seconds, resident_memory_bytes_max, heap_allocated_bytes_max }  (with ?window)
  *     queues: [], batchers: [], pools: [], tasks: [], hot_paths: [] }
  */
 
@@ -152,62 +171,73 @@ export const SNAPSHOT_TRENDS = Object.freeze([
   {
     section: 'process',
     fields: {
-      resident_memory_bytes: 'perfkit_process_resident_memory_bytes',
       threads: 'perfkit_process_threads',
       open_fds: 'perfkit_process_open_fds',
     },
   },
   {
-    // Live heap bytes: jemalloc's `stats.allocated` with the `heap-profiling` feature, else
-    // the counting allocator's figure (`perfkit::alloc::Counting`); absent with neither.
-    section: 'heap',
+    // The snapshot's top-level `window` object: process figures over the poll's window.
+    section: 'window',
     fields: {
-      allocated_bytes: 'perfkit_heap_bytes',
+      resident_memory_bytes_max: 'perfkit_process_resident_memory_bytes',
+      // Live heap bytes: jemalloc's `stats.allocated` with the `heap-profiling` feature,
+      // else the counting allocator's figure (`perfkit::alloc::Counting`); absent with
+      // neither.
+      heap_allocated_bytes_max: 'perfkit_heap_bytes',
     },
   },
   {
     section: 'runtimes',
     tag: 'runtime',
     fields: {
-      alive_tasks: 'perfkit_runtime_alive_tasks',
+      'window.alive_tasks_max': 'perfkit_runtime_alive_tasks',
       global_queue_depth: 'perfkit_runtime_global_queue_depth',
+      'window.busy_ratio': 'perfkit_runtime_busy_ratio',
+      // The probe's p99 lateness over the window, raised to how late it is now: a starved
+      // probe records nothing until it runs.
+      'window.schedule_delay_p99_seconds': 'perfkit_runtime_schedule_delay_p99_seconds',
     },
   },
   {
     section: 'queues',
     tag: 'queue',
     fields: {
-      // The peak depth/capacity since the previous poll, so a spike between two polls
-      // still reaches the threshold.
-      high_water_saturation: 'perfkit_queue_saturation',
-      depth: 'perfkit_queue_depth',
+      // The peak depth/capacity in the window, so a spike between two polls still reaches
+      // the threshold.
+      'window.saturation_max': 'perfkit_queue_saturation',
+      'window.depth_max': 'perfkit_queue_depth',
       oldest_age_seconds: 'perfkit_queue_oldest_age_seconds',
-      'wait_seconds.p99': 'perfkit_queue_wait_p99_seconds',
+      'window.wait_seconds.p99': 'perfkit_queue_wait_p99_seconds',
+      'wait_seconds.p99': 'perfkit_queue_wait_lifetime_p99_seconds',
     },
   },
   {
     section: 'tasks',
     tag: 'task',
     fields: {
-      alive: 'perfkit_tasks_alive',
+      'window.alive_max': 'perfkit_tasks_alive',
     },
   },
   {
     section: 'batchers',
     tag: 'batcher',
     fields: {
-      pending: 'perfkit_batch_pending',
-      'batch_size.p50': 'perfkit_batch_size_p50',
-      'flush_seconds.p99': 'perfkit_batch_flush_p99_seconds',
+      'window.pending_max': 'perfkit_batch_pending',
+      'window.batch_size.p50': 'perfkit_batch_size_p50',
+      'window.flush_seconds.p99': 'perfkit_batch_flush_p99_seconds',
+      'batch_size.p50': 'perfkit_batch_size_lifetime_p50',
+      'flush_seconds.p99': 'perfkit_batch_flush_lifetime_p99_seconds',
     },
   },
   {
     section: 'hot_paths',
     tag: 'function',
     fields: {
-      'seconds.p99': 'perfkit_hot_path_p99_seconds',
-      'seconds.p50': 'perfkit_hot_path_p50_seconds',
-      in_flight: 'perfkit_hot_path_in_flight',
+      'window.seconds.p99': 'perfkit_hot_path_p99_seconds',
+      'window.seconds.p50': 'perfkit_hot_path_p50_seconds',
+      'window.in_flight_max': 'perfkit_hot_path_in_flight',
+      'seconds.p99': 'perfkit_hot_path_lifetime_p99_seconds',
+      'seconds.p50': 'perfkit_hot_path_lifetime_p50_seconds',
     },
   },
   {
@@ -216,21 +246,23 @@ export const SNAPSHOT_TRENDS = Object.freeze([
     section: 'http_routes',
     tag: 'route',
     fields: {
-      'seconds.p95': 'perfkit_http_p95_seconds',
-      'seconds.p99': 'perfkit_http_p99_seconds',
-      in_flight: 'perfkit_http_in_flight',
+      'window.seconds.p95': 'perfkit_http_p95_seconds',
+      'window.seconds.p99': 'perfkit_http_p99_seconds',
+      'window.in_flight_max': 'perfkit_http_in_flight',
+      'seconds.p95': 'perfkit_http_lifetime_p95_seconds',
+      'seconds.p99': 'perfkit_http_lifetime_p99_seconds',
     },
   },
   {
     section: 'pools',
     tag: 'pool',
     fields: {
-      // Busy time over the interval since the previous snapshot request divided by
-      // (interval x workers): with one poller, the average over the poll interval.
-      saturation_avg: 'perfkit_pool_saturation',
-      busy: 'perfkit_pool_busy',
+      // Busy time over the window divided by (window x workers).
+      'window.busy_ratio': 'perfkit_pool_saturation',
+      'window.busy_max': 'perfkit_pool_busy',
       depth: 'perfkit_pool_queue_depth',
-      'task_seconds.p99': 'perfkit_pool_task_p99_seconds',
+      'window.task_seconds.p99': 'perfkit_pool_task_p99_seconds',
+      'task_seconds.p99': 'perfkit_pool_task_lifetime_p99_seconds',
     },
   },
 ]);
@@ -404,15 +436,40 @@ export function captureProfiles({
   return { files, lines };
 }
 
+/** The longest window the server keeps, in seconds. */
+export const MAX_WINDOW_SECONDS = 300;
+// When this VU's previous poll was sent (ms since the epoch), for the next poll's window.
+let lastPollAt = null;
+
+/**
+ * The window a poll asks for: the whole seconds since this VU's previous poll, rounded up
+ * (1 for the first), within 1..=300.
+ */
+export function pollWindow(nowMs, previousMs) {
+  if (typeof previousMs !== 'number' || !(nowMs > previousMs)) return 1;
+  return Math.min(MAX_WINDOW_SECONDS, Math.max(1, Math.ceil((nowMs - previousMs) / 1000)));
+}
+
 /** GETs the snapshot, records it into k6 metrics, and returns it (null on failure). */
-export function poll({ url = __ENV.PERFKIT_URL || DEFAULT_PERFKIT_URL, token = __ENV.PERFKIT_TOKEN, tags = {} } = {}) {
+export function poll({
+  url = __ENV.PERFKIT_URL || DEFAULT_PERFKIT_URL,
+  token = __ENV.PERFKIT_TOKEN,
+  tags = {},
+  window = undefined,
+} = {}) {
+  const now = Date.now();
+  const seconds = window === undefined ? pollWindow(now, lastPollAt) : window;
+  if (!Number.isInteger(seconds) || seconds < 1 || seconds > MAX_WINDOW_SECONDS) {
+    throw new Error(`perfkit.poll: window must be a whole number of seconds from 1 to ${MAX_WINDOW_SECONDS}, got ${window}`);
+  }
+  lastPollAt = now;
   const params = {
     tags: { perfkit: 'poll', name: `GET ${SNAPSHOT_PATH}` },
     responseType: 'text',
     timeout: '5s',
   };
   if (token) params.headers = { Authorization: `Bearer ${token}` };
-  const res = http.get(`${url.replace(/\/+$/, '')}${SNAPSHOT_PATH}`, params);
+  const res = http.get(`${url.replace(/\/+$/, '')}${SNAPSHOT_PATH}?window=${seconds}`, params);
   if (res.status !== 200) {
     return failed(res.status === 0 ? 'network' : `status_${res.status}`);
   }
@@ -446,40 +503,7 @@ function record(snapshot, extra) {
   for (const c of Object.values(counters)) c.add(0, extra);
   recordTaskGrowth(snapshot.tasks, extra);
   recordGrowth(snapshot, extra);
-  for (const { section, tag, fields } of SNAPSHOT_WINDOWS) {
-    for (const [item, tags] of elements(snapshot, section, tag)) addWindows(item, fields, tags, extra);
-  }
-  recordBusy(snapshot, extra);
 }
-
-/**
- * Histograms whose quantiles become Trends over each poll interval rather than over the
- * process's life. A snapshot's histogram carries its non-empty `buckets` as `[value,
- * count]` pairs whose counts only grow; the difference from the previous poll is the
- * histogram of what was recorded in between, and its quantile is that interval's. So
- * `max<` on such a Trend means "in no poll interval did the quantile exceed", however long
- * the run. The server keeps no state per reader: each VU keeps its own previous buckets
- * (the first poll covers everything since the service started), and an interval with no
- * samples adds none. `path` -> { quantile: Trend }.
- */
-export const SNAPSHOT_WINDOWS = Object.freeze([
-  {
-    section: 'runtimes',
-    tag: 'runtime',
-    fields: {
-      schedule_delay_seconds: { 0.99: 'perfkit_runtime_schedule_delay_p99_seconds' },
-    },
-  },
-]);
-for (const { fields } of SNAPSHOT_WINDOWS) {
-  for (const qs of Object.values(fields)) {
-    for (const metric of Object.values(qs)) if (!trends[metric]) trends[metric] = new Trend(metric);
-  }
-}
-// The previous poll's buckets, per series.
-const lastBuckets = {};
-// For a windowed histogram, the snapshot field saying how late its next sample already is.
-const WINDOW_LATE = Object.freeze({ schedule_delay_seconds: 'probe_late_seconds' });
 
 /** The `q`-quantile of sparse `[value, count]` buckets (sorted by value), or null if empty. */
 export function bucketQuantile(buckets, q) {
@@ -503,49 +527,6 @@ export function bucketDelta(now, before) {
     if (d > 0) out.push([value, d]);
   }
   return out;
-}
-
-function addWindows(obj, fields, tags, pollTags) {
-  if (obj == null || typeof obj !== 'object') return;
-  for (const [path, quantiles] of Object.entries(fields)) {
-    const buckets = field(obj, `${path}.buckets`);
-    if (!Array.isArray(buckets)) continue;
-    const key = `${path}|${JSON.stringify(tags)}`;
-    const window = bucketDelta(buckets, lastBuckets[key]);
-    lastBuckets[key] = buckets;
-    // How late a sample still to come already is (`<path>_late_seconds`-style fields, e.g.
-    // the runtime probe's `probe_late_seconds`): a starved probe records nothing, and the
-    // interval must not read as healthy for lack of samples.
-    const lateKey = WINDOW_LATE[path];
-    const late = lateKey ? field(obj, lateKey) : undefined;
-    for (const [q, metric] of Object.entries(quantiles)) {
-      let v = bucketQuantile(window, Number(q));
-      if (typeof late === 'number' && Number.isFinite(late) && late > 0) v = Math.max(v === null ? 0 : v, late);
-      if (v !== null) trends[metric].add(v, Object.assign({}, tags, pollTags));
-    }
-  }
-}
-
-// The previous poll's (time, busy seconds) per runtime, for the busy ratio.
-const lastBusy = {};
-const busyRatio = new Trend('perfkit_runtime_busy_ratio');
-
-/**
- * `perfkit_runtime_busy_ratio{runtime}`: the share of the poll interval the runtime's
- * workers spent busy, from `busy_seconds_total` (tokio's stable per-worker busy time):
- * (its increase) / (interval x workers). 1 means every worker was busy all the time.
- */
-function recordBusy(snapshot, extra) {
-  const at = snapshot.timestamp_seconds;
-  for (const [rt, tags] of elements(snapshot, 'runtimes', 'runtime')) {
-    const busy = rt && rt.busy_seconds_total;
-    if (typeof busy !== 'number' || typeof at !== 'number' || !(rt.workers > 0)) continue;
-    const prev = lastBusy[tags.runtime];
-    lastBusy[tags.runtime] = [at, busy];
-    if (!prev || at <= prev[0] || busy < prev[1]) continue;
-    const ratio = (busy - prev[1]) / ((at - prev[0]) * rt.workers);
-    busyRatio.add(Math.min(1, Math.max(0, ratio)), Object.assign({}, tags, extra));
-  }
 }
 
 /**
@@ -573,7 +554,6 @@ export const METRIC_TAGS = Object.freeze(
       perfkit_tasks_alive_growth: ['task'],
     };
     for (const metric of Object.values(SNAPSHOT_GROWTH)) tags[metric] = [];
-    tags.perfkit_runtime_busy_ratio = ['runtime'];
     const add = (metric, keys) => {
       const known = tags[metric] || (tags[metric] = []);
       for (const k of keys) if (k && !known.includes(k)) known.push(k);
@@ -583,9 +563,6 @@ export const METRIC_TAGS = Object.freeze(
     }
     for (const { tag, fields } of SNAPSHOT_COUNTERS) {
       for (const [metric, extra] of Object.values(fields)) add(metric, [tag, ...Object.keys(extra)]);
-    }
-    for (const { tag, fields } of SNAPSHOT_WINDOWS) {
-      for (const qs of Object.values(fields)) for (const metric of Object.values(qs)) add(metric, [tag]);
     }
     for (const keys of Object.values(tags)) Object.freeze(keys);
     return tags;

@@ -218,8 +218,11 @@ pub fn stats() -> Option<AllocStats> {
 
 /// Adds the heap series to a scrape, when a counting allocator is in use.
 pub(crate) fn collect(out: &mut Collection) {
+    // One series for the live heap, whichever allocator reports it.
+    if let Some(live) = crate::metrics::live_heap_bytes() {
+        out.push(&names::HEAP_ALLOCATED_BYTES, &[], live as f64);
+    }
     if let Some(s) = stats() {
-        out.push(&names::HEAP_ALLOCATED_BYTES, &[], s.allocated_bytes as f64);
         out.push(
             &names::HEAP_ALLOCATIONS_TOTAL,
             &[],

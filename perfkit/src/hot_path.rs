@@ -16,7 +16,7 @@ use serde_json::json;
 #[cfg_attr(perfkit_hot_path_off, allow(unused_imports))]
 use crate::clock;
 use crate::loom::lock_unpoisoned as lock;
-use crate::metrics::{Counter, Histogram, HistogramSnapshot, names};
+use crate::metrics::{Counter, Histogram, HistogramSnapshot, WindowMax, names};
 
 /// A `#[hot_path]` function's handles, registered on first call. Lives in a `static` the
 /// macro emits in the function's body.
@@ -41,6 +41,8 @@ struct Handles {
     cancelled: Counter,
     /// Largest `ok` figure exported so far, keeping the derived counter monotonic.
     ok_shown: AtomicU64,
+    /// Calls in flight, sampled each second.
+    in_flight_max: WindowMax,
 }
 
 impl std::fmt::Debug for Site {
@@ -134,6 +136,7 @@ impl Site {
                 panic: Counter::new(),
                 cancelled: Counter::new(),
                 ok_shown: AtomicU64::new(0),
+                in_flight_max: WindowMax::new(),
             }));
             lock(sites()).push(handles);
             handles
@@ -317,6 +320,7 @@ impl crate::metrics::Collector for HotPaths {
     fn collect(&self, out: &mut crate::metrics::Collection) {
         for h in registered() {
             let r = h.read();
+            h.in_flight_max.observe(r.in_flight);
             let [f, m] = &h.labels;
             for (outcome, v) in [
                 ("ok", r.ok),
@@ -327,15 +331,32 @@ impl crate::metrics::Collector for HotPaths {
                 out.push(&names::HOT_PATH_CALLS_TOTAL, &[f, m, outcome], v as f64);
             }
             out.push(&names::HOT_PATH_IN_FLIGHT, &[f, m], r.in_flight as f64);
+            if let Some(w) = out.window() {
+                let max = h.in_flight_max.max(w).max(r.in_flight);
+                out.push(&names::HOT_PATH_IN_FLIGHT_MAX_10S, &[f, m], max as f64);
+            }
+        }
+    }
+
+    fn tick(&self, tick: &crate::metrics::Tick) {
+        for h in registered() {
+            h.in_flight_max.tick(tick, h.read().in_flight);
         }
     }
 
     fn snapshot(&self, out: &mut crate::metrics::Sections) {
         for h in registered() {
             let r = h.read();
-            out.push(
-                "hot_paths",
+            h.in_flight_max.observe(r.in_flight);
+            let window = out.window().map(|w| {
+                let seconds = h.seconds.window(w);
                 json!({
+                    "calls": seconds.as_ref().map(|s| s.count()),
+                    "in_flight_max": h.in_flight_max.max(w).max(r.in_flight),
+                    "seconds": seconds.map(|s| s.to_json()),
+                })
+            });
+            let entry = json!({
                     "name": h.labels[0],
                     "function": h.function,
                     "module": h.module,
@@ -346,8 +367,8 @@ impl crate::metrics::Collector for HotPaths {
                     "cancelled": r.cancelled,
                     "in_flight": r.in_flight,
                     "seconds": r.seconds.to_json(),
-                }),
-            );
+            });
+            out.push("hot_paths", crate::metrics::window::attach(entry, window));
         }
     }
 }

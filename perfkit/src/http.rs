@@ -72,7 +72,9 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::metrics::names::{self, Unit};
-use crate::metrics::{Collection, Collector, Histogram, OVERFLOW_LABEL, Sections, registry};
+use crate::metrics::{
+    Collection, Collector, Histogram, OVERFLOW_LABEL, Sections, WindowMax, registry,
+};
 
 /// The route label of requests no template matched.
 pub const UNMATCHED_ROUTE: &str = "__unmatched__";
@@ -322,7 +324,10 @@ struct InFlight(Arc<RouteSeries>);
 
 impl InFlight {
     fn enter(series: &Arc<RouteSeries>) -> Self {
-        series.in_flight.fetch_add(1, Ordering::Relaxed);
+        let before = series.in_flight.fetch_add(1, Ordering::Relaxed);
+        series
+            .in_flight_max
+            .observe(u64::try_from(before + 1).unwrap_or(0));
         InFlight(Arc::clone(series))
     }
 }
@@ -338,6 +343,8 @@ struct RouteSeries {
     method: &'static str,
     route: String,
     in_flight: AtomicI64,
+    /// The largest `in_flight` per second.
+    in_flight_max: WindowMax,
     request_size: Arc<Histogram>,
     response_size: Arc<Histogram>,
     /// Every status together, for the snapshot's quantiles.
@@ -355,6 +362,10 @@ impl std::fmt::Debug for RouteSeries {
 }
 
 impl RouteSeries {
+    fn in_flight_now(&self) -> u64 {
+        u64::try_from(self.in_flight.load(Ordering::Relaxed)).unwrap_or(0)
+    }
+
     /// The duration histogram for `status`, recording into the all-status one too.
     fn duration(&self, status: &str) -> Recorder<'_> {
         let mut by = self.by_status.lock().unwrap_or_else(|p| p.into_inner());
@@ -441,6 +452,7 @@ impl Shared {
                 method,
                 route: route.to_owned(),
                 in_flight: AtomicI64::new(0),
+                in_flight_max: WindowMax::new(),
                 request_size: registry()
                     .histogram(&names::HTTP_SERVER_REQUEST_SIZE_BYTES, &[method, route]),
                 response_size: registry()
@@ -462,31 +474,54 @@ impl Shared {
 impl Collector for Shared {
     fn collect(&self, out: &mut Collection) {
         for s in self.all() {
+            let now = s.in_flight_now();
             out.push(
                 &names::HTTP_SERVER_REQUESTS_IN_FLIGHT,
                 &[s.method, &s.route],
-                s.in_flight.load(Ordering::Relaxed).max(0) as f64,
+                now as f64,
             );
+            if let Some(w) = out.window() {
+                out.push(
+                    &names::HTTP_SERVER_REQUESTS_IN_FLIGHT_MAX_10S,
+                    &[s.method, &s.route],
+                    s.in_flight_max.max(w).max(now) as f64,
+                );
+            }
+        }
+    }
+
+    fn tick(&self, tick: &crate::metrics::Tick) {
+        for s in self.all() {
+            s.in_flight_max.tick(tick, s.in_flight_now());
+            // The all-status histogram is the layer's own, not the registry's.
+            s.all.tick(tick);
         }
     }
 
     fn snapshot(&self, out: &mut Sections) {
         for s in self.all() {
             let all = s.all.snapshot();
-            out.push(
-                "http_routes",
+            let now = s.in_flight_now();
+            let window = out.window().map(|w| {
+                let seconds = s.all.window(w);
                 serde_json::json!({
+                    "requests": seconds.as_ref().map(|h| h.count()),
+                    "in_flight_max": s.in_flight_max.max(w).max(now),
+                    "seconds": seconds.map(|h| h.to_json()),
+                })
+            });
+            let entry = serde_json::json!({
                     "name": format!("{} {}", s.method, s.route),
                     "method": s.method,
                     "route": s.route,
                     "requests": all.count(),
                     "errors": s.errors(),
-                    "in_flight": s.in_flight.load(Ordering::Relaxed).max(0),
+                    "in_flight": now,
                     "seconds": all.to_json(),
                     "request_bytes": s.request_size.snapshot().to_json(),
                     "response_bytes": s.response_size.snapshot().to_json(),
-                }),
-            );
+            });
+            out.push("http_routes", crate::metrics::window::attach(entry, window));
         }
     }
 }

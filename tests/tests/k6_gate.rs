@@ -303,6 +303,55 @@ fn a_flush_slower_than_its_bound_fails_on_the_flush_hot_path_p99_only() {
     svc.stop();
 }
 
+#[test]
+#[ignore = "needs k6 and a built ingest binary; scripts/test.sh installs k6, builds ingest and runs ignored tests"]
+fn a_late_regression_fails_on_the_window_p99_while_the_lifetime_p99_holds() {
+    let dir = results_dir("k6_gate_late_regression");
+    // One event per flush, fast for 25 s (about 50 flushes a second), then every flush
+    // sleeps 1 s: a few slow flushes at the end of a 30 s run, well under 1% of all.
+    let svc = start_service(
+        &dir.join("ingest.log"),
+        &[
+            ("INGEST_MAX_BATCH", "1"),
+            ("INGEST_FLUSH_DELAY_MS", "1000"),
+            ("INGEST_SLOW_AFTER_S", "25"),
+            ("INGEST_SHUTDOWN_TIMEOUT_MS", "3000"),
+        ],
+    );
+    let (code, summary) = run_k6(
+        &svc,
+        "gate",
+        &dir.join("run"),
+        &[
+            "DURATION=30s",
+            "EVENTS_RATE=5",
+            "PROGRESS_RATE=5",
+            "PROFILE_SECONDS=0",
+        ],
+    );
+    assert_eq!(
+        failed(code, &summary),
+        ["perfkit_hot_path_p99_seconds{function:db_flush}"]
+    );
+    let window =
+        summary["metrics"]["perfkit_hot_path_p99_seconds{function:db_flush}"]["values"]["max"]
+            .as_f64()
+            .unwrap();
+    // A 1 s flush, reported at its bucket's midpoint (within 6.25%).
+    assert!(window >= 0.9, "the worst window's p99: {window} s");
+    // The lifetime p99 at the end of the run: the slow flushes are too few to move it.
+    let snap = common::get(svc.debug, "/debug/perfkit/snapshot").json();
+    let flush = common::entry(&snap, "hot_paths", "db_flush");
+    let lifetime = flush["seconds"]["p99"].as_f64().unwrap();
+    let calls = flush["calls"].as_u64().unwrap();
+    eprintln!("db_flush: {calls} calls, lifetime p99 {lifetime} s, worst window p99 {window} s");
+    assert!(
+        lifetime < 0.25,
+        "lifetime p99 {lifetime} s over {calls} calls: the gate on it would have passed"
+    );
+    svc.stop();
+}
+
 const PHASES: [&str; 5] = ["baseline", "scale_up", "combined", "stress", "recovery"];
 
 /// Samples a (sub-)metric got in a run; thresholds on an empty Trend pass silently.

@@ -457,7 +457,7 @@ fn busy_saturation_and_series_while_saturated() {
             .registry(&registry)
             .build()
             .unwrap();
-        // Reset the averaging window, then keep both workers busy for a while.
+        // Start the registry's window clock, then keep both workers busy for a while.
         let _ = registry.snapshot();
         let gate = Arc::new(Notify::new());
         let mut held = Vec::new();
@@ -510,11 +510,26 @@ fn busy_saturation_and_series_while_saturated() {
         while pool.busy() > 0 {
             tokio::task::yield_now().await;
         }
-        let _ = registry.snapshot();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let p = entry(&registry.snapshot(), "pools", "p-busy");
+        // A one-second window that starts after the jobs ended reads idle, whoever asked
+        // before.
+        // (A debug server ticks the global registry every second; this one is private.)
+        for _ in 0..22 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            registry.tick();
+        }
+        let snap = registry.snapshot_window(1);
+        let p = entry(&snap, "pools", "p-busy");
         assert_eq!(p["saturation"], 0.0);
-        assert!(p["saturation_avg"].as_f64().unwrap() < 0.05, "{p}");
+        assert!(p["window"]["busy_ratio"].as_f64().unwrap() < 0.05, "{p}");
+        assert_eq!(p["window"]["busy_max"], 0, "{p}");
+        // Over the last 10 s (here: since the registry's first tick) the busy time shows.
+        let avg = p["saturation_avg"].as_f64().unwrap();
+        let expected = p["busy_seconds"].as_f64().unwrap()
+            / (p["saturation_avg_window_seconds"].as_f64().unwrap() * 2.0);
+        assert!(
+            avg > 0.05 && (avg - expected).abs() < 0.01,
+            "{avg} vs {expected}: {p}"
+        );
         assert_eq!(p["tasks"]["ok"], 3);
         assert_eq!(p["task_seconds"]["count"], 3);
         pool.shutdown(Duration::from_secs(1)).await;

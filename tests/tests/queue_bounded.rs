@@ -395,13 +395,25 @@ fn signals_gauges_snapshot_and_inventory() {
     assert_eq!(q["name"], "signals");
     assert_eq!(q["depth"], 4);
     assert_eq!(q["saturation"], 0.4);
-    assert_eq!(q["high_water"], 7, "high-water since the last snapshot");
+    assert_eq!(q["high_water"], 7, "the deepest the queue has been");
     assert_eq!(q["enqueued"], 7);
     assert_eq!(q["dequeued"], 3);
     assert_eq!(q["wait_seconds"]["count"], 3);
     assert!(q["wait_seconds"]["p99"].as_f64().unwrap() >= 0.0);
-    // The high-water mark restarts from the current depth at each snapshot.
-    assert_eq!(r.snapshot()["queues"][0]["high_water"], 4);
+    // Reading changes nothing another reader sees.
+    assert_eq!(r.snapshot()["queues"][0]["high_water"], 7);
+    // The peak was a moment ago: in the last second's window. The three waits were
+    // recorded before this registry's first tick (its first scrape above): windows start
+    // there, so they are its past.
+    let w = r.snapshot_window(1);
+    let q = &w["queues"][0]["window"];
+    assert_eq!(q["depth_max"], 7, "{w}");
+    assert_eq!(q["saturation_max"], 0.7);
+    assert_eq!(q["wait_seconds"]["count"], 0);
+    assert_eq!(w["window"]["seconds"], 1);
+    rx.try_recv().unwrap();
+    let w = r.snapshot_window(1);
+    assert_eq!(w["queues"][0]["window"]["wait_seconds"]["count"], 1, "{w}");
 
     let inv = r.inventory();
     let q = &inv["queues"][0];

@@ -71,7 +71,7 @@ use tokio::sync::watch;
 
 pub use error::BuildError;
 
-use crate::metrics::{Counter, Histogram, Registry, names};
+use crate::metrics::{Counter, Histogram, Registry, WindowMax, names};
 use crate::queue::{self, Policy, Receiver, SendError, SendOutcome, Sender};
 
 /// What a batcher hands its batches to.
@@ -278,6 +278,7 @@ impl<'r, T: Send + Sync + 'static, F: Flush<T>> Builder<'r, T, F> {
             in_flush: AtomicUsize::new(0),
             dead_lettered: AtomicU64::new(0),
             flushed: AtomicU64::new(0),
+            pending_max: WindowMax::new(),
             metrics,
             intake: tx.probe(),
             closing: closing_tx,
@@ -347,6 +348,8 @@ struct Shared<T> {
     in_flush: AtomicUsize,
     dead_lettered: AtomicU64,
     flushed: AtomicU64,
+    /// Pending items, sampled each second.
+    pending_max: WindowMax,
     metrics: Metrics,
     /// The intake queue's depth, for `pending` and the collector. Not a sender, so dropping
     /// every [`Batcher`] still closes the intake and triggers the final flush.
@@ -472,6 +475,16 @@ impl<T> Batcher<T> {
 impl<T> Shared<T> {
     fn pending(&self) -> usize {
         self.intake.len() + self.in_flush.load(Ordering::Relaxed)
+    }
+
+    /// The most items pending over `window`: the pending count sampled each second, or the
+    /// intake queue's peak depth (seen on every send), whichever is larger.
+    fn pending_max(&self, window: &crate::metrics::Window, now: usize) -> u64 {
+        self.pending_max.observe(now as u64);
+        let sampled = self.pending_max.max(window);
+        sampled
+            .max(self.intake.depth_max(window) as u64)
+            .max(now as u64)
     }
 }
 
@@ -673,18 +686,44 @@ fn panic_message(p: &(dyn Any + Send)) -> &str {
 
 impl<T: Send> crate::metrics::Collector for Shared<T> {
     fn collect(&self, out: &mut crate::metrics::Collection) {
-        out.push(&names::BATCH_PENDING, &[&self.label], self.pending() as f64);
+        let l = self.label.as_str();
+        let pending = self.pending();
+        out.push(&names::BATCH_PENDING, &[l], pending as f64);
+        if let Some(w) = out.window() {
+            let max = self.pending_max(w, pending);
+            out.push(&names::BATCH_PENDING_MAX_10S, &[l], max as f64);
+        }
+        for (outcome, n) in [
+            ("flushed", &self.flushed),
+            ("dead_lettered", &self.dead_lettered),
+        ] {
+            out.push(
+                &names::BATCH_ITEMS_TOTAL,
+                &[l, outcome],
+                n.load(Ordering::Relaxed) as f64,
+            );
+        }
+    }
+
+    fn tick(&self, tick: &crate::metrics::Tick) {
+        self.pending_max.tick(tick, self.pending() as u64);
     }
 
     fn snapshot(&self, out: &mut crate::metrics::Sections) {
         let m = &self.metrics;
         let by = |t: usize| json!({ "ok": m.flushes[t][0].get(), "err": m.flushes[t][1].get() });
-        out.push(
-            "batchers",
+        let pending = self.pending();
+        let window = out.window().map(|w| {
             json!({
+                "pending_max": self.pending_max(w, pending),
+                "batch_size": m.size.window(w).map(|h| h.to_json()),
+                "flush_seconds": m.flush_seconds.window(w).map(|h| h.to_json()),
+            })
+        });
+        let entry = json!({
                 "name": self.name,
                 "label": self.label,
-                "pending": self.pending(),
+                "pending": pending,
                 "max_pending": self.max_pending,
                 "flushed": self.flushed.load(Ordering::Relaxed),
                 "dead_lettered": self.dead_lettered.load(Ordering::Relaxed),
@@ -692,8 +731,8 @@ impl<T: Send> crate::metrics::Collector for Shared<T> {
                 "flushes": { "size": by(0), "interval": by(1), "shutdown": by(2) },
                 "batch_size": m.size.snapshot().to_json(),
                 "flush_seconds": m.flush_seconds.snapshot().to_json(),
-            }),
-        );
+        });
+        out.push("batchers", crate::metrics::window::attach(entry, window));
     }
 
     fn inventory(&self, out: &mut crate::metrics::Sections) {

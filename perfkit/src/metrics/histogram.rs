@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use super::names::Unit;
+use super::window::{SLOTS, Tick, Window};
 use std::cell::Cell;
 use std::marker::PhantomData;
 
@@ -81,6 +82,8 @@ pub struct Histogram {
     shards: Box<[Shard]>,
     owned: Owned<Shard>,
     unit: Unit,
+    /// Per-second differences for windows, from the first tick on (see [`super::window`]).
+    window: std::sync::Mutex<Option<Box<HistWindow>>>,
 }
 
 impl Histogram {
@@ -90,6 +93,7 @@ impl Histogram {
             shards: (0..shard_count()).map(|_| Shard::new()).collect(),
             owned: Owned::new(),
             unit,
+            window: std::sync::Mutex::new(None),
         }
     }
 
@@ -146,6 +150,108 @@ impl Histogram {
             unit: self.unit,
         }
     }
+}
+
+/// What was recorded in one second: `(bucket, count)` pairs of the buckets that changed.
+type SecondDelta = Box<[(u16, u32)]>;
+
+/// A histogram's per-second differences: what was recorded in each of the last 300 seconds,
+/// as sparse `(bucket, count)` pairs, and the cumulative buckets at the last tick.
+struct HistWindow {
+    prev: Box<[u64]>,
+    prev_sum: u64,
+    slots: Box<[SecondDelta]>,
+    sums: Box<[u64]>,
+    /// Slots hold seconds `first..last`; what came after the tick at `last` is `now - prev`.
+    first: u64,
+    last: u64,
+}
+
+impl Histogram {
+    /// Moves what was recorded since the previous tick into the slot of the second that
+    /// ended (see [`super::window`]). A tick later than one second puts it in the last
+    /// second it covers, so it is never missing from a short window.
+    pub(crate) fn tick(&self, tick: &Tick) {
+        let mut guard = lock_window(&self.window);
+        let now = self.snapshot();
+        let w = guard.get_or_insert_with(|| {
+            let empty: SecondDelta = Box::new([]);
+            let mut w = Box::new(HistWindow {
+                prev: vec![0u64; BUCKETS].into_boxed_slice(),
+                prev_sum: 0,
+                slots: vec![empty; SLOTS].into_boxed_slice(),
+                sums: vec![0u64; SLOTS].into_boxed_slice(),
+                first: tick.second.saturating_sub(1),
+                last: tick.second.saturating_sub(1),
+            });
+            if !tick.ticking {
+                // The first tick: what the histogram holds is its past, not the last second.
+                w.prev.copy_from_slice(&now.buckets);
+                w.prev_sum = now.sum;
+                w.first = tick.second;
+                w.last = tick.second;
+            }
+            w
+        });
+        if tick.second <= w.last {
+            return;
+        }
+        let delta: SecondDelta = now
+            .buckets
+            .iter()
+            .zip(w.prev.iter())
+            .enumerate()
+            .filter(|(_, (n, p))| n > p)
+            .map(|(i, (n, p))| (i as u16, u32::try_from(n - p).unwrap_or(u32::MAX)))
+            .collect();
+        let sum = now.sum.wrapping_sub(w.prev_sum);
+        let from = w.last.max(tick.second.saturating_sub(SLOTS as u64));
+        for s in from..tick.second {
+            let i = (s % SLOTS as u64) as usize;
+            w.slots[i] = Box::new([]);
+            w.sums[i] = 0;
+        }
+        let i = ((tick.second - 1) % SLOTS as u64) as usize;
+        w.slots[i] = delta;
+        w.sums[i] = sum;
+        w.prev.copy_from_slice(&now.buckets);
+        w.prev_sum = now.sum;
+        w.last = tick.second;
+    }
+
+    /// What was recorded during `window`: its whole seconds and the current one so far.
+    /// `None` when the histogram was never ticked (no registry holds it, or no debug server
+    /// has run).
+    pub fn window(&self, window: &Window) -> Option<HistogramSnapshot> {
+        let guard = lock_window(&self.window);
+        let w = guard.as_ref()?;
+        let now = self.snapshot();
+        let mut buckets: Box<[u64]> = now
+            .buckets
+            .iter()
+            .zip(w.prev.iter())
+            .map(|(n, p)| n.saturating_sub(*p))
+            .collect();
+        let mut sum = now.sum.wrapping_sub(w.prev_sum);
+        let from = window.first_second().max(w.first);
+        for s in from..w.last {
+            let i = (s % SLOTS as u64) as usize;
+            for &(b, n) in w.slots[i].iter() {
+                buckets[usize::from(b)] += u64::from(n);
+            }
+            sum = sum.wrapping_add(w.sums[i]);
+        }
+        Some(HistogramSnapshot {
+            count: buckets.iter().sum(),
+            buckets,
+            sum,
+            unit: self.unit,
+        })
+    }
+}
+
+fn lock_window<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl std::fmt::Debug for Histogram {
@@ -493,5 +599,74 @@ mod loom_tests {
             assert_eq!(s.sum(), 43.0);
             assert_eq!(s.quantile(0.5), Some(3.0));
         });
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod window_tests {
+    use super::*;
+
+    fn tick(second: u64, ticking: bool) -> Tick {
+        Tick {
+            second,
+            nanos: second * 1_000_000_000,
+            ticking,
+        }
+    }
+
+    fn window(seconds: u32, second: u64) -> Window {
+        Window {
+            seconds,
+            second,
+            nanos: second * 1_000_000_000,
+        }
+    }
+
+    #[test]
+    fn a_window_holds_what_was_recorded_in_its_seconds_only() {
+        let h = Histogram::new(Unit::Seconds);
+        assert!(h.window(&window(1, 0)).is_none(), "never ticked");
+        for _ in 0..1000 {
+            h.record(1_000); // the past: before windows started
+        }
+        h.tick(&tick(10, false));
+        assert_eq!(h.window(&window(1, 10)).unwrap().count(), 0);
+        h.record(5_000_000); // second 10
+        h.tick(&tick(11, true));
+        for _ in 0..3 {
+            h.record(2_000); // second 11
+        }
+        h.tick(&tick(12, true));
+        h.record(9_000); // second 12, in progress
+        let w1 = h.window(&window(1, 12)).unwrap();
+        assert_eq!(w1.count(), 4, "second 11 and the current one");
+        let w2 = h.window(&window(2, 12)).unwrap();
+        assert_eq!(w2.count(), 5);
+        let max = w2.max().unwrap();
+        assert!((0.005..0.006).contains(&max), "{max}");
+        assert!((w2.sum() - (0.005 + 0.000_006 + 0.000_009)).abs() < 1e-12);
+        // The lifetime p50 is the past's; the window's is its own.
+        assert!(h.snapshot().quantile(0.5).unwrap() < 1.5e-6);
+        assert!(w1.quantile(0.5).unwrap() > 1.5e-6);
+        // Reading changes nothing.
+        assert_eq!(h.window(&window(1, 12)).unwrap().count(), 4);
+        // 300 s on, everything has left the window.
+        h.tick(&tick(400, true));
+        assert_eq!(
+            h.window(&window(300, 400)).unwrap().count(),
+            1,
+            "the late tick keeps the last second's"
+        );
+        h.tick(&tick(401, true));
+        assert_eq!(h.window(&window(1, 401)).unwrap().count(), 0);
+        assert_eq!(h.window(&window(300, 401)).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_series_created_between_ticks_counts_in_the_last_second() {
+        let h = Histogram::new(Unit::Count);
+        h.record(3);
+        h.tick(&tick(5, true));
+        assert_eq!(h.window(&window(1, 5)).unwrap().count(), 1);
     }
 }

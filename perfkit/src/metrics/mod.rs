@@ -43,6 +43,7 @@ mod runtime;
 pub(crate) mod shard;
 mod snapshot;
 mod text;
+pub mod window;
 
 cfg_facade! {
     pub mod facade;
@@ -57,7 +58,9 @@ pub use registry::{
 pub(crate) use shard::{ArcLocalCounter, SyncedCell};
 pub use shard::{Counter, LocalCounter};
 
+pub(crate) use snapshot::live_heap_bytes;
 pub use snapshot::{SCHEMA_VERSION, SECTIONS};
+pub use window::{MAX_WINDOW_SECONDS, Tick, Window, WindowMax, WindowTotal};
 
 /// Registers a tokio runtime with the global registry: its stable runtime metrics appear
 /// under `tokio_runtime_*{runtime="<name>"}` and in the snapshot's `runtimes` section.

@@ -137,6 +137,9 @@ defs! {
     /// Items in a queue now.
     QUEUE_DEPTH = "perfkit_queue_depth", Gauge, Count, ["queue"],
         "Items currently held by the queue, read at scrape time.";
+    /// A queue's deepest point over the last 10 s.
+    QUEUE_DEPTH_MAX_10S = "perfkit_queue_depth_max_10s", Gauge, Count, ["queue"],
+        "Largest depth the queue reached over the last 10 s (the current second included), so a burst between two scrapes shows.";
     /// A queue's bound.
     QUEUE_CAPACITY = "perfkit_queue_capacity", Gauge, Count, ["queue"],
         "Maximum number of items the queue holds.";
@@ -171,6 +174,12 @@ defs! {
     /// Items waiting for a flush.
     BATCH_PENDING = "perfkit_batch_pending", Gauge, Count, ["batcher"],
         "Items buffered and waiting for the next flush, read at scrape time.";
+    /// Pending items, maximum over the last 10 s.
+    BATCH_PENDING_MAX_10S = "perfkit_batch_pending_max_10s", Gauge, Count, ["batcher"],
+        "Largest pending count over the last 10 s: the intake queue's peak depth, or the pending count sampled each second, whichever is larger.";
+    /// Items by what became of them.
+    BATCH_ITEMS_TOTAL = "perfkit_batch_items_total", Counter, Count, ["batcher", "outcome"],
+        "Items that left the batcher, by outcome (flushed: in a batch the flush function accepted; dead_lettered: handed to the dead-letter handler after failed flushes).";
 
     /// Workers in a pool.
     POOL_WORKERS = "perfkit_pool_workers", Gauge, Count, ["pool"],
@@ -178,6 +187,9 @@ defs! {
     /// Workers running a job now.
     POOL_BUSY = "perfkit_pool_busy", Gauge, Count, ["pool"],
         "Workers currently running a job, read at scrape time.";
+    /// Busy workers, maximum over the last 10 s.
+    POOL_BUSY_MAX_10S = "perfkit_pool_busy_max_10s", Gauge, Count, ["pool"],
+        "Largest number of busy workers over the last 10 s, sampled each second and at scrape time.";
     /// Worker busy time.
     POOL_BUSY_SECONDS_TOTAL = "perfkit_pool_busy_seconds_total", Counter, Seconds, ["pool"],
         "Total time workers spent running jobs; rate() divided by workers is utilisation.";
@@ -191,6 +203,9 @@ defs! {
     /// Tracked tasks alive.
     TASKS_ALIVE = "perfkit_tasks_alive", Gauge, Count, ["task"],
         "Tracked tasks spawned and not yet finished, read at scrape time.";
+    /// Tracked tasks alive, maximum over the last 10 s.
+    TASKS_ALIVE_MAX_10S = "perfkit_tasks_alive_max_10s", Gauge, Count, ["task"],
+        "Largest number of tracked tasks alive over the last 10 s, sampled each second and at scrape time.";
     /// Tracked tasks spawned.
     TASKS_SPAWNED_TOTAL = "perfkit_tasks_spawned_total", Counter, Count, ["task"],
         "Tracked tasks spawned.";
@@ -207,6 +222,9 @@ defs! {
     /// Hot path calls in flight.
     HOT_PATH_IN_FLIGHT = "perfkit_hot_path_in_flight", Gauge, Count, ["function", "module"],
         "Calls to a #[hot_path] function currently running, read at scrape time.";
+    /// Hot path calls in flight, maximum over the last 10 s.
+    HOT_PATH_IN_FLIGHT_MAX_10S = "perfkit_hot_path_in_flight_max_10s", Gauge, Count, ["function", "module"],
+        "Largest number of calls to a #[hot_path] function running at once over the last 10 s, sampled each second and at scrape time.";
 
     /// Label sets that went over a family's cardinality cap.
     METRIC_OVERFLOW_TOTAL = "perfkit_metric_overflow_total", Counter, Count, ["metric"],
@@ -224,6 +242,9 @@ defs! {
     /// HTTP requests in flight.
     HTTP_SERVER_REQUESTS_IN_FLIGHT = "http_server_requests_in_flight", Gauge, Count, ["method", "route"],
         "Requests inside perfkit's HTTP layer whose response body has not ended, read at scrape time.";
+    /// HTTP requests in flight, maximum over the last 10 s.
+    HTTP_SERVER_REQUESTS_IN_FLIGHT_MAX_10S = "http_server_requests_in_flight_max_10s", Gauge, Count, ["method", "route"],
+        "Largest number of requests inside perfkit's HTTP layer at once over the last 10 s.";
 
     /// jemalloc: bytes allocated by the application.
     JEMALLOC_ALLOCATED_BYTES = "perfkit_jemalloc_allocated_bytes", Gauge, Bytes, [],
@@ -241,6 +262,9 @@ defs! {
     /// Resident set size.
     PROCESS_RESIDENT_MEMORY_BYTES = "process_resident_memory_bytes", Gauge, Bytes, [],
         "Resident memory size in bytes.";
+    /// Resident set size, maximum over the last 10 s.
+    PROCESS_RESIDENT_MEMORY_MAX_10S_BYTES = "perfkit_process_resident_memory_max_10s_bytes", Gauge, Bytes, [],
+        "Largest resident memory size over the last 10 s, sampled each second and at scrape time.";
     /// Virtual memory size.
     PROCESS_VIRTUAL_MEMORY_BYTES = "process_virtual_memory_bytes", Gauge, Bytes, [],
         "Virtual memory size in bytes.";
@@ -257,9 +281,9 @@ defs! {
     PROCESS_START_TIME_SECONDS = "process_start_time_seconds", Gauge, Seconds, [],
         "Start time of the process since unix epoch in seconds.";
 
-    /// Live bytes allocated through `perfkit::alloc::Counting`.
+    /// Live heap bytes, whichever allocator reports them.
     HEAP_ALLOCATED_BYTES = "perfkit_heap_allocated_bytes", Gauge, Bytes, [],
-        "Bytes allocated through the perfkit::alloc::Counting global allocator and not yet freed, read at scrape time.";
+        "Live heap bytes, read at scrape time: jemalloc's stats.allocated when jemalloc serves the allocations (feature heap-profiling), else what the perfkit::alloc::Counting global allocator handed out and was not yet freed.";
     /// Allocations served through `perfkit::alloc::Counting`.
     HEAP_ALLOCATIONS_TOTAL = "perfkit_heap_allocations_total", Counter, Count, [],
         "Allocations (alloc and alloc_zeroed calls) served by the perfkit::alloc::Counting global allocator; reallocations are not included.";

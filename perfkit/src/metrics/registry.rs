@@ -9,6 +9,7 @@ use super::histogram::Histogram;
 use super::names::{self, Kind, MetricDef};
 use super::shard::Counter;
 use super::text;
+use super::window::{Tick, Window, WindowMax};
 
 /// Label value that stands in for every label set past a family's cardinality cap.
 pub const OVERFLOW_LABEL: &str = "__overflow__";
@@ -34,12 +35,19 @@ pub trait Collector: Send + Sync {
     fn inventory(&self, out: &mut Sections) {
         let _ = out;
     }
+
+    /// Called once a second by the registry's window clock (see [`super::window`]): moves
+    /// this primitive's windowed gauges and totals on. The default does nothing.
+    fn tick(&self, tick: &Tick) {
+        let _ = tick;
+    }
 }
 
 /// Values gathered from collectors during one scrape.
 #[derive(Debug, Default)]
 pub struct Collection {
     samples: Vec<Sample>,
+    window: Option<Window>,
 }
 
 #[derive(Debug)]
@@ -50,6 +58,13 @@ struct Sample {
 }
 
 impl Collection {
+    /// The window of the `*_max_10s` gauges
+    /// ([`METRICS_WINDOW_SECONDS`](super::window::METRICS_WINDOW_SECONDS)), when the
+    /// registry renders; `None` in a collection built elsewhere.
+    pub fn window(&self) -> Option<&Window> {
+        self.window.as_ref()
+    }
+
     /// Adds one sample of a gauge or counter family. `labels` are the values for
     /// `def.labels`, in order.
     ///
@@ -74,9 +89,36 @@ impl Collection {
 #[derive(Debug, Default)]
 pub struct Sections {
     map: BTreeMap<&'static str, Vec<serde_json::Value>>,
+    window: Option<Window>,
+    /// The registry's clock when the snapshot was taken.
+    clock: Option<Window>,
 }
 
 impl Sections {
+    /// Sections for a snapshot read at `clock`, reporting figures over `window` too.
+    pub(crate) fn with_window(clock: Window, window: Option<Window>) -> Self {
+        Sections {
+            map: BTreeMap::new(),
+            window,
+            clock: Some(clock),
+        }
+    }
+
+    /// The last `seconds` at the snapshot's clock, for figures every snapshot reports over
+    /// a fixed window (a pool's `saturation_avg`). `None` outside a registry's snapshot.
+    pub(crate) fn over(&self, seconds: u32) -> Option<Window> {
+        self.clock.map(|mut w| {
+            w.seconds = seconds;
+            w
+        })
+    }
+
+    /// The window the reader asked for (`?window=N` on the snapshot): entries add their
+    /// figures over it as a `window` object. `None` for a plain snapshot and the inventory.
+    pub fn window(&self) -> Option<&Window> {
+        self.window.as_ref()
+    }
+
     /// Adds an entry to a section (`"queues"`, `"batchers"`, `"pools"`, `"tasks"`,
     /// `"hot_paths"`, `"runtimes"`, ...).
     pub fn push(&mut self, section: &'static str, entry: serde_json::Value) {
@@ -118,6 +160,11 @@ pub struct Registry {
     owned: Mutex<Vec<(String, Arc<dyn Collector>)>>,
     started: Instant,
     started_at: SystemTime,
+    /// The second of the last window tick, held while a tick runs.
+    last_tick: Mutex<Option<u64>>,
+    /// Process figures sampled at each tick.
+    pub(crate) rss: WindowMax,
+    pub(crate) heap: WindowMax,
 }
 
 impl Registry {
@@ -135,6 +182,9 @@ impl Registry {
             owned: Mutex::default(),
             started: Instant::now(),
             started_at: SystemTime::now(),
+            last_tick: Mutex::new(None),
+            rss: WindowMax::new(),
+            heap: WindowMax::new(),
         }
     }
 
@@ -308,6 +358,54 @@ impl Registry {
         out
     }
 
+    /// Moves every window on to the current second (see [`super::window`]): a no-op until a
+    /// new second has begun. The debug server calls it every second and before each snapshot
+    /// or scrape; a service without a debug server can call it from a timer of its own.
+    pub fn tick(&self) {
+        let mut last = lock(&self.last_tick);
+        let nanos = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let second = nanos / 1_000_000_000;
+        if last.is_some_and(|l| second <= l) {
+            return;
+        }
+        let tick = Tick {
+            second,
+            nanos,
+            ticking: last.is_some(),
+        };
+        *last = Some(second);
+        let histograms: Vec<_> = lock(&self.histograms).values().cloned().collect();
+        for f in histograms {
+            let series: Vec<_> = lock(&f.series).values().cloned().collect();
+            for h in series {
+                h.tick(&tick);
+            }
+        }
+        for c in self.collectors() {
+            c.tick(&tick);
+        }
+        let p = super::process::read();
+        if let Some(rss) = p.resident_memory_bytes {
+            self.rss.tick(&tick, rss);
+        }
+        if let Some(heap) = super::snapshot::live_heap_bytes() {
+            self.heap.tick(&tick, heap);
+        }
+    }
+
+    /// `seconds` (1..=[`MAX_WINDOW_SECONDS`](super::window::MAX_WINDOW_SECONDS)) back from
+    /// now, after a tick.
+    pub(crate) fn window(&self, seconds: u32) -> Window {
+        self.tick();
+        let nanos = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let second = lock(&self.last_tick).unwrap_or(nanos / 1_000_000_000);
+        Window {
+            seconds,
+            second,
+            nanos,
+        }
+    }
+
     /// Time since the registry was created.
     pub fn uptime(&self) -> std::time::Duration {
         self.started.elapsed()
@@ -331,8 +429,21 @@ impl Registry {
     pub fn render_into(&self, out: &mut String) {
         // Gauges and counters read at scrape time, grouped per family so each family's
         // lines are contiguous as the format requires.
-        let mut collection = Collection::default();
+        let mut collection = Collection {
+            samples: Vec::new(),
+            window: Some(self.window(super::window::METRICS_WINDOW_SECONDS)),
+        };
         super::process::collect(&mut collection);
+        if let Some(w) = collection.window {
+            if let Some(rss) = super::process::read().resident_memory_bytes {
+                let max = self.rss.max(&w).max(rss);
+                collection.push(
+                    &names::PROCESS_RESIDENT_MEMORY_MAX_10S_BYTES,
+                    &[],
+                    max as f64,
+                );
+            }
+        }
         crate::alloc::collect(&mut collection);
         for c in self.collectors() {
             c.collect(&mut collection);

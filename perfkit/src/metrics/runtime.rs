@@ -20,6 +20,7 @@ use tokio::runtime::Handle;
 use super::histogram::Histogram;
 use super::names;
 use super::registry::{Collection, Collector, Sections};
+use super::window::{Tick, Window, WindowMax, WindowTotal};
 
 /// How often the probe wakes.
 pub(crate) const PROBE_PERIOD: Duration = Duration::from_millis(100);
@@ -36,6 +37,10 @@ pub(crate) struct RuntimeCollector {
     /// The probe, stopped when the collector goes (the runtime registered again, or the
     /// registry dropped). `None` when the runtime has no timer to sleep on.
     probe: Option<tokio::task::AbortHandle>,
+    /// Workers' busy nanoseconds at each tick, for busy ratios.
+    busy_total: WindowTotal,
+    /// Alive tasks, sampled each second.
+    alive_max: WindowMax,
 }
 
 impl RuntimeCollector {
@@ -62,6 +67,8 @@ impl RuntimeCollector {
             due,
             since,
             probe,
+            busy_total: WindowTotal::new(),
+            alive_max: WindowMax::new(),
         }
     }
 
@@ -102,6 +109,13 @@ async fn probe(delay: Arc<Histogram>, published: Arc<AtomicU64>, since: Instant)
     }
 }
 
+/// Every worker's busy time so far, in nanoseconds.
+fn busy_nanos(m: &tokio::runtime::RuntimeMetrics) -> u64 {
+    (0..m.num_workers())
+        .map(|w| u64::try_from(m.worker_total_busy_duration(w).as_nanos()).unwrap_or(u64::MAX))
+        .fold(0u64, u64::saturating_add)
+}
+
 impl Collector for RuntimeCollector {
     fn collect(&self, out: &mut Collection) {
         let m = self.handle.metrics();
@@ -139,27 +153,45 @@ impl Collector for RuntimeCollector {
         }
     }
 
+    fn tick(&self, tick: &Tick) {
+        let m = self.handle.metrics();
+        self.busy_total.tick(tick, busy_nanos(&m));
+        self.alive_max.tick(tick, m.num_alive_tasks() as u64);
+    }
+
     fn snapshot(&self, out: &mut Sections) {
         let m = self.handle.metrics();
         let workers = m.num_workers();
-        let busy: f64 = (0..workers)
-            .map(|w| m.worker_total_busy_duration(w).as_secs_f64())
-            .sum();
+        let busy_nanos = busy_nanos(&m);
         let parks: u64 = (0..workers).map(|w| m.worker_park_count(w)).sum();
-        out.push(
-            "runtimes",
+        let alive = m.num_alive_tasks() as u64;
+        self.alive_max.observe(alive);
+        let late = self.late_now().as_secs_f64();
+        let ratio = |w: &Window| self.busy_total.ratio(w, busy_nanos, workers as f64);
+        let window = out.window().map(|w| {
+            let delay = self.delay.window(w);
+            // A starved probe records nothing until it runs: how late it is now counts.
+            let p99 = delay.as_ref().and_then(|d| d.quantile(0.99)).unwrap_or(0.0);
             json!({
-                "name": self.name,
-                "workers": workers,
-                "alive_tasks": m.num_alive_tasks(),
-                "global_queue_depth": m.global_queue_depth(),
-                "busy_seconds_total": busy,
-                "park_total": parks,
-                "schedule_delay_seconds": self.delay.snapshot().to_json(),
-                "probe_late_seconds": self.late_now().as_secs_f64(),
-                "probe": self.probe.is_some(),
-            }),
-        );
+                "busy_ratio": ratio(w),
+                "alive_tasks_max": self.alive_max.max(w).max(alive),
+                "schedule_delay_seconds": delay.map(|d| d.to_json()),
+                "schedule_delay_p99_seconds": p99.max(late),
+            })
+        });
+        let entry = json!({
+            "name": self.name,
+            "workers": workers,
+            "alive_tasks": alive,
+            "global_queue_depth": m.global_queue_depth(),
+            "busy_seconds_total": busy_nanos as f64 / 1e9,
+            "busy_ratio": out.over(10).and_then(|w| ratio(&w)),
+            "park_total": parks,
+            "schedule_delay_seconds": self.delay.snapshot().to_json(),
+            "probe_late_seconds": late,
+            "probe": self.probe.is_some(),
+        });
+        out.push("runtimes", super::window::attach(entry, window));
     }
 
     fn inventory(&self, out: &mut Sections) {

@@ -6,6 +6,7 @@
 use serde_json::{Map, Value, json};
 
 use super::registry::{Registry, Sections};
+use super::window::MAX_WINDOW_SECONDS;
 
 /// Version of the snapshot and inventory JSON schema. Bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -86,22 +87,72 @@ fn heap(counting: Value, jemalloc: Vec<Value>) -> Value {
     })
 }
 
+/// The live heap in bytes: jemalloc's `stats.allocated` when jemalloc serves the
+/// allocations (feature `heap-profiling`), else the counting allocator's figure; `None` with
+/// neither. The one figure behind `perfkit_heap_allocated_bytes` and the snapshot's
+/// `heap.allocated_bytes`.
+pub(crate) fn live_heap_bytes() -> Option<u64> {
+    #[cfg(feature = "heap-profiling")]
+    if let Some(a) = crate::server::heap::jemalloc_allocated_bytes() {
+        return Some(a);
+    }
+    crate::alloc::stats().map(|s| s.allocated_bytes)
+}
+
 impl Registry {
     /// Every registered primitive's current figures, plus the process's, as JSON.
     pub fn snapshot(&self) -> Value {
-        let mut sections = Sections::default();
+        self.snapshot_with(None)
+    }
+
+    /// [`Registry::snapshot`] with every entry's figures over the last `seconds` (1..=300)
+    /// added as a `window` object: gauge maxima, histogram quantiles, busy ratios (see
+    /// [`super::window`] and `docs/endpoints.md`). Reading a window changes nothing another
+    /// reader sees.
+    ///
+    /// # Panics
+    /// If `seconds` is 0 or over [`MAX_WINDOW_SECONDS`].
+    pub fn snapshot_window(&self, seconds: u32) -> Value {
+        assert!(
+            (1..=MAX_WINDOW_SECONDS).contains(&seconds),
+            "window must be 1..={MAX_WINDOW_SECONDS} seconds, got {seconds}"
+        );
+        self.snapshot_with(Some(seconds))
+    }
+
+    fn snapshot_with(&self, seconds: Option<u32>) -> Value {
+        // Windows and the figures reported without one (a pool's `saturation_avg`, a task's
+        // `alive_max_recent`) are read from the per-second rings: bring them up to date.
+        let clock = self.window(seconds.unwrap_or(1));
+        let window = seconds.map(|_| clock);
+        let mut sections = Sections::with_window(clock, window);
         for c in self.collectors() {
             c.snapshot(&mut sections);
         }
         let mut obj = header(self);
+        let process = super::process::read();
         obj.insert(
             "process".into(),
-            serde_json::to_value(super::process::read()).unwrap_or(Value::Null),
+            serde_json::to_value(&process).unwrap_or(Value::Null),
         );
         obj.insert(
             "heap".into(),
             heap(crate::alloc::snapshot(), sections.take("heap")),
         );
+        if let Some(w) = &window {
+            let rss = process
+                .resident_memory_bytes
+                .map(|now| self.rss.max(w).max(now));
+            let heap = live_heap_bytes().map(|now| self.heap.max(w).max(now));
+            obj.insert(
+                "window".into(),
+                json!({
+                    "seconds": w.seconds(),
+                    "resident_memory_bytes_max": rss,
+                    "heap_allocated_bytes_max": heap,
+                }),
+            );
+        }
         finish(obj, sections)
     }
 

@@ -115,7 +115,9 @@ pub use job::{JobError, JobHandle, JobOutput};
 use self::core::{Core, Local, Refused, Reserved};
 use crate::clock;
 use crate::loom::lock_unpoisoned as lock;
-use crate::metrics::{Counter, Histogram, LocalCounter, LocalHistogram, Registry, names};
+use crate::metrics::{
+    Counter, Histogram, LocalCounter, LocalHistogram, Registry, WindowMax, WindowTotal, names,
+};
 use crate::queue::Policy;
 use crate::queue::signals::{self, Signals};
 use job::{JobRef, Outcome};
@@ -281,7 +283,8 @@ impl<'r> Builder<'r> {
             outcomes: Outcomes::default(),
             cancelled_running: AtomicU64::new(0),
             busy_exported: AtomicU64::new(0),
-            last_snapshot: Mutex::new((clock::raw(), 0)),
+            busy_total: WindowTotal::new(),
+            busy_max: WindowMax::new(),
         });
         #[cfg(not(loom))]
         registry.register_collector(
@@ -354,9 +357,12 @@ struct Inner {
     /// Largest busy-seconds figure exported so far (nanoseconds), keeping the counter
     /// monotonic across the racy sum of finished and running time.
     busy_exported: AtomicU64,
-    /// (raw clock, busy nanoseconds) at the previous snapshot, for `saturation_avg`.
+    /// Busy nanoseconds at each second's tick, for busy ratios over windows.
     #[cfg_attr(loom, allow(dead_code))]
-    last_snapshot: Mutex<(u64, u64)>,
+    busy_total: WindowTotal,
+    /// Busy workers, sampled each second.
+    #[cfg_attr(loom, allow(dead_code))]
+    busy_max: WindowMax,
 }
 
 /// What [`Pool::shutdown`] did, and the pool's lifetime job counts.
@@ -765,12 +771,16 @@ impl Inner {
 
     #[cfg_attr(loom, allow(dead_code))]
     fn busy_seconds(&self) -> f64 {
+        self.busy_nanos() as f64 / 1e9
+    }
+
+    /// Workers' busy time so far, never lower than an earlier reading.
+    #[cfg_attr(loom, allow(dead_code))]
+    fn busy_nanos(&self) -> u64 {
         let nanos = self.core.busy_nanos();
-        let shown = self
-            .busy_exported
+        self.busy_exported
             .fetch_max(nanos, Ordering::Relaxed)
-            .max(nanos);
-        shown as f64 / 1e9
+            .max(nanos)
     }
 
     #[cfg_attr(loom, allow(dead_code))]
@@ -796,7 +806,13 @@ impl crate::metrics::Collector for Inner {
             .collect(out, self.core.depth(), self.oldest_age_seconds());
         let l = self.sig.label.as_str();
         out.push(&names::POOL_WORKERS, &[l], self.core.workers() as f64);
-        out.push(&names::POOL_BUSY, &[l], self.core.busy() as f64);
+        let busy = self.core.busy() as u64;
+        self.busy_max.observe(busy);
+        out.push(&names::POOL_BUSY, &[l], busy as f64);
+        if let Some(w) = out.window() {
+            let max = self.busy_max.max(w).max(busy);
+            out.push(&names::POOL_BUSY_MAX_10S, &[l], max as f64);
+        }
         out.push(&names::POOL_BUSY_SECONDS_TOTAL, &[l], self.busy_seconds());
         let o = &self.outcomes;
         for (outcome, c) in [
@@ -814,48 +830,61 @@ impl crate::metrics::Collector for Inner {
         self.sync();
         let depth = self.core.depth();
         self.sig.snapshot(out, depth, self.oldest_age_seconds());
-        let now = clock::raw();
-        let busy_total = self.core.busy_nanos();
-        let (window, busy_delta) = {
-            let mut last = lock(&self.last_snapshot);
-            let window = clock::nanos_between(last.0, now);
-            let delta = busy_total.saturating_sub(last.1);
-            *last = (now, busy_total.max(last.1));
-            (window, delta)
-        };
+        let busy_nanos = self.busy_nanos();
         let busy = self.core.busy();
+        self.busy_max.observe(busy as u64);
         let workers = self.core.workers();
-        let avg = if window == 0 {
-            0.0
-        } else {
-            (busy_delta as f64 / (window as f64 * workers as f64)).min(1.0)
-        };
-        let o = &self.outcomes;
-        out.push(
-            "pools",
+        // The busy ratio over the last 10 s: the same for every reader.
+        let (avg, avg_nanos) = out
+            .over(10)
+            .and_then(|w| self.busy_total.delta(&w, busy_nanos))
+            .map_or((0.0, 0), |(d, nanos)| {
+                let r = if nanos == 0 {
+                    0.0
+                } else {
+                    (d as f64 / (nanos as f64 * workers as f64)).min(1.0)
+                };
+                (r, nanos)
+            });
+        let window = out.window().map(|w| {
+            let busy_max = self.busy_max.max(w).max(busy as u64);
             json!({
-                "name": self.sig.name,
-                "label": self.sig.label,
-                "workers": workers,
-                "busy": busy,
-                "saturation": busy as f64 / workers as f64,
-                "saturation_avg": avg,
-                "saturation_avg_window_seconds": window as f64 / 1e9,
-                "busy_seconds": self.busy_seconds(),
-                "queue": self.sig.label,
-                "depth": depth,
-                "capacity": self.sig.capacity,
-                "lane_depths": self.core.lane_depths(),
-                "tasks": {
-                    "ok": o.ok.get(),
-                    "err": o.err.get(),
-                    "panic": o.panic.get(),
-                    "rejected": o.rejected.get(),
-                    "cancelled": o.cancelled.get(),
-                },
-                "task_seconds": self.task_seconds.snapshot().to_json(),
-            }),
-        );
+                "busy_max": busy_max,
+                "saturation_max": busy_max as f64 / workers as f64,
+                "busy_ratio": self.busy_total.ratio(w, busy_nanos, workers as f64),
+                "task_seconds": self.task_seconds.window(w).map(|h| h.to_json()),
+            })
+        });
+        let o = &self.outcomes;
+        let entry = json!({
+            "name": self.sig.name,
+            "label": self.sig.label,
+            "workers": workers,
+            "busy": busy,
+            "saturation": busy as f64 / workers as f64,
+            "saturation_avg": avg,
+            "saturation_avg_window_seconds": avg_nanos as f64 / 1e9,
+            "busy_seconds": self.busy_seconds(),
+            "queue": self.sig.label,
+            "depth": depth,
+            "capacity": self.sig.capacity,
+            "lane_depths": self.core.lane_depths(),
+            "tasks": {
+                "ok": o.ok.get(),
+                "err": o.err.get(),
+                "panic": o.panic.get(),
+                "rejected": o.rejected.get(),
+                "cancelled": o.cancelled.get(),
+            },
+            "task_seconds": self.task_seconds.snapshot().to_json(),
+        });
+        out.push("pools", crate::metrics::window::attach(entry, window));
+    }
+
+    fn tick(&self, tick: &crate::metrics::Tick) {
+        self.sig.tick(tick, self.core.depth());
+        self.busy_total.tick(tick, self.busy_nanos());
+        self.busy_max.tick(tick, self.core.busy() as u64);
     }
 
     fn inventory(&self, out: &mut crate::metrics::Sections) {

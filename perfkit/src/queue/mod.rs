@@ -588,6 +588,11 @@ impl<T> Probe<T> {
     pub(crate) fn len(&self) -> usize {
         self.shared.occupied()
     }
+
+    /// The queue's largest depth over `window`.
+    pub(crate) fn depth_max(&self, window: &crate::metrics::Window) -> usize {
+        self.shared.sig.depth_max(window)
+    }
 }
 
 impl<T> Clone for Sender<T> {
@@ -1005,6 +1010,10 @@ impl<T: Send> crate::metrics::Collector for Shared<T> {
 
     fn inventory(&self, out: &mut crate::metrics::Sections) {
         self.sig.inventory(out, std::any::type_name::<T>());
+    }
+
+    fn tick(&self, tick: &crate::metrics::Tick) {
+        self.sig.tick(tick, self.occupied());
     }
 }
 

@@ -9,9 +9,8 @@ use std::panic::Location;
 use serde_json::json;
 
 use crate::clock;
-use crate::loom::{AtomicUsize, Ordering};
 use crate::metrics::{
-    Counter, Histogram, LocalCounter, LocalHistogram, OVERFLOW_LABEL, Registry, names,
+    Counter, Histogram, LocalCounter, LocalHistogram, OVERFLOW_LABEL, Registry, WindowMax, names,
 };
 
 use super::Policy;
@@ -62,7 +61,8 @@ pub(crate) struct Signals {
     pub(crate) capacity: usize,
     pub(crate) policy: Policy,
     thresholds: Vec<Threshold>,
-    high_water: AtomicUsize,
+    /// The depth's maximum per second, for windows and the high-water mark.
+    depth_max: WindowMax,
     pub(crate) m: Metrics,
 }
 
@@ -109,17 +109,15 @@ impl Signals {
             capacity,
             policy,
             thresholds,
-            high_water: AtomicUsize::new(0),
+            depth_max: WindowMax::new(),
             m,
         }
     }
 
-    /// The depth reached `len` (an item was enqueued): raises the high-water mark and warns
-    /// at thresholds.
+    /// The depth reached `len` (an item was enqueued): raises the current second's peak and
+    /// warns at thresholds.
     pub(crate) fn reached(&self, len: usize) {
-        if len > self.high_water.load(Ordering::Relaxed) {
-            self.high_water.fetch_max(len, Ordering::Relaxed);
-        }
+        self.depth_max.observe(len as u64);
         for t in &self.thresholds {
             if len == t.depth {
                 self.warn(t, len);
@@ -127,10 +125,15 @@ impl Signals {
         }
     }
 
-    /// The highest depth since the previous snapshot.
+    /// The highest depth in the current second so far.
     #[inline]
     pub(crate) fn high_water(&self) -> usize {
-        self.high_water.load(Ordering::Relaxed)
+        self.depth_max.peak() as usize
+    }
+
+    /// The largest depth over `window` (the current depth not included).
+    pub(crate) fn depth_max(&self, window: &crate::metrics::Window) -> usize {
+        self.depth_max.max(window) as usize
     }
 
     /// Single-writer recorders for the dequeue side, for one consumer task that takes items
@@ -172,16 +175,31 @@ impl Signals {
     pub(crate) fn collect(&self, out: &mut crate::metrics::Collection, depth: usize, oldest: f64) {
         let l = self.label.as_str();
         out.push(&names::QUEUE_DEPTH, &[l], depth as f64);
+        if let Some(w) = out.window() {
+            let max = self.depth_max.max(w).max(depth as u64);
+            out.push(&names::QUEUE_DEPTH_MAX_10S, &[l], max as f64);
+        }
         out.push(&names::QUEUE_CAPACITY, &[l], self.capacity as f64);
         out.push(&names::QUEUE_OLDEST_AGE_SECONDS, &[l], oldest);
     }
 
-    /// The `queues` snapshot entry; resets the high-water mark to the current depth.
+    /// Moves the depth's per-second maximum on (see [`crate::metrics::window`]).
+    pub(crate) fn tick(&self, tick: &crate::metrics::Tick, depth: usize) {
+        self.depth_max.tick(tick, depth as u64);
+    }
+
+    /// The `queues` snapshot entry.
     pub(crate) fn snapshot(&self, out: &mut crate::metrics::Sections, depth: usize, oldest: f64) {
-        let high_water = self.high_water.swap(depth, Ordering::Relaxed).max(depth);
-        out.push(
-            "queues",
+        let high_water = self.depth_max.lifetime().max(depth as u64);
+        let window = out.window().map(|w| {
+            let max = self.depth_max.max(w).max(depth as u64);
             json!({
+                "depth_max": max,
+                "saturation_max": max as f64 / self.capacity as f64,
+                "wait_seconds": self.m.wait.window(w).map(|h| h.to_json()),
+            })
+        });
+        let entry = json!({
                 "name": self.name,
                 "label": self.label,
                 "depth": depth,
@@ -200,8 +218,8 @@ impl Signals {
                 "rejected": self.m.rejected.get(),
                 "wait_seconds": self.m.wait.snapshot().to_json(),
                 "oldest_age_seconds": oldest,
-            }),
-        );
+        });
+        out.push("queues", crate::metrics::window::attach(entry, window));
     }
 
     /// The `queues` inventory entry.

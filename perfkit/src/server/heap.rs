@@ -286,6 +286,11 @@ fn summary(d: &Dump, named: &Named, kind: Kind) -> String {
 /// process's allocations.
 pub(crate) struct JemallocStats;
 
+/// jemalloc's `stats.allocated` when jemalloc serves the allocations.
+pub(crate) fn jemalloc_allocated_bytes() -> Option<u64> {
+    JemallocStats::read().map(|[allocated, _, _]| allocated)
+}
+
 impl JemallocStats {
     fn read() -> Option<[u64; 3]> {
         tikv_jemalloc_ctl::epoch::advance().ok()?;

@@ -53,7 +53,7 @@ const ROUTES: &[Route] = &[
     Route { path: "/debug/pprof/profile/last", params: &["format"], handler: Later(pprof::profile_last) },
     Route { path: "/debug/pprof/heap", params: &["debug", "gc", "format"], handler: Later(pprof::heap) },
     Route { path: "/debug/pprof/allocs", params: &["debug", "gc", "format"], handler: Later(pprof::allocs) },
-    Route { path: "/debug/perfkit/snapshot", params: &[], handler: Now(snapshot) },
+    Route { path: "/debug/perfkit/snapshot", params: &["window"], handler: Now(snapshot) },
     Route { path: "/debug/perfkit/inventory", params: &[], handler: Now(inventory) },
     Route { path: "/debug/perfkit/k6.js", params: &[], handler: Now(k6_js) },
 ];
@@ -242,8 +242,24 @@ fn metrics(_: &State, _: &Query) -> Response<Body> {
     )
 }
 
-fn snapshot(_: &State, _: &Query) -> Response<Body> {
-    json(&crate::metrics::registry().snapshot())
+fn snapshot(_: &State, q: &Query) -> Response<Body> {
+    let registry = crate::metrics::registry();
+    match q.get("window").map(parse_window) {
+        None => json(&registry.snapshot()),
+        Some(Ok(n)) => json(&registry.snapshot_window(n)),
+        Some(Err(reason)) => error(StatusCode::BAD_REQUEST, &reason),
+    }
+}
+
+/// `window=N`: whole seconds, 1..=300.
+fn parse_window(v: &str) -> Result<u32, String> {
+    use crate::metrics::MAX_WINDOW_SECONDS as MAX;
+    match v.parse::<u32>() {
+        Ok(n) if (1..=MAX).contains(&n) && !v.starts_with('+') => Ok(n),
+        _ => Err(format!(
+            "window must be a whole number of seconds from 1 to {MAX}, got {v:?}"
+        )),
+    }
 }
 
 fn inventory(state: &State, _: &Query) -> Response<Body> {

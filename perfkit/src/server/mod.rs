@@ -335,7 +335,11 @@ impl Builder {
                     match tokio::net::TcpListener::from_std(listener) {
                         Ok(listener) => {
                             let _ = ready_tx.send(Ok(()));
+                            // The window clock: once a second, on this thread, so windows
+                            // keep moving when the service's runtime is saturated.
+                            let ticker = tokio::spawn(tick_every_second());
                             accept::serve(listener, state, stop_rx).await;
+                            ticker.abort();
                         }
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
@@ -361,6 +365,18 @@ impl Builder {
             stop: stop_tx,
             thread: Some(thread),
         })
+    }
+}
+
+/// Ticks the registry's window clock just after each of its second boundaries, so every
+/// per-second slot covers its own second.
+async fn tick_every_second() {
+    let registry = crate::metrics::registry();
+    loop {
+        let up = registry.uptime();
+        let next = Duration::from_secs(up.as_secs() + 1) + Duration::from_millis(2);
+        tokio::time::sleep(next.saturating_sub(up)).await;
+        registry.tick();
     }
 }
 

@@ -37,10 +37,10 @@ use std::task::{Context, Poll};
 use serde_json::json;
 use tokio::task::JoinHandle;
 
-use crate::metrics::{Counter, LocalCounter, OVERFLOW_LABEL, Registry, names};
+use crate::metrics::{Counter, LocalCounter, OVERFLOW_LABEL, Registry, WindowMax, names};
 
-/// Polls kept for the snapshot's "largest alive count over the last polls".
-const RECENT_POLLS: usize = 60;
+/// Seconds the snapshot's `alive_max_recent` looks back.
+const RECENT_SECONDS: u32 = 60;
 
 /// Spawns `future` on the current tokio runtime as a tracked task called `name`.
 ///
@@ -97,7 +97,8 @@ pub(crate) struct Group {
     label: String,
     spawned: Arc<Counter>,
     finished: [Arc<Counter>; 3],
-    recent_alive: Mutex<std::collections::VecDeque<u64>>,
+    /// The live count, sampled each second.
+    alive_max: WindowMax,
 }
 
 impl Group {
@@ -206,7 +207,7 @@ fn group_slow(name: &'static str) -> &'static Group {
         finished: ["ok", "panic", "cancelled"]
             .map(|o| r.counter(&names::TASKS_FINISHED_TOTAL, &[l, o])),
         label,
-        recent_alive: Mutex::default(),
+        alive_max: WindowMax::new(),
     }));
     map.insert(name, g);
     g
@@ -502,7 +503,19 @@ struct TasksCollector;
 impl crate::metrics::Collector for TasksCollector {
     fn collect(&self, out: &mut crate::metrics::Collection) {
         for g in lock(&groups().by_name).values() {
-            out.push(&names::TASKS_ALIVE, &[&g.label], g.alive() as f64);
+            let alive = g.alive();
+            g.alive_max.observe(alive);
+            out.push(&names::TASKS_ALIVE, &[&g.label], alive as f64);
+            if let Some(w) = out.window() {
+                let max = g.alive_max.max(w).max(alive);
+                out.push(&names::TASKS_ALIVE_MAX_10S, &[&g.label], max as f64);
+            }
+        }
+    }
+
+    fn tick(&self, tick: &crate::metrics::Tick) {
+        for g in lock(&groups().by_name).values() {
+            g.alive_max.tick(tick, g.alive());
         }
     }
 
@@ -511,26 +524,25 @@ impl crate::metrics::Collector for TasksCollector {
         gs.sort_unstable_by_key(|g| g.name);
         for g in gs {
             let alive = g.alive();
-            let max_recent = {
-                let mut recent = lock(&g.recent_alive);
-                if recent.len() == RECENT_POLLS {
-                    recent.pop_front();
-                }
-                recent.push_back(alive);
-                recent.iter().copied().max().unwrap_or(alive)
-            };
-            let f = |o: usize| g.finished[o].get();
-            out.push(
-                "tasks",
+            g.alive_max.observe(alive);
+            let max_recent = out
+                .over(RECENT_SECONDS)
+                .map_or(alive, |w| g.alive_max.max(&w).max(alive));
+            let window = out.window().map(|w| {
                 json!({
-                    "name": g.name,
-                    "label": g.label,
-                    "alive": alive,
-                    "alive_max_recent": max_recent,
-                    "spawned": g.spawned.get(),
-                    "finished": { "ok": f(0), "panic": f(1), "cancelled": f(2) },
-                }),
-            );
+                    "alive_max": g.alive_max.max(w).max(alive),
+                })
+            });
+            let f = |o: usize| g.finished[o].get();
+            let entry = json!({
+                "name": g.name,
+                "label": g.label,
+                "alive": alive,
+                "alive_max_recent": max_recent,
+                "spawned": g.spawned.get(),
+                "finished": { "ok": f(0), "panic": f(1), "cancelled": f(2) },
+            });
+            out.push("tasks", crate::metrics::window::attach(entry, window));
         }
     }
 

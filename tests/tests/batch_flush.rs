@@ -91,6 +91,21 @@ async fn size_trigger_then_shutdown_drain() {
         25.0
     );
     assert_eq!(
+        value(
+            &text,
+            "perfkit_batch_items_total{batcher=\"size\",outcome=\"flushed\"}"
+        ),
+        25.0
+    );
+    // The intake queue's series carry the batcher's name, for joins.
+    assert_eq!(
+        value(
+            &text,
+            "perfkit_queue_enqueued_total{queue=\"size\",batcher=\"size\"}"
+        ),
+        25.0
+    );
+    assert_eq!(
         b.add(99).await,
         Err(SendError::Closed(99)),
         "closed batchers refuse items"
@@ -252,7 +267,7 @@ async fn always_failing_without_dead_letter_counts_the_drops() {
     assert_eq!(
         value(
             &text,
-            "perfkit_queue_dropped_total{queue=\"broken\",reason=\"flush_failed\"}"
+            "perfkit_queue_dropped_total{queue=\"broken\",batcher=\"broken\",reason=\"flush_failed\"}"
         ),
         7.0
     );
@@ -284,6 +299,14 @@ async fn always_failing_with_dead_letter_hands_the_items_over() {
     assert_eq!((report.dead_lettered, report.dropped), (5, 0));
     assert_eq!(*dead.lock().unwrap(), [0, 1, 2, 3, 4]);
     assert_eq!(r.snapshot()["batchers"][0]["dead_lettered"], 5);
+    let text = r.render();
+    for (outcome, n) in [("dead_lettered", 5.0), ("flushed", 0.0)] {
+        let series = format!(
+            "perfkit_batch_items_total{{batcher=\"{}\",outcome=\"{outcome}\"}}",
+            r.snapshot()["batchers"][0]["name"].as_str().unwrap()
+        );
+        assert_eq!(value(&text, &series), n, "{series}");
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -462,7 +485,7 @@ async fn shutdown_abandons_a_stuck_flush_at_its_deadline_and_counts_everything()
     assert_eq!(
         value(
             &text,
-            "perfkit_queue_dropped_total{queue=\"stuck\",reason=\"shutdown\"}"
+            "perfkit_queue_dropped_total{queue=\"stuck\",batcher=\"stuck\",reason=\"shutdown\"}"
         ),
         10.0,
         "the batch in the abandoned flush"
@@ -470,7 +493,7 @@ async fn shutdown_abandons_a_stuck_flush_at_its_deadline_and_counts_everything()
     assert_eq!(
         value(
             &text,
-            "perfkit_queue_dropped_total{queue=\"stuck\",reason=\"closed\"}"
+            "perfkit_queue_dropped_total{queue=\"stuck\",batcher=\"stuck\",reason=\"closed\"}"
         ),
         15.0,
         "what was still in the intake queue"

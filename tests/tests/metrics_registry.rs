@@ -13,12 +13,14 @@ fn label_sets_past_the_cap_go_to_overflow_and_are_counted() {
     let r = Registry::new();
     r.set_cardinality_cap(3);
     for q in ["a", "b", "c"] {
-        r.counter(&names::QUEUE_ENQUEUED_TOTAL, &[q]).inc();
+        r.counter(&names::QUEUE_ENQUEUED_TOTAL, &[q, "", ""]).inc();
     }
     // Existing label sets keep working at the cap.
-    r.counter(&names::QUEUE_ENQUEUED_TOTAL, &["a"]).inc();
+    r.counter(&names::QUEUE_ENQUEUED_TOTAL, &["a", "", ""])
+        .inc();
     for q in ["d", "e"] {
-        r.counter(&names::QUEUE_ENQUEUED_TOTAL, &[q]).add(10);
+        r.counter(&names::QUEUE_ENQUEUED_TOTAL, &[q, "", ""])
+            .add(10);
     }
     let text = r.render();
     assert!(
@@ -38,7 +40,8 @@ fn label_sets_past_the_cap_go_to_overflow_and_are_counted() {
     );
     // Histograms are capped the same way, per family.
     for q in ["a", "b", "c", "d"] {
-        r.histogram(&names::QUEUE_WAIT_SECONDS, &[q]).record(1_000);
+        r.histogram(&names::QUEUE_WAIT_SECONDS, &[q, "", ""])
+            .record(1_000);
     }
     let text = r.render();
     assert!(
@@ -61,7 +64,7 @@ fn the_same_labels_return_the_same_series() {
 }
 
 #[test]
-#[should_panic(expected = "expected 2 label values")]
+#[should_panic(expected = "expected 4 label values")]
 fn wrong_label_count_panics_with_a_clear_message() {
     Registry::new().counter(&names::QUEUE_DROPPED_TOTAL, &["only-queue"]);
 }
@@ -73,8 +76,8 @@ struct FakeQueue {
 
 impl Collector for FakeQueue {
     fn collect(&self, out: &mut Collection) {
-        out.push(&names::QUEUE_DEPTH, &[self.name], self.depth);
-        out.push(&names::QUEUE_CAPACITY, &[self.name], 100.0);
+        out.push(&names::QUEUE_DEPTH, &[self.name, "", ""], self.depth);
+        out.push(&names::QUEUE_CAPACITY, &[self.name, "", ""], 100.0);
     }
     fn snapshot(&self, out: &mut Sections) {
         out.push("queues", json!({ "name": self.name, "depth": self.depth }));
@@ -110,8 +113,10 @@ fn collectors_are_pulled_at_scrape_time_and_vanish_when_dropped() {
 #[test]
 fn families_render_contiguously_with_one_header() {
     let r = Registry::new();
-    r.counter(&names::QUEUE_ENQUEUED_TOTAL, &["b"]).inc();
-    r.counter(&names::QUEUE_ENQUEUED_TOTAL, &["a"]).inc();
+    r.counter(&names::QUEUE_ENQUEUED_TOTAL, &["b", "", ""])
+        .inc();
+    r.counter(&names::QUEUE_ENQUEUED_TOTAL, &["a", "", ""])
+        .inc();
     r.histogram(&names::BATCH_SIZE, &["db"]).record(500);
     let text = r.render();
     assert_eq!(
@@ -244,7 +249,11 @@ fn a_tiny_cap_with_many_overflowing_families_does_not_recurse() {
         &names::TASKS_SPAWNED_TOTAL,
     ] {
         for q in ["a", "b", "c"] {
-            r.counter(def, &[q]).inc();
+            // Queue families also carry `pool` and `batcher`, left empty here.
+            let labels: Vec<&str> = std::iter::once(q)
+                .chain(std::iter::repeat_n("", def.labels.len() - 1))
+                .collect();
+            r.counter(def, &labels).inc();
         }
     }
     let text = r.render();
@@ -267,8 +276,12 @@ fn gauges_of_primitives_past_the_cap_merge_into_one_series() {
     struct Q(f64, f64);
     impl Collector for Q {
         fn collect(&self, out: &mut Collection) {
-            out.push(&names::QUEUE_DEPTH, &[OVERFLOW_LABEL], self.0);
-            out.push(&names::QUEUE_OLDEST_AGE_SECONDS, &[OVERFLOW_LABEL], self.1);
+            out.push(&names::QUEUE_DEPTH, &[OVERFLOW_LABEL, "", ""], self.0);
+            out.push(
+                &names::QUEUE_OLDEST_AGE_SECONDS,
+                &[OVERFLOW_LABEL, "", ""],
+                self.1,
+            );
         }
     }
     let r = Registry::new();

@@ -482,8 +482,8 @@ fn busy_saturation_and_series_while_saturated() {
         for line in [
             "perfkit_pool_workers{pool=\"p-busy\"} 2",
             "perfkit_pool_busy{pool=\"p-busy\"} 2",
-            "perfkit_queue_depth{queue=\"p-busy\"} 1",
-            "perfkit_queue_capacity{queue=\"p-busy\"} 8",
+            "perfkit_queue_depth{queue=\"p-busy\",pool=\"p-busy\"} 1",
+            "perfkit_queue_capacity{queue=\"p-busy\",pool=\"p-busy\"} 8",
         ] {
             assert!(text.contains(line), "missing {line} in {text}");
         }
@@ -684,9 +684,9 @@ fn job_counts_are_exact_and_outlive_the_pool() {
             let text = registry.render();
             let total = if round == 1 { 300.0 } else { 500.0 };
             for series in [
-                "perfkit_queue_enqueued_total{queue=\"p-counts\"}",
-                "perfkit_queue_dequeued_total{queue=\"p-counts\"}",
-                "perfkit_queue_wait_seconds_count{queue=\"p-counts\"}",
+                "perfkit_queue_enqueued_total{queue=\"p-counts\",pool=\"p-counts\"}",
+                "perfkit_queue_dequeued_total{queue=\"p-counts\",pool=\"p-counts\"}",
+                "perfkit_queue_wait_seconds_count{queue=\"p-counts\",pool=\"p-counts\"}",
                 "perfkit_pool_task_seconds_count{pool=\"p-counts\"}",
             ] {
                 assert_eq!(value(&text, series), total, "{series} after round {round}");
@@ -699,7 +699,10 @@ fn job_counts_are_exact_and_outlive_the_pool() {
             // The pool and its collector are gone; the stored series keep their totals.
             let text = registry.render();
             assert_eq!(
-                value(&text, "perfkit_queue_enqueued_total{queue=\"p-counts\"}"),
+                value(
+                    &text,
+                    "perfkit_queue_enqueued_total{queue=\"p-counts\",pool=\"p-counts\"}"
+                ),
                 total
             );
         }

@@ -12,8 +12,11 @@ struct Gauges;
 
 impl Collector for Gauges {
     fn collect(&self, out: &mut Collection) {
-        out.push(&names::QUEUE_DEPTH, &["events"], 12.0);
-        out.push(&names::QUEUE_CAPACITY, &["events"], 1024.0);
+        out.push(&names::QUEUE_DEPTH, &["events", "", ""], 12.0);
+        out.push(&names::QUEUE_CAPACITY, &["events", "", ""], 1024.0);
+        // A pool's queue carries the pool's name: an empty label is left out, a set one is
+        // written, and both lint clean.
+        out.push(&names::QUEUE_DEPTH, &["workers", "workers", ""], 3.0);
         out.push(&names::POOL_BUSY, &["workers"], 1.0);
     }
 }
@@ -35,10 +38,11 @@ fn promtool_accepts_metrics_output() {
     // One series of every kind perfkit writes: stored counters and histograms, collected
     // gauges, process, runtime, overflow, and the facade's counters, gauges and histograms.
     let r = registry();
-    r.counter(&names::QUEUE_ENQUEUED_TOTAL, &["events"]).add(5);
-    r.counter(&names::QUEUE_DROPPED_TOTAL, &["events", "full"])
+    r.counter(&names::QUEUE_ENQUEUED_TOTAL, &["events", "", ""])
+        .add(5);
+    r.counter(&names::QUEUE_DROPPED_TOTAL, &["events", "", "", "full"])
         .inc();
-    r.histogram(&names::QUEUE_WAIT_SECONDS, &["events"])
+    r.histogram(&names::QUEUE_WAIT_SECONDS, &["events", "", ""])
         .record(1_500_000);
     r.histogram(&names::BATCH_SIZE, &["db"]).record(420);
     let gauges: Arc<dyn Collector> = Arc::new(Gauges);
@@ -60,6 +64,7 @@ fn promtool_accepts_metrics_output() {
     for needle in [
         "perfkit_queue_wait_seconds_bucket",
         "perfkit_queue_depth{queue=\"events\"} 12",
+        "perfkit_queue_depth{queue=\"workers\",pool=\"workers\"} 3",
         "perfkit_metric_overflow_total",
         "tokio_runtime_workers{runtime=\"main\"} 2",
         "process_cpu_seconds_total",

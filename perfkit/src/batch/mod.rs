@@ -244,6 +244,7 @@ impl<'r, T: Send + Sync + 'static, F: Flush<T>> Builder<'r, T, F> {
         }
         let registry = self.registry.unwrap_or_else(|| crate::metrics::registry());
         let (tx, rx) = queue::Builder::new(self.name.clone(), self.max_pending)
+            .intake_of_batcher()
             .policy(self.policy)
             .registry(registry)
             .build_at::<T>(site)?;
@@ -260,7 +261,7 @@ impl<'r, T: Send + Sync + 'static, F: Flush<T>> Builder<'r, T, F> {
                 [flushes("interval", "ok"), flushes("interval", "err")],
                 [flushes("shutdown", "ok"), flushes("shutdown", "err")],
             ],
-            dropped: registry.counter(&names::QUEUE_DROPPED_TOTAL, &[l, "flush_failed"]),
+            dropped: registry.counter(&names::QUEUE_DROPPED_TOTAL, &[l, "", l, "flush_failed"]),
         };
         let (closing_tx, closing_rx) = watch::channel(false);
         let (abandon_tx, abandon_rx) = watch::channel(false);

@@ -25,9 +25,10 @@
 //! use perfkit::metrics::{self, names};
 //!
 //! let registry = metrics::Registry::new();
-//! let enqueued = registry.counter(&names::QUEUE_ENQUEUED_TOTAL, &["events"]);
+//! // A queue's series carry `queue`, `pool` and `batcher`; empty values are left out.
+//! let enqueued = registry.counter(&names::QUEUE_ENQUEUED_TOTAL, &["events", "", ""]);
 //! enqueued.inc();
-//! let wait = registry.histogram(&names::QUEUE_WAIT_SECONDS, &["events"]);
+//! let wait = registry.histogram(&names::QUEUE_WAIT_SECONDS, &["events", "", ""]);
 //! wait.record_duration(std::time::Duration::from_micros(250));
 //!
 //! let text = registry.render();

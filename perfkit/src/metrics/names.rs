@@ -135,31 +135,31 @@ macro_rules! defs {
 
 defs! {
     /// Items in a queue now.
-    QUEUE_DEPTH = "perfkit_queue_depth", Gauge, Count, ["queue"],
+    QUEUE_DEPTH = "perfkit_queue_depth", Gauge, Count, ["queue", "pool", "batcher"],
         "Items currently held by the queue, read at scrape time.";
     /// A queue's deepest point over the last 10 s.
-    QUEUE_DEPTH_MAX_10S = "perfkit_queue_depth_max_10s", Gauge, Count, ["queue"],
+    QUEUE_DEPTH_MAX_10S = "perfkit_queue_depth_max_10s", Gauge, Count, ["queue", "pool", "batcher"],
         "Largest depth the queue reached over the last 10 s (the current second included), so a burst between two scrapes shows.";
     /// A queue's bound.
-    QUEUE_CAPACITY = "perfkit_queue_capacity", Gauge, Count, ["queue"],
+    QUEUE_CAPACITY = "perfkit_queue_capacity", Gauge, Count, ["queue", "pool", "batcher"],
         "Maximum number of items the queue holds.";
     /// Items accepted.
-    QUEUE_ENQUEUED_TOTAL = "perfkit_queue_enqueued_total", Counter, Count, ["queue"],
+    QUEUE_ENQUEUED_TOTAL = "perfkit_queue_enqueued_total", Counter, Count, ["queue", "pool", "batcher"],
         "Items accepted into the queue.";
     /// Items handed to a receiver.
-    QUEUE_DEQUEUED_TOTAL = "perfkit_queue_dequeued_total", Counter, Count, ["queue"],
+    QUEUE_DEQUEUED_TOTAL = "perfkit_queue_dequeued_total", Counter, Count, ["queue", "pool", "batcher"],
         "Items handed to a receiver.";
     /// Items dropped, by reason.
-    QUEUE_DROPPED_TOTAL = "perfkit_queue_dropped_total", Counter, Count, ["queue", "reason"],
+    QUEUE_DROPPED_TOTAL = "perfkit_queue_dropped_total", Counter, Count, ["queue", "pool", "batcher", "reason"],
         "Items dropped by the queue, by reason (full, oldest, closed, shutdown, flush_failed).";
     /// Items refused and handed back.
-    QUEUE_REJECTED_TOTAL = "perfkit_queue_rejected_total", Counter, Count, ["queue"],
+    QUEUE_REJECTED_TOTAL = "perfkit_queue_rejected_total", Counter, Count, ["queue", "pool", "batcher"],
         "Items refused because the queue was full and handed back to the sender.";
     /// Enqueue-to-dequeue time.
-    QUEUE_WAIT_SECONDS = "perfkit_queue_wait_seconds", Histogram, Seconds, ["queue"],
+    QUEUE_WAIT_SECONDS = "perfkit_queue_wait_seconds", Histogram, Seconds, ["queue", "pool", "batcher"],
         "Time items spent in the queue, from enqueue to dequeue.", LATENCY_BUCKETS;
     /// Age of the oldest item.
-    QUEUE_OLDEST_AGE_SECONDS = "perfkit_queue_oldest_age_seconds", Gauge, Seconds, ["queue"],
+    QUEUE_OLDEST_AGE_SECONDS = "perfkit_queue_oldest_age_seconds", Gauge, Seconds, ["queue", "pool", "batcher"],
         "Age of the oldest item still in the queue, read at scrape time.";
 
     /// Items per flush.
@@ -283,7 +283,7 @@ defs! {
 
     /// Live heap bytes, whichever allocator reports them.
     HEAP_ALLOCATED_BYTES = "perfkit_heap_allocated_bytes", Gauge, Bytes, [],
-        "Live heap bytes, read at scrape time: jemalloc's stats.allocated when jemalloc serves the allocations (feature heap-profiling), else what the perfkit::alloc::Counting global allocator handed out and was not yet freed.";
+        "Live heap bytes, read at scrape time: what the perfkit::alloc::Counting global allocator handed out and was not yet freed when it is the global allocator, else jemalloc's stats.allocated when jemalloc serves the allocations (feature heap-profiling).";
     /// Allocations served through `perfkit::alloc::Counting`.
     HEAP_ALLOCATIONS_TOTAL = "perfkit_heap_allocations_total", Counter, Count, [],
         "Allocations (alloc and alloc_zeroed calls) served by the perfkit::alloc::Counting global allocator; reallocations are not included.";

@@ -280,8 +280,15 @@ impl Registry {
         if let Some(s) = series.get(&key) {
             return (Arc::clone(s), true);
         }
-        let overflow_key: Box<[String]> = vec![OVERFLOW_LABEL.to_owned(); labels.len()].into();
-        let regular = series.len() - usize::from(series.contains_key(&overflow_key));
+        // Labels left empty (a queue's `pool` when it belongs to none) stay empty.
+        let overflow_key: Box<[String]> = labels
+            .iter()
+            .map(|l| if l.is_empty() { "" } else { OVERFLOW_LABEL }.to_owned())
+            .collect();
+        let regular = series
+            .keys()
+            .filter(|k| !k.iter().any(|l| l == OVERFLOW_LABEL))
+            .count();
         if regular < self.cardinality_cap() {
             let s = series.entry(key).or_insert_with(|| Arc::new(make()));
             return (Arc::clone(s), true);

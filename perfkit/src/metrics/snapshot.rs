@@ -68,14 +68,15 @@ fn crash_exposure(obj: &Map<String, Value>) -> Value {
 }
 
 /// The `heap` object: the counting allocator's figures and jemalloc's (from its collector,
-/// with the `heap-profiling` feature), with `allocated_bytes` taken from jemalloc when it
-/// serves the allocations, else from the counting allocator; `null` with neither.
+/// with the `heap-profiling` feature), with `allocated_bytes` taken as in
+/// [`live_heap_bytes`]: from the counting allocator when it is the global allocator, else
+/// from jemalloc; `null` with neither.
 fn heap(counting: Value, jemalloc: Vec<Value>) -> Value {
     let jemalloc = jemalloc.into_iter().next().unwrap_or(Value::Null);
-    let (source, allocated) = if !jemalloc.is_null() {
-        ("jemalloc", jemalloc["allocated_bytes"].clone())
-    } else if !counting.is_null() {
+    let (source, allocated) = if !counting.is_null() {
         ("counting", counting["allocated_bytes"].clone())
+    } else if !jemalloc.is_null() {
+        ("jemalloc", jemalloc["allocated_bytes"].clone())
     } else {
         return Value::Null;
     };
@@ -87,16 +88,23 @@ fn heap(counting: Value, jemalloc: Vec<Value>) -> Value {
     })
 }
 
-/// The live heap in bytes: jemalloc's `stats.allocated` when jemalloc serves the
-/// allocations (feature `heap-profiling`), else the counting allocator's figure; `None` with
-/// neither. The one figure behind `perfkit_heap_allocated_bytes` and the snapshot's
-/// `heap.allocated_bytes`.
+/// The live heap in bytes: the counting allocator's figure when it is the global allocator,
+/// else jemalloc's `stats.allocated` when jemalloc serves the allocations (feature
+/// `heap-profiling`); `None` with neither. The one figure behind
+/// `perfkit_heap_allocated_bytes` and the snapshot's `heap.allocated_bytes`.
+///
+/// The counting allocator comes first because its use is certain (it saw the allocations),
+/// while a jemalloc linked into the binary but not installed still reports its own few
+/// internal kilobytes.
 pub(crate) fn live_heap_bytes() -> Option<u64> {
+    if let Some(s) = crate::alloc::stats() {
+        return Some(s.allocated_bytes);
+    }
     #[cfg(feature = "heap-profiling")]
     if let Some(a) = crate::server::heap::jemalloc_allocated_bytes() {
         return Some(a);
     }
-    crate::alloc::stats().map(|s| s.allocated_bytes)
+    None
 }
 
 impl Registry {

@@ -39,9 +39,17 @@ fn labels(out: &mut String, names: &[&str], values: &[String], extra: Option<(&s
     if names.is_empty() && extra.is_none() {
         return;
     }
+    // An empty value is the same series as no label at all (a queue that belongs to no
+    // pool has no `pool` label), and is written that way.
+    if values.iter().all(String::is_empty) && extra.is_none() {
+        return;
+    }
     out.push('{');
     let mut first = true;
     for (n, v) in names.iter().zip(values) {
+        if v.is_empty() {
+            continue;
+        }
         if !first {
             out.push(',');
         }

@@ -267,6 +267,7 @@ impl<'r> Builder<'r> {
             &self.warn_at,
             site,
             registry,
+            signals::Owner::Pool,
         );
         let enqueued = sig.m.enqueued.synced();
         let inner = Arc::new(Inner {

@@ -146,6 +146,7 @@ pub struct Builder<'r> {
     policy: Policy,
     warn_at: Vec<f64>,
     registry: Option<&'r Registry>,
+    owner: signals::Owner,
 }
 
 impl<'r> Builder<'r> {
@@ -158,7 +159,14 @@ impl<'r> Builder<'r> {
             policy: Policy::Block,
             warn_at: DEFAULT_WARN_AT.to_vec(),
             registry: None,
+            owner: signals::Owner::None,
         }
+    }
+
+    /// Marks the queue as a batcher's intake: its series carry `batcher="<name>"`.
+    pub(crate) fn intake_of_batcher(mut self) -> Self {
+        self.owner = signals::Owner::Batcher;
+        self
     }
 
     /// What a full queue does with a new item.
@@ -300,7 +308,9 @@ enum Offer<T> {
 
 impl<T> Shared<T> {
     fn new(b: Builder<'_>, site: &'static Location<'static>, registry: &Registry) -> Self {
-        let sig = Signals::new(b.name, b.capacity, b.policy, &b.warn_at, site, registry);
+        let sig = Signals::new(
+            b.name, b.capacity, b.policy, &b.warn_at, site, registry, b.owner,
+        );
         Shared {
             enqueued: sig.m.enqueued.synced(),
             state: FastMutex::new(State {

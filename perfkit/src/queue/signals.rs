@@ -52,10 +52,24 @@ impl LocalDequeue<'_> {
     }
 }
 
+/// What a queue belongs to: its owner's name is carried as a label on every queue series,
+/// so PromQL joins a pool's saturation with its queue without `label_replace`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// A queue of its own: no `pool` or `batcher` label.
+    None,
+    /// A worker pool's queue: `pool="<name>"`.
+    Pool,
+    /// A batcher's intake queue: `batcher="<name>"`.
+    Batcher,
+}
+
 pub(crate) struct Signals {
     pub(crate) name: String,
     /// The `queue` label: the name, or `__overflow__` past the cardinality cap.
     pub(crate) label: String,
+    /// The values of every queue series' labels: `queue`, `pool`, `batcher`.
+    labels: [String; 3],
     #[cfg_attr(loom, allow(dead_code))]
     site: &'static Location<'static>,
     pub(crate) capacity: usize,
@@ -75,24 +89,37 @@ impl Signals {
         warn_at: &[f64],
         site: &'static Location<'static>,
         registry: &Registry,
+        owner: Owner,
     ) -> Self {
-        let (enqueued, admitted) =
-            registry.counter_admitted(&names::QUEUE_ENQUEUED_TOTAL, &[&name]);
+        let owned = |label: &str, who: Owner| {
+            let l = label.to_owned();
+            match who {
+                Owner::None => [l, String::new(), String::new()],
+                Owner::Pool => [l.clone(), l, String::new()],
+                Owner::Batcher => [l.clone(), String::new(), l],
+            }
+        };
+        let asked = owned(&name, owner);
+        let asked: Vec<&str> = asked.iter().map(String::as_str).collect();
+        let (enqueued, admitted) = registry.counter_admitted(&names::QUEUE_ENQUEUED_TOTAL, &asked);
         let label = if admitted {
             name.clone()
         } else {
             OVERFLOW_LABEL.to_owned()
         };
-        let l = label.as_str();
+        let labels = owned(&label, owner);
+        let [q, p, b] = [&labels[0], &labels[1], &labels[2]].map(String::as_str);
+        let dropped =
+            |reason: &str| registry.counter(&names::QUEUE_DROPPED_TOTAL, &[q, p, b, reason]);
         let m = Metrics {
             enqueued,
-            dequeued: registry.counter(&names::QUEUE_DEQUEUED_TOTAL, &[l]),
-            dropped_full: registry.counter(&names::QUEUE_DROPPED_TOTAL, &[l, "full"]),
-            dropped_oldest: registry.counter(&names::QUEUE_DROPPED_TOTAL, &[l, "oldest"]),
-            dropped_closed: registry.counter(&names::QUEUE_DROPPED_TOTAL, &[l, "closed"]),
-            dropped_shutdown: registry.counter(&names::QUEUE_DROPPED_TOTAL, &[l, "shutdown"]),
-            rejected: registry.counter(&names::QUEUE_REJECTED_TOTAL, &[l]),
-            wait: registry.histogram(&names::QUEUE_WAIT_SECONDS, &[l]),
+            dequeued: registry.counter(&names::QUEUE_DEQUEUED_TOTAL, &[q, p, b]),
+            dropped_full: dropped("full"),
+            dropped_oldest: dropped("oldest"),
+            dropped_closed: dropped("closed"),
+            dropped_shutdown: dropped("shutdown"),
+            rejected: registry.counter(&names::QUEUE_REJECTED_TOTAL, &[q, p, b]),
+            wait: registry.histogram(&names::QUEUE_WAIT_SECONDS, &[q, p, b]),
         };
         let thresholds = warn_at
             .iter()
@@ -105,6 +132,7 @@ impl Signals {
         Signals {
             name,
             label,
+            labels,
             site,
             capacity,
             policy,
@@ -173,14 +201,14 @@ impl Signals {
 impl Signals {
     /// The scrape-time gauges.
     pub(crate) fn collect(&self, out: &mut crate::metrics::Collection, depth: usize, oldest: f64) {
-        let l = self.label.as_str();
-        out.push(&names::QUEUE_DEPTH, &[l], depth as f64);
+        let l = self.labels.each_ref().map(String::as_str);
+        out.push(&names::QUEUE_DEPTH, &l, depth as f64);
         if let Some(w) = out.window() {
             let max = self.depth_max.max(w).max(depth as u64);
-            out.push(&names::QUEUE_DEPTH_MAX_10S, &[l], max as f64);
+            out.push(&names::QUEUE_DEPTH_MAX_10S, &l, max as f64);
         }
-        out.push(&names::QUEUE_CAPACITY, &[l], self.capacity as f64);
-        out.push(&names::QUEUE_OLDEST_AGE_SECONDS, &[l], oldest);
+        out.push(&names::QUEUE_CAPACITY, &l, self.capacity as f64);
+        out.push(&names::QUEUE_OLDEST_AGE_SECONDS, &l, oldest);
     }
 
     /// Moves the depth's per-second maximum on (see [`crate::metrics::window`]).

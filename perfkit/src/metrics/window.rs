@@ -354,6 +354,66 @@ mod tests {
         assert_eq!(g.max(&window(1, 1)), 4);
     }
 
+    /// Any sequence of observations, ticks and reads: a reader's answer is what a twin that
+    /// was never read reports at the same point, so reads change nothing anyone sees.
+    #[test]
+    fn reads_in_any_interleaving_change_nothing() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for _ in 0..100 {
+            let (read, twin) = (WindowMax::new(), WindowMax::new());
+            let (hread, htwin) = (
+                crate::metrics::Histogram::new(crate::metrics::names::Unit::Count),
+                crate::metrics::Histogram::new(crate::metrics::names::Unit::Count),
+            );
+            let mut second = next(5);
+            for _ in 0..400 {
+                match next(4) {
+                    0 => {
+                        let v = next(1000);
+                        read.observe(v);
+                        twin.observe(v);
+                        hread.record(v);
+                        htwin.record(v);
+                    }
+                    1 => {
+                        second += next(3);
+                        let current = next(50);
+                        for g in [&read, &twin] {
+                            g.tick(&tick(second), current);
+                        }
+                        for h in [&hread, &htwin] {
+                            h.tick(&tick(second));
+                        }
+                    }
+                    2 => {
+                        // Readers of the first one only, any window, any number.
+                        for _ in 0..1 + next(3) {
+                            let w = window(1 + next(300) as u32, second);
+                            let _ = (read.max(&w), read.lifetime(), hread.window(&w));
+                        }
+                    }
+                    _ => {
+                        let w = window(1 + next(300) as u32, second);
+                        assert_eq!(read.max(&w), twin.max(&w));
+                        assert_eq!(read.lifetime(), twin.lifetime());
+                        let (a, b) = (hread.window(&w), htwin.window(&w));
+                        assert_eq!(a.as_ref().map(|h| h.count()), b.as_ref().map(|h| h.count()));
+                        assert_eq!(
+                            a.and_then(|h| h.quantile(0.99)),
+                            b.and_then(|h| h.quantile(0.99))
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn totals_give_the_increase_and_its_duration() {
         let t = WindowTotal::new();

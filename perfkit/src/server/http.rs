@@ -55,6 +55,7 @@ const ROUTES: &[Route] = &[
     Route { path: "/debug/pprof/allocs", params: &["debug", "gc", "format"], handler: Later(pprof::allocs) },
     Route { path: "/debug/perfkit/snapshot", params: &["window"], handler: Now(snapshot) },
     Route { path: "/debug/perfkit/inventory", params: &[], handler: Now(inventory) },
+    Route { path: "/debug/perfkit/timeline", params: &["from", "to"], handler: Now(timeline) },
     Route { path: "/debug/perfkit/k6.js", params: &[], handler: Now(k6_js) },
 ];
 
@@ -249,6 +250,37 @@ fn snapshot(_: &State, q: &Query) -> Response<Body> {
         Some(Ok(n)) => json(&registry.snapshot_window(n)),
         Some(Err(reason)) => error(StatusCode::BAD_REQUEST, &reason),
     }
+}
+
+fn timeline(_: &State, q: &Query) -> Response<Body> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let epoch = |key: &str, default: u64| match q.get(key) {
+        None => Ok(default),
+        Some(v) => match v.parse::<f64>() {
+            Ok(x) if x.is_finite() && x >= 0.0 && !v.starts_with('+') => Ok(x as u64),
+            _ => Err(format!(
+                "{key} must be a time in seconds since the Unix epoch, got {v:?}"
+            )),
+        },
+    };
+    let to = match epoch("to", now) {
+        Ok(t) => t,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, &reason),
+    };
+    let span = super::timeline::SPAN as u64;
+    let from = match epoch("from", to.saturating_sub(span - 1)) {
+        Ok(f) => f,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, &reason),
+    };
+    if from > to {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("from ({from}) is after to ({to})"),
+        );
+    }
+    json(&super::timeline::timeline().json(from, to))
 }
 
 /// `window=N`: whole seconds, 1..=300.

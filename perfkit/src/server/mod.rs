@@ -15,8 +15,9 @@
 //! | `/debug/pprof/profile?seconds=N` | CPU profile (feature `cpu-profiling`): gzipped pprof, or `&format=flamegraph` for SVG; one at a time |
 //! | `/debug/pprof/profile/last` | the most recent completed CPU profile (`format` as above) |
 //! | `/debug/pprof/heap`, `/debug/pprof/allocs` | live and cumulative heap profiles from jemalloc (feature `heap-profiling`); `debug=1` for a text summary |
-//! | `/debug/perfkit/snapshot` | JSON: current figures of every primitive (what k6 polls) |
+//! | `/debug/perfkit/snapshot?window=N` | JSON: current figures of every primitive (what k6 polls), and with `window` their figures over the last N seconds |
 //! | `/debug/perfkit/inventory` | JSON: configuration of every primitive |
+//! | `/debug/perfkit/timeline?from=&to=` | JSON: every primitive's figures for each second of the last hour |
 //! | `/debug/perfkit/k6.js` | the k6 helper module matching this build |
 //!
 //! Unknown paths get 404, methods other than GET 405, unknown or malformed query parameters
@@ -48,6 +49,7 @@ mod profile;
 mod sampler;
 #[cfg(any(feature = "cpu-profiling", feature = "heap-profiling"))]
 mod symbols;
+pub(crate) mod timeline;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -377,6 +379,8 @@ async fn tick_every_second() {
         let next = Duration::from_secs(up.as_secs() + 1) + Duration::from_millis(2);
         tokio::time::sleep(next.saturating_sub(up)).await;
         registry.tick();
+        // The second that just ended, for the timeline.
+        timeline::timeline().record(&registry.snapshot_window(1));
     }
 }
 

@@ -60,6 +60,11 @@ const ENTRIES: &[Entry] = &[
         description: "JSON: configuration of every primitive and of this server.",
     },
     Entry {
+        href: "/debug/perfkit/timeline",
+        name: "perfkit timeline",
+        description: "JSON: every primitive's figures for each second of the last hour (from, to: Unix seconds).",
+    },
+    Entry {
         href: "/debug/perfkit/k6.js",
         name: "k6 helper",
         description: "The k6 module that polls the snapshot and turns it into k6 metrics, matching this build.",

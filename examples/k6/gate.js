@@ -29,7 +29,8 @@
 //   RESULTS_DIR (results) where the JSON summary (gate.json) and the profiles go:
 //                         cpu.pb.gz and cpu.svg (the mid-run CPU profile), heap.pb.gz and
 //                         heap.svg (the live heap at the end); open a .pb.gz with
-//                         `go tool pprof -http=: results/cpu.pb.gz`
+//                         `go tool pprof -http=: results/cpu.pb.gz`; and report.json, the
+//                         service's run report (findings, bottleneck, configuration)
 
 import { checkThresholds, poll, pollScenario, profile, profileScenario, summary, thresholds } from '../../perfkit/k6/perfkit.js';
 import { arrival, durationMs, httpThresholds, num, PERFKIT_URL, str, SUMMARY_TREND_STATS } from './lib.js';
@@ -98,5 +99,5 @@ export function perfkitProfile() {
 }
 
 export function handleSummary(data) {
-  return summary(data, { name: 'gate', profiles: true });
+  return summary(data, { name: 'gate', profiles: true, report: true });
 }

@@ -130,5 +130,5 @@ export function perfkitPoll() {
 }
 
 export function handleSummary(data) {
-  return summary(data, { name: 'phases' });
+  return summary(data, { name: 'phases', report: true });
 }

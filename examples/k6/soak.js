@@ -82,5 +82,5 @@ export function perfkitPoll() {
 }
 
 export function handleSummary(data) {
-  return summary(data, { name: 'soak' });
+  return summary(data, { name: 'soak', report: true });
 }

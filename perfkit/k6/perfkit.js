@@ -108,15 +108,21 @@
  *     The mappings from snapshot sections and fields to Trend and Counter names
  *     (read-only; nested fields are written as dotted paths, e.g. `wait_seconds.p99`).
  *
- * `summary(data, { dir = RESULTS_DIR || 'results', name = 'summary', profiles = false } = {})`
+ * `summary(data, { dir = RESULTS_DIR || 'results', name = 'summary', profiles = false, report = false } = {})`
  *     For `export function handleSummary(data)`. Returns
  *     `{ stdout: text, [`${dir}/${name}.json`]: JSON.stringify(data, null, 2) }` (k6 does
  *     not create `dir`: make it before the run), plus the profile files of
- *     `captureProfiles` when `profiles` is true, where text
+ *     `captureProfiles` when `profiles` is true and `report.json` of `captureReport` when
+ *     `report` is true, where text
  *     has the HTTP request count, rate, p(95) and failure rate, then one line per threshold:
  *       `✓ <metric>: <expr>  <value>` or `✗ <metric>: <expr>  CROSSED  <value>`.
  *     A Trend with no samples passes any threshold in k6; add 'count' to
  *     `options.summaryTrendStats` and such lines say `no samples` instead of a value.
+ *
+ * `captureReport(data, { url = PERFKIT_URL, token = PERFKIT_TOKEN, dir = RESULTS_DIR || 'results' } = {})`
+ *     For `handleSummary`: fetches `/debug/perfkit/report` over the run, adds k6's verdicts
+ *     under `k6`, and returns `{ files, lines, report }` (`${dir}/report.json`, a
+ *     three-line digest). `summary(data, { report: true })` does this for you.
  *
  * `thresholdResults(data)`
  *     Every threshold in summary `data` as `{ metric, expr, ok, stat, value }`, sorted.
@@ -732,7 +738,69 @@ export function thresholdsOk(data) {
 }
 
 /** `handleSummary` output: a compact text verdict on stdout and the full data as JSON. */
-export function summary(data, { dir = __ENV.RESULTS_DIR || 'results', name = 'summary', profiles = false } = {}) {
+/**
+ * The run report for `handleSummary`: GETs `/debug/perfkit/report` over the run (from the
+ * run's start, by `data.state.testRunDurationMs`, to now), adds k6's own verdicts under
+ * `k6` (every threshold, the HTTP request figures, the checks), and returns `{ files,
+ * lines, report }`: `files` maps `${dir}/report.json` to the merged report, `lines` are a
+ * three-line digest (where it went, the top finding, the bottleneck) or why it is missing.
+ */
+export function captureReport(data, {
+  url = __ENV.PERFKIT_URL || DEFAULT_PERFKIT_URL,
+  token = __ENV.PERFKIT_TOKEN,
+  dir = __ENV.RESULTS_DIR || 'results',
+} = {}) {
+  const base = url.replace(/\/+$/, '');
+  const now = Date.now() / 1000;
+  const runMs = data && data.state && data.state.testRunDurationMs ? data.state.testRunDurationMs : 0;
+  // One second of slack before the start: the first poll's window reaches back that far.
+  const from = Math.max(0, Math.floor(now - runMs / 1000) - 1);
+  const to = Math.ceil(now);
+  const res = http.get(
+    `${base}/debug/perfkit/report?from=${from}&to=${to}`,
+    authParams(token, { responseType: 'text', timeout: '30s', tags: { perfkit: 'report', name: 'GET /debug/perfkit/report' } }),
+  );
+  if (res.status !== 200) {
+    const reason = res.status === 0 ? 'no answer' : `status ${res.status}: ${String(res.body || '').split('\n')[0]}`;
+    return { files: {}, lines: [`  report: not saved (${reason})`], report: null };
+  }
+  let report;
+  try {
+    report = JSON.parse(res.body);
+  } catch (_) {
+    return { files: {}, lines: ['  report: not saved (the answer was not JSON)'], report: null };
+  }
+  const metrics = (data && data.metrics) || {};
+  const reqs = metrics.http_reqs && metrics.http_reqs.values;
+  const dur = metrics.http_req_duration && metrics.http_req_duration.values;
+  const fail = metrics.http_req_failed && metrics.http_req_failed.values;
+  const checks = metrics.checks && metrics.checks.values;
+  report.k6 = {
+    verdict: thresholdsOk(data) ? 'PASS' : 'FAIL',
+    thresholds: thresholdResults(data),
+    http: reqs
+      ? {
+          requests: reqs.count,
+          rate: reqs.rate,
+          p95_ms: dur ? dur['p(95)'] : null,
+          failed_rate: fail ? fail.rate : null,
+        }
+      : null,
+    checks: checks ? { passes: checks.passes, fails: checks.fails } : null,
+  };
+  const target = `${dir}/report.json`;
+  const findings = report.findings || [];
+  const top = findings[0];
+  const bottleneck = findings.find((f) => f.bottleneck);
+  const lines = [
+    `  report: ${target}`,
+    top ? `  top finding: ${top.id} ${top.severity} ${top.title}` : '  top finding: none',
+    bottleneck ? `  bottleneck: ${bottleneck.id} ${bottleneck.title}` : '  bottleneck: none (no bound saturated)',
+  ];
+  return { files: { [target]: JSON.stringify(report, null, 2) }, lines, report };
+}
+
+export function summary(data, { dir = __ENV.RESULTS_DIR || 'results', name = 'summary', profiles = false, report = false } = {}) {
   const lines = [];
   const metrics = data.metrics || {};
   const results = thresholdResults(data);
@@ -772,6 +840,12 @@ export function summary(data, { dir = __ENV.RESULTS_DIR || 'results', name = 'su
     const captured = captureProfiles({ dir });
     files = captured.files;
     lines.push('profiles:');
+    lines.push(...captured.lines);
+  }
+  if (report) {
+    const captured = captureReport(data, { dir });
+    Object.assign(files, captured.files);
+    lines.push('report:');
     lines.push(...captured.lines);
   }
   lines.push('');

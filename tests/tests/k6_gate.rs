@@ -86,6 +86,49 @@ fn crossed(summary: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// The run report the script's `handleSummary` saved (`report.json`), with every section.
+fn report(results: &Path) -> serde_json::Value {
+    let path = results.join("report.json");
+    let r: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap();
+    for section in [
+        "run",
+        "configuration",
+        "crash_exposure",
+        "findings",
+        "headroom",
+        "signals",
+        "k6",
+    ] {
+        assert!(!r[section].is_null(), "no {section} in the report: {r:#}");
+    }
+    assert!(
+        r["run"]["seconds_recorded"].as_u64().unwrap() >= 5,
+        "{:#}",
+        r["run"]
+    );
+    eprintln!(
+        "report findings: {:#}\nbottleneck: {}",
+        r["findings"], r["bottleneck"]
+    );
+    r
+}
+
+/// The report's finding that is its bottleneck.
+fn bottleneck(r: &serde_json::Value) -> &serde_json::Value {
+    let id = r["bottleneck"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no bottleneck: {:#}", r["findings"]));
+    r["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == id)
+        .unwrap()
+}
+
 /// The gate's `handleSummary` saved the CPU profile taken mid-run and the live heap, and
 /// the real `go tool pprof` reads them.
 fn profiles_saved(results: &Path) {
@@ -149,6 +192,36 @@ fn gate_passes_on_a_healthy_service_and_fails_on_an_impossible_rss_threshold() {
     eprintln!("healthy schedule delay p99 per poll interval: {delay}");
     assert!(delay["count"].as_f64().unwrap() >= 3.0, "{delay}");
     profiles_saved(&dir.join("healthy"));
+    let r = report(&dir.join("healthy"));
+    assert!(
+        r["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["severity"] == "LOW"),
+        "a healthy run has no finding above LOW: {:#}",
+        r["findings"]
+    );
+    assert_eq!(r["k6"]["verdict"], "PASS");
+    let kinds: Vec<(&str, &str)> = r["configuration"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["kind"].as_str().unwrap(),
+                c["name"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    for want in [
+        ("queue", "events"),
+        ("batcher", "db"),
+        ("pool", "progress"),
+        ("runtime", "main"),
+    ] {
+        assert!(kinds.contains(&want), "{want:?} not in {kinds:?}");
+    }
 
     let (code, summary) = run_gate(&svc, &dir.join("impossible"), &["RSS_MAX_BYTES=1"]);
     assert_eq!(
@@ -200,6 +273,23 @@ fn a_slow_database_behind_a_small_dropping_queue_fails_on_queue_signals_and_lose
             .all(|m| m.starts_with("perfkit_queue_") || m == "perfkit_pool_saturation"),
         "only queue and pool signals may cross, not http errors or latency: {crossed:?}"
     );
+    // The report: the drop ranks first, and its cause is the `db` batcher's intake, the
+    // bound that saturated first because its flushes do not keep up.
+    let r = report(&dir.join("run"));
+    let top = &r["findings"][0];
+    assert_eq!(top["severity"], "CRITICAL", "{top}");
+    assert_eq!(top["name"], "events", "{top}");
+    assert!(
+        top["evidence"].as_str().unwrap().contains("dropped"),
+        "{top}"
+    );
+    let b = bottleneck(&r);
+    assert_eq!(b["name"], "db", "{b}");
+    assert!(
+        b["evidence"].as_str().unwrap().contains("`db` batcher"),
+        "{b}"
+    );
+    assert_eq!(top["consequence_of"], b["id"], "{top}");
     let stopped = svc.stop();
     assert!(stopped.dropped > 0, "{stopped:?}");
 }
@@ -222,6 +312,20 @@ fn leaking_one_task_per_request_fails_on_task_growth_only() {
     assert!(
         growth > 100.0,
         "one leaked task per request: growth {growth}"
+    );
+    let r = report(&dir.join("run"));
+    let leak = r["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "leaked-per-request")
+        .unwrap_or_else(|| panic!("no finding on the leaking tasks: {:#}", r["findings"]));
+    assert_eq!(leak["severity"], "HIGH");
+    let evidence = leak["evidence"].as_str().unwrap();
+    assert!(evidence.contains("grew from"), "{evidence}");
+    assert!(
+        evidence.contains("examples/src/http.rs:"),
+        "the spawn site: {evidence}"
     );
     svc.stop();
 }
@@ -249,6 +353,12 @@ fn one_slow_worker_fails_on_pool_saturation_and_loses_nothing() {
         .as_f64()
         .unwrap();
     assert!((0.9..=1.0).contains(&p95), "pool saturation p(95) {p95}");
+    let r = report(&dir.join("run"));
+    let b = bottleneck(&r);
+    assert_eq!(
+        b["name"], "progress",
+        "the pool (or its queue) saturated first: {b}"
+    );
     let stopped = svc.stop();
     assert_eq!(stopped.dropped, 0, "{stopped:?}");
 }
@@ -278,6 +388,15 @@ fn a_starved_runtime_fails_on_its_schedule_delay() {
         .as_f64()
         .unwrap();
     assert!(busy > 0.9, "the workers were busy: {busy}");
+    let r = report(&dir.join("run"));
+    let starved = r["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["section"] == "runtimes" && f["name"] == "main")
+        .unwrap_or_else(|| panic!("no runtime finding: {:#}", r["findings"]));
+    assert_eq!(starved["severity"], "HIGH", "{starved}");
+    assert_eq!(starved["category"], "Concurrency");
     svc.stop();
 }
 

@@ -134,3 +134,71 @@ fn bad_ranges_are_400_with_the_reason() {
         200
     );
 }
+
+/// The report over HTTP: a queue that drops ranks first as CRITICAL, with its evidence and
+/// the knob to turn, and the configuration table holds it with its source line.
+#[test]
+fn the_report_ranks_a_dropping_queue_first() {
+    let s = Builder::new()
+        .addr("127.0.0.1:0".parse().unwrap())
+        .start()
+        .unwrap();
+    let start = now();
+    let (tx, _rx) = perfkit::queue::Builder::new("r-drops", 10)
+        .policy(perfkit::queue::Policy::DropNewest)
+        .build::<u32>()
+        .unwrap();
+    let line = line!() - 2; // the `build` call
+    std::thread::sleep(Duration::from_millis(1_200));
+    for i in 0..25 {
+        let _ = tx.try_send(i);
+    }
+    std::thread::sleep(Duration::from_millis(2_200));
+    let r = get(
+        s.local_addr(),
+        &format!("/debug/perfkit/report?from={start}"),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = r.json();
+    assert_eq!(r["schema_version"], 1);
+    let top = &r["findings"][0];
+    assert_eq!(top["severity"], "CRITICAL", "{r:#}");
+    assert_eq!(top["name"], "r-drops");
+    let evidence = top["evidence"].as_str().unwrap();
+    assert!(evidence.contains("dropped 15 items"), "{evidence}");
+    assert!(evidence.contains("full 15"), "{evidence}");
+    assert!(
+        top["change"].as_str().unwrap().contains("drop_newest"),
+        "{top}"
+    );
+    let source = format!("{}:{line}", file!());
+    assert_eq!(top["source"], source.as_str());
+    // The queue was full: saturated, and the bottleneck.
+    let b = r["bottleneck"].as_str().unwrap();
+    let sat = r["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == b)
+        .unwrap();
+    assert_eq!(sat["title"], "`r-drops` queue saturated");
+    let row = r["configuration"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "r-drops")
+        .unwrap();
+    assert_eq!(row["settings"]["capacity"], 10);
+    assert_eq!(row["settings"]["policy"], "drop_newest");
+    assert_eq!(row["source"], source.as_str());
+    assert_eq!(r["headroom"][0]["name"], "r-drops");
+    assert_eq!(r["headroom"][0]["peak_use"], 1.0);
+
+    for (query, status) in [("format=html", 400), ("from=x", 400), ("format=json", 200)] {
+        assert_eq!(
+            get(s.local_addr(), &format!("/debug/perfkit/report?{query}")).status,
+            status,
+            "{query}"
+        );
+    }
+}

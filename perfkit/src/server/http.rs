@@ -56,6 +56,7 @@ const ROUTES: &[Route] = &[
     Route { path: "/debug/perfkit/snapshot", params: &["window"], handler: Now(snapshot) },
     Route { path: "/debug/perfkit/inventory", params: &[], handler: Now(inventory) },
     Route { path: "/debug/perfkit/timeline", params: &["from", "to"], handler: Now(timeline) },
+    Route { path: "/debug/perfkit/report", params: &["from", "to", "format"], handler: Now(report) },
     Route { path: "/debug/perfkit/k6.js", params: &[], handler: Now(k6_js) },
 ];
 
@@ -252,7 +253,9 @@ fn snapshot(_: &State, q: &Query) -> Response<Body> {
     }
 }
 
-fn timeline(_: &State, q: &Query) -> Response<Body> {
+/// `from` and `to` (Unix seconds) of a timeline or report request: `to` defaults to now,
+/// `from` to the timeline's span before it.
+fn range(q: &Query) -> Result<(u64, u64), String> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -265,22 +268,43 @@ fn timeline(_: &State, q: &Query) -> Response<Body> {
             )),
         },
     };
-    let to = match epoch("to", now) {
-        Ok(t) => t,
-        Err(reason) => return error(StatusCode::BAD_REQUEST, &reason),
-    };
+    let to = epoch("to", now)?;
     let span = super::timeline::SPAN as u64;
-    let from = match epoch("from", to.saturating_sub(span - 1)) {
-        Ok(f) => f,
+    let from = epoch("from", to.saturating_sub(span - 1))?;
+    if from > to {
+        return Err(format!("from ({from}) is after to ({to})"));
+    }
+    Ok((from, to))
+}
+
+fn timeline(_: &State, q: &Query) -> Response<Body> {
+    match range(q) {
+        Ok((from, to)) => json(&super::timeline::timeline().json(from, to)),
+        Err(reason) => error(StatusCode::BAD_REQUEST, &reason),
+    }
+}
+
+fn report(state: &State, q: &Query) -> Response<Body> {
+    let (from, to) = match range(q) {
+        Ok(r) => r,
         Err(reason) => return error(StatusCode::BAD_REQUEST, &reason),
     };
-    if from > to {
-        return error(
-            StatusCode::BAD_REQUEST,
-            &format!("from ({from}) is after to ({to})"),
-        );
+    match q.get("format").unwrap_or("json") {
+        "json" => {}
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("format must be json, got {other:?}"),
+            );
+        }
     }
-    json(&super::timeline::timeline().json(from, to))
+    let registry = crate::metrics::registry();
+    let timeline = super::timeline::timeline().json(from, to);
+    let mut inventory = registry.inventory();
+    if let Some(obj) = inventory.as_object_mut() {
+        obj.insert("server".into(), server_settings(state));
+    }
+    json(&super::report::build(&timeline, &inventory, &registry.snapshot()))
 }
 
 /// `window=N`: whole seconds, 1..=300.
@@ -297,21 +321,23 @@ fn parse_window(v: &str) -> Result<u32, String> {
 fn inventory(state: &State, _: &Query) -> Response<Body> {
     let mut inv = crate::metrics::registry().inventory();
     if let Some(obj) = inv.as_object_mut() {
-        obj.insert(
-            "server".into(),
-            serde_json::json!({
-                "addr": state.local_addr.to_string(),
-                "auth": if state.token.is_some() { "bearer" } else { "none" },
-                "max_connections": state.max_connections,
-                "header_read_timeout_seconds": state.header_read_timeout.as_secs_f64(),
-                "profile_max_seconds": state.profile_max_seconds,
-                "profile_frequency_hz": state.profile_frequency,
-                "cpu_profiling": cfg!(feature = "cpu-profiling"),
-                "heap_profiling": cfg!(feature = "heap-profiling"),
-            }),
-        );
+        obj.insert("server".into(), server_settings(state));
     }
     json(&inv)
+}
+
+/// The inventory's `server` object.
+fn server_settings(state: &State) -> serde_json::Value {
+    serde_json::json!({
+        "addr": state.local_addr.to_string(),
+        "auth": if state.token.is_some() { "bearer" } else { "none" },
+        "max_connections": state.max_connections,
+        "header_read_timeout_seconds": state.header_read_timeout.as_secs_f64(),
+        "profile_max_seconds": state.profile_max_seconds,
+        "profile_frequency_hz": state.profile_frequency,
+        "cpu_profiling": cfg!(feature = "cpu-profiling"),
+        "heap_profiling": cfg!(feature = "heap-profiling"),
+    })
 }
 
 /// The k6 helper module shipped with this build.

@@ -49,6 +49,7 @@ mod profile;
 mod sampler;
 #[cfg(any(feature = "cpu-profiling", feature = "heap-profiling"))]
 mod symbols;
+mod report;
 pub(crate) mod timeline;
 
 use std::net::{Ipv4Addr, SocketAddr};

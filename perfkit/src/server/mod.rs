@@ -18,6 +18,7 @@
 //! | `/debug/perfkit/snapshot?window=N` | JSON: current figures of every primitive (what k6 polls), and with `window` their figures over the last N seconds |
 //! | `/debug/perfkit/inventory` | JSON: configuration of every primitive |
 //! | `/debug/perfkit/timeline?from=&to=` | JSON: every primitive's figures for each second of the last hour |
+//! | `/debug/perfkit/report?from=&to=` | JSON: the run report: configuration, ranked findings, bottleneck, headroom |
 //! | `/debug/perfkit/k6.js` | the k6 helper module matching this build |
 //!
 //! Unknown paths get 404, methods other than GET 405, unknown or malformed query parameters

@@ -65,6 +65,11 @@ const ENTRIES: &[Entry] = &[
         description: "JSON: every primitive's figures for each second of the last hour (from, to: Unix seconds).",
     },
     Entry {
+        href: "/debug/perfkit/report",
+        name: "perfkit report",
+        description: "JSON: the run report over the timeline (from, to): configuration, ranked findings, bottleneck, headroom.",
+    },
+    Entry {
         href: "/debug/perfkit/k6.js",
         name: "k6 helper",
         description: "The k6 module that polls the snapshot and turns it into k6 metrics, matching this build.",

@@ -300,3 +300,23 @@ fn gauges_of_primitives_past_the_cap_merge_into_one_series() {
         "max: {text}"
     );
 }
+
+#[test]
+fn counter_sum_adds_the_series_that_match() {
+    let r = Registry::new();
+    r.counter(&names::QUEUE_DROPPED_TOTAL, &["q", "", "", "full"])
+        .add(3);
+    r.counter(&names::QUEUE_DROPPED_TOTAL, &["q", "", "", "closed"])
+        .add(4);
+    r.counter(&names::QUEUE_DROPPED_TOTAL, &["p", "p", "", "full"])
+        .add(5);
+    let sum = |m: &[(&str, &str)]| r.counter_sum(&names::QUEUE_DROPPED_TOTAL, m);
+    assert_eq!(sum(&[("queue", "q")]), 7);
+    assert_eq!(sum(&[("queue", "p")]), 5);
+    assert_eq!(sum(&[("reason", "full")]), 8);
+    assert_eq!(sum(&[("pool", "p"), ("reason", "full")]), 5);
+    assert_eq!(sum(&[]), 12);
+    assert_eq!(sum(&[("queue", "none")]), 0);
+    assert_eq!(sum(&[("no_such_label", "q")]), 0);
+    assert_eq!(r.counter_sum(&names::TASKS_SPAWNED_TOTAL, &[]), 0);
+}

@@ -264,6 +264,28 @@ impl Registry {
         series.get(&key).map(|c| c.get())
     }
 
+    /// The sum of every series of the counter `def` whose labels have the given values,
+    /// without creating any: `counter_sum(&QUEUE_DROPPED_TOTAL, &[("queue", "events")])`
+    /// adds the `events` queue's drops of every reason. Labels not named match any value;
+    /// a label name `def` does not have matches nothing. 0 when nothing matches.
+    pub fn counter_sum(&self, def: &'static MetricDef, matching: &[(&str, &str)]) -> u64 {
+        let Some(family) = lock(&self.counters).get(def.name).map(Arc::clone) else {
+            return 0;
+        };
+        let mut wanted = Vec::with_capacity(matching.len());
+        for (name, value) in matching {
+            match def.labels.iter().position(|l| l == name) {
+                Some(i) => wanted.push((i, *value)),
+                None => return 0,
+            }
+        }
+        lock(&family.series)
+            .iter()
+            .filter(|(labels, _)| wanted.iter().all(|(i, v)| labels[*i] == *v))
+            .map(|(_, c)| c.get())
+            .sum()
+    }
+
     fn series<T>(&self, family: &Family<T>, labels: &[&str], make: impl FnOnce() -> T) -> Arc<T> {
         self.series_admitted(family, labels, make).0
     }

@@ -35,8 +35,8 @@ fn record(c: &mut Criterion) {
     let vals = values();
     let fvals: Vec<f64> = vals.iter().map(|&v| v as f64 * 1e-9).collect();
     let registry = Registry::new();
-    let counter = registry.counter(&names::QUEUE_ENQUEUED_TOTAL, &["bench"]);
-    let histogram = registry.histogram(&names::QUEUE_WAIT_SECONDS, &["bench"]);
+    let counter = registry.counter(&names::QUEUE_ENQUEUED_TOTAL, &["bench", "", ""]);
+    let histogram = registry.histogram(&names::QUEUE_WAIT_SECONDS, &["bench", "", ""]);
 
     perfkit_benches::install_prometheus_recorder();
     let facade = metrics::histogram!("bench_facade_seconds");
@@ -76,7 +76,10 @@ fn render(c: &mut Criterion) {
     let registry = Registry::new();
     for i in 0..1000u64 {
         registry
-            .counter(&names::QUEUE_ENQUEUED_TOTAL, &[&format!("queue-{i}")])
+            .counter(
+                &names::QUEUE_ENQUEUED_TOTAL,
+                &[&format!("queue-{i}"), "", ""],
+            )
             .add(i * 7 + 1);
     }
     let exporter = PrometheusBuilder::new().build_recorder();

@@ -172,7 +172,7 @@ impl Histogram {
     /// ended (see [`super::window`]). A tick later than one second puts it in the last
     /// second it covers, so it is never missing from a short window.
     pub(crate) fn tick(&self, tick: &Tick) {
-        let mut guard = lock_window(&self.window);
+        let mut guard = crate::loom::lock_unpoisoned(&self.window);
         let now = self.snapshot();
         let w = guard.get_or_insert_with(|| {
             let empty: SecondDelta = Box::new([]);
@@ -223,7 +223,7 @@ impl Histogram {
     /// `None` when the histogram was never ticked (no registry holds it, or no debug server
     /// has run).
     pub fn window(&self, window: &Window) -> Option<HistogramSnapshot> {
-        let guard = lock_window(&self.window);
+        let guard = crate::loom::lock_unpoisoned(&self.window);
         let w = guard.as_ref()?;
         let now = self.snapshot();
         let mut buckets: Box<[u64]> = now
@@ -248,10 +248,6 @@ impl Histogram {
             unit: self.unit,
         })
     }
-}
-
-fn lock_window<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl std::fmt::Debug for Histogram {

@@ -32,8 +32,7 @@ pub fn read() -> ProcessStats {
     imp::read()
 }
 
-pub(crate) fn collect(out: &mut Collection) {
-    let s = read();
+pub(crate) fn collect(out: &mut Collection, s: &ProcessStats) {
     let pairs = [
         (&names::PROCESS_CPU_SECONDS_TOTAL, s.cpu_seconds_total),
         (

@@ -462,9 +462,10 @@ impl Registry {
             samples: Vec::new(),
             window: Some(self.window(super::window::METRICS_WINDOW_SECONDS)),
         };
-        super::process::collect(&mut collection);
+        let process = super::process::read();
+        super::process::collect(&mut collection, &process);
         if let Some(w) = collection.window {
-            if let Some(rss) = super::process::read().resident_memory_bytes {
+            if let Some(rss) = process.resident_memory_bytes {
                 let max = self.rss.max(&w).max(rss);
                 collection.push(
                     &names::PROCESS_RESIDENT_MEMORY_MAX_10S_BYTES,

@@ -30,7 +30,7 @@
 
 use std::sync::Mutex;
 
-use crate::loom::{AtomicU64, Ordering};
+use crate::loom::{AtomicU64, Ordering, lock_unpoisoned as lock};
 
 /// The longest window a reader can ask for, in seconds, and the number of per-second slots.
 pub const MAX_WINDOW_SECONDS: u32 = 300;
@@ -265,10 +265,6 @@ pub(crate) fn attach(
         obj.insert("window".into(), w);
     }
     entry
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(all(test, not(loom)))]

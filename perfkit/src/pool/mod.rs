@@ -836,17 +836,13 @@ impl crate::metrics::Collector for Inner {
         self.busy_max.observe(busy as u64);
         let workers = self.core.workers();
         // The busy ratio over the last 10 s: the same for every reader.
-        let (avg, avg_nanos) = out
-            .over(10)
+        let recent = out.over(10);
+        let avg = recent
+            .and_then(|w| self.busy_total.ratio(&w, busy_nanos, workers as f64))
+            .unwrap_or(0.0);
+        let avg_nanos = recent
             .and_then(|w| self.busy_total.delta(&w, busy_nanos))
-            .map_or((0.0, 0), |(d, nanos)| {
-                let r = if nanos == 0 {
-                    0.0
-                } else {
-                    (d as f64 / (nanos as f64 * workers as f64)).min(1.0)
-                };
-                (r, nanos)
-            });
+            .map_or(0, |(_, nanos)| nanos);
         let window = out.window().map(|w| {
             let busy_max = self.busy_max.max(w).max(busy as u64);
             json!({

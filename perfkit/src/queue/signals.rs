@@ -69,6 +69,7 @@ pub(crate) struct Signals {
     /// The `queue` label: the name, or `__overflow__` past the cardinality cap.
     pub(crate) label: String,
     /// The values of every queue series' labels: `queue`, `pool`, `batcher`.
+    #[cfg_attr(loom, allow(dead_code))]
     labels: [String; 3],
     #[cfg_attr(loom, allow(dead_code))]
     site: &'static Location<'static>,

@@ -180,10 +180,10 @@ pub(crate) fn build(timeline: &Value, inventory: &Value, snapshot: &Value) -> Va
     let mut findings: Vec<Finding> = Vec::new();
 
     for s in &all {
-        let source = entry(inventory, s.section, s.name)
+        let inv = entry(inventory, s.section, s.name);
+        let source = inv
             .and_then(|e| e["source"].as_str())
             .map(str::to_owned);
-        let inv = entry(inventory, s.section, s.name);
         match (s.section, s.signal) {
             ("queues", "dropped_per_second") | ("batchers", "dropped_per_second") => {
                 let n = s.sum();

@@ -18,6 +18,8 @@ use std::sync::Mutex;
 
 use serde_json::{Map, Value, json};
 
+use crate::loom::lock_unpoisoned as lock;
+
 /// Seconds kept.
 pub(crate) const SPAN: usize = 3600;
 /// Series kept at most.
@@ -114,10 +116,6 @@ struct Inner {
 /// See the module docs.
 pub(crate) struct Timeline {
     inner: Mutex<Inner>,
-}
-
-fn lock(m: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The process's timeline, fed by every running debug server's ticker.

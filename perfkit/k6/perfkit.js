@@ -90,10 +90,13 @@
  *     `export function perfkitProfile() { profile({ seconds: 5 }); }`, so that a CPU
  *     profile is taken while the load runs.
  *
- * `profile({ url = PERFKIT_URL, token = PERFKIT_TOKEN, seconds = 5 } = {})`
+ * `profile({ url = PERFKIT_URL, token = PERFKIT_TOKEN, seconds = 5, heap = true } = {})`
  *     GETs `/debug/pprof/profile?seconds=N` (tagged `{ perfkit: 'profile' }`) and discards
- *     the answer: the server keeps it for `/debug/pprof/profile/last`. Returns the status
- *     (409 if another profile was running, 501 without the `cpu-profiling` feature).
+ *     the answer: the server keeps it for `/debug/pprof/profile/last` and for the run
+ *     report's top functions. Returns the status (409 if another profile was running, 501
+ *     without the `cpu-profiling` feature). With `heap`, first takes a heap profile
+ *     (`/debug/pprof/heap?debug=1`), so the report can show the live heap's growth by
+ *     allocation site up to the one `captureProfiles` takes at the end.
  *
  * `captureProfiles({ url = PERFKIT_URL, token = PERFKIT_TOKEN, dir = RESULTS_DIR || 'results' } = {})`
  *     For `handleSummary`: fetches the last CPU profile (pprof and SVG flame graph) and the
@@ -108,21 +111,29 @@
  *     The mappings from snapshot sections and fields to Trend and Counter names
  *     (read-only; nested fields are written as dotted paths, e.g. `wait_seconds.p99`).
  *
- * `summary(data, { dir = RESULTS_DIR || 'results', name = 'summary', profiles = false, report = false } = {})`
+ * `summary(data, { dir = RESULTS_DIR || 'results', name = 'summary', profiles = false, report = false, phases = [] } = {})`
  *     For `export function handleSummary(data)`. Returns
  *     `{ stdout: text, [`${dir}/${name}.json`]: JSON.stringify(data, null, 2) }` (k6 does
  *     not create `dir`: make it before the run), plus the profile files of
- *     `captureProfiles` when `profiles` is true and `report.json` of `captureReport` when
- *     `report` is true, where text
+ *     `captureProfiles` when `profiles` is true and `report.json` and `report.html` of
+ *     `captureReport` when `report` is true, where text
  *     has the HTTP request count, rate, p(95) and failure rate, then one line per threshold:
  *       `✓ <metric>: <expr>  <value>` or `✗ <metric>: <expr>  CROSSED  <value>`.
  *     A Trend with no samples passes any threshold in k6; add 'count' to
  *     `options.summaryTrendStats` and such lines say `no samples` instead of a value.
  *
- * `captureReport(data, { url = PERFKIT_URL, token = PERFKIT_TOKEN, dir = RESULTS_DIR || 'results' } = {})`
- *     For `handleSummary`: fetches `/debug/perfkit/report` over the run, adds k6's verdicts
- *     under `k6`, and returns `{ files, lines, report }` (`${dir}/report.json`, a
- *     three-line digest). `summary(data, { report: true })` does this for you.
+ * `captureReport(data, { url = PERFKIT_URL, token = PERFKIT_TOKEN, dir = RESULTS_DIR || 'results', phases = [] } = {})`
+ *     For `handleSummary`: fetches `/debug/perfkit/report` over the run as JSON and as
+ *     HTML, adds k6's verdicts (every threshold, the HTTP figures, the client latency of
+ *     every `http_req_duration` sub-metric, e.g. per scenario or phase) to both, and returns
+ *     `{ files, lines, report }` (`${dir}/report.json`, `${dir}/report.html`, a three-line
+ *     digest). `phases` (`[{ name, at }]`, `at` in seconds from the run's start, or
+ *     `phasesOf(options.scenarios)`) are marked on the report's plots.
+ *     `summary(data, { report: true, phases })` does this for you.
+ *
+ * `phasesOf(scenarios)`
+ *     The phases of `options.scenarios`: for each distinct `tags.phase`, its earliest
+ *     `startTime`, as `[{ name, at }]` sorted by `at` (seconds).
  *
  * `thresholdResults(data)`
  *     Every threshold in summary `data` as `{ metric, expr, ok, stat, value }`, sorted.
@@ -396,8 +407,15 @@ function authParams(token, extra) {
 }
 
 /** Asks for a CPU profile of `seconds`; the server keeps it as `/debug/pprof/profile/last`. */
-export function profile({ url = __ENV.PERFKIT_URL || DEFAULT_PERFKIT_URL, token = __ENV.PERFKIT_TOKEN, seconds = 5 } = {}) {
+export function profile({ url = __ENV.PERFKIT_URL || DEFAULT_PERFKIT_URL, token = __ENV.PERFKIT_TOKEN, seconds = 5, heap = true } = {}) {
   const base = url.replace(/\/+$/, '');
+  if (heap) {
+    // A 501 (no heap profiling in this build) is fine: the report then shows no growth.
+    http.get(
+      `${base}/debug/pprof/heap?debug=1`,
+      authParams(token, { tags: { perfkit: 'profile', name: 'GET /debug/pprof/heap' }, responseType: 'none', timeout: '60s' }),
+    );
+  }
   const res = http.get(
     `${base}/debug/pprof/profile?seconds=${seconds}`,
     authParams(token, {
@@ -740,26 +758,37 @@ export function thresholdsOk(data) {
 /** `handleSummary` output: a compact text verdict on stdout and the full data as JSON. */
 /**
  * The run report for `handleSummary`: GETs `/debug/perfkit/report` over the run (from the
- * run's start, by `data.state.testRunDurationMs`, to now), adds k6's own verdicts under
- * `k6` (every threshold, the HTTP request figures, the checks), and returns `{ files,
- * lines, report }`: `files` maps `${dir}/report.json` to the merged report, `lines` are a
- * three-line digest (where it went, the top finding, the bottleneck) or why it is missing.
+ * run's start, by `data.state.testRunDurationMs`, to now) as JSON and as HTML, adds k6's
+ * own verdicts to both (under `k6` in the JSON; a section of the page), and returns
+ * `{ files, lines, report }`: `files` maps `${dir}/report.json` and `${dir}/report.html`
+ * to the merged report, `lines` are a three-line digest (where it went, the top finding,
+ * the bottleneck) or why it is missing. `phases` (`[{ name, at }]`, seconds from the start)
+ * are sent along and marked on the plots.
  */
 export function captureReport(data, {
   url = __ENV.PERFKIT_URL || DEFAULT_PERFKIT_URL,
   token = __ENV.PERFKIT_TOKEN,
   dir = __ENV.RESULTS_DIR || 'results',
+  phases = [],
 } = {}) {
   const base = url.replace(/\/+$/, '');
   const now = Date.now() / 1000;
   const runMs = data && data.state && data.state.testRunDurationMs ? data.state.testRunDurationMs : 0;
+  const start = now - runMs / 1000;
   // One second of slack before the start: the first poll's window reaches back that far.
-  const from = Math.max(0, Math.floor(now - runMs / 1000) - 1);
+  const from = Math.max(0, Math.floor(start) - 1);
   const to = Math.ceil(now);
-  const res = http.get(
-    `${base}/debug/perfkit/report?from=${from}&to=${to}`,
-    authParams(token, { responseType: 'text', timeout: '30s', tags: { perfkit: 'report', name: 'GET /debug/perfkit/report' } }),
-  );
+  let query = `from=${from}&to=${to}`;
+  const marks = (phases || [])
+    .filter((p) => p && /^[A-Za-z0-9_.-]{1,64}$/.test(String(p.name)) && Number.isFinite(p.at))
+    .map((p) => `${p.name}@${Math.floor(start + p.at)}`);
+  if (marks.length) query += `&phases=${marks.join(',')}`;
+  const get = (format) =>
+    http.get(
+      `${base}/debug/perfkit/report?${query}&format=${format}`,
+      authParams(token, { responseType: 'text', timeout: '30s', tags: { perfkit: 'report', name: 'GET /debug/perfkit/report' } }),
+    );
+  const res = get('json');
   if (res.status !== 200) {
     const reason = res.status === 0 ? 'no answer' : `status ${res.status}: ${String(res.body || '').split('\n')[0]}`;
     return { files: {}, lines: [`  report: not saved (${reason})`], report: null };
@@ -770,12 +799,48 @@ export function captureReport(data, {
   } catch (_) {
     return { files: {}, lines: ['  report: not saved (the answer was not JSON)'], report: null };
   }
+  report.k6 = k6Verdicts(data);
+  const target = `${dir}/report.json`;
+  const files = { [target]: JSON.stringify(report, null, 2) };
+  const findings = report.findings || [];
+  const top = findings[0];
+  const bottleneck = findings.find((f) => f.bottleneck);
+  const lines = [`  report: ${target}`];
+  const page = get('html');
+  if (page.status === 200 && String(page.body).includes(K6_MARKER)) {
+    files[`${dir}/report.html`] = String(page.body).replace(K6_MARKER, k6Html(report.k6));
+    lines[0] += `, ${dir}/report.html`;
+  } else {
+    const why = page.status === 0 ? 'no answer' : `status ${page.status}: ${String(page.body || '').split('\n')[0]}`;
+    lines.push(`  report.html: not saved (${why})`);
+  }
+  lines.push(
+    top ? `  top finding: ${top.id} ${top.severity} ${top.title}` : '  top finding: none',
+    bottleneck ? `  bottleneck: ${bottleneck.id} ${bottleneck.title}` : '  bottleneck: none (no bound saturated)',
+  );
+  return { files, lines, report };
+}
+
+/** Where the server's HTML report takes k6's section. */
+const K6_MARKER = '<!--perfkit:k6-->';
+
+/** k6's verdicts for the report: thresholds, HTTP figures, checks, client latency. */
+function k6Verdicts(data) {
   const metrics = (data && data.metrics) || {};
   const reqs = metrics.http_reqs && metrics.http_reqs.values;
   const dur = metrics.http_req_duration && metrics.http_req_duration.values;
   const fail = metrics.http_req_failed && metrics.http_req_failed.values;
   const checks = metrics.checks && metrics.checks.values;
-  report.k6 = {
+  // Client latency of every http_req_duration sub-metric (per scenario, phase, ...).
+  const latency = Object.keys(metrics)
+    .filter((k) => /^http_req_duration(\{.*\})?$/.test(k))
+    .sort()
+    .map((k) => {
+      const v = metrics[k].values || {};
+      const or = (x) => (typeof x === 'number' ? x : null);
+      return { metric: k, p95_ms: or(v['p(95)']), p99_ms: or(v['p(99)']), max_ms: or(v.max), count: or(v.count) };
+    });
+  return {
     verdict: thresholdsOk(data) ? 'PASS' : 'FAIL',
     thresholds: thresholdResults(data),
     http: reqs
@@ -786,21 +851,79 @@ export function captureReport(data, {
           failed_rate: fail ? fail.rate : null,
         }
       : null,
+    latency,
     checks: checks ? { passes: checks.passes, fails: checks.fails } : null,
   };
-  const target = `${dir}/report.json`;
-  const findings = report.findings || [];
-  const top = findings[0];
-  const bottleneck = findings.find((f) => f.bottleneck);
-  const lines = [
-    `  report: ${target}`,
-    top ? `  top finding: ${top.id} ${top.severity} ${top.title}` : '  top finding: none',
-    bottleneck ? `  bottleneck: ${bottleneck.id} ${bottleneck.title}` : '  bottleneck: none (no bound saturated)',
-  ];
-  return { files: { [target]: JSON.stringify(report, null, 2) }, lines, report };
 }
 
-export function summary(data, { dir = __ENV.RESULTS_DIR || 'results', name = 'summary', profiles = false, report = false } = {}) {
+function escHtml(s) {
+  return String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
+}
+
+/** The report page's k6 section. */
+function k6Html(k6) {
+  const ms = (v) => (typeof v === 'number' ? escHtml(fmtMs(v)) : '—');
+  const out = [
+    `<h2>k6 verdict: <span class="sev ${k6.verdict}">${k6.verdict}</span></h2>`,
+  ];
+  if (k6.http) {
+    out.push(
+      `<p>${k6.http.requests} requests, ${escHtml(num(k6.http.rate))}/s, p(95) ${ms(k6.http.p95_ms)}` +
+        (k6.http.failed_rate != null ? `, ${(k6.http.failed_rate * 100).toFixed(2)}% failed` : '') +
+        (k6.checks ? `; checks ${k6.checks.passes} passed, ${k6.checks.fails} failed` : '') +
+        '.</p>',
+    );
+  }
+  if (k6.latency.length) {
+    out.push('<table><tr><th>client latency</th><th>p(95)</th><th>p(99)</th><th>max</th><th>requests</th></tr>');
+    for (const l of k6.latency) {
+      out.push(
+        `<tr><td><code>${escHtml(l.metric)}</code></td><td class="n">${ms(l.p95_ms)}</td><td class="n">${ms(l.p99_ms)}</td>` +
+          `<td class="n">${ms(l.max_ms)}</td><td class="n">${l.count === null ? '—' : l.count}</td></tr>`,
+      );
+    }
+    out.push('</table>');
+  }
+  out.push('<table><tr><th>threshold</th><th>expression</th><th>value</th><th>held</th></tr>');
+  for (const t of k6.thresholds) {
+    out.push(
+      `<tr><td><code>${escHtml(t.metric)}</code></td><td><code>${escHtml(t.expr)}</code></td>` +
+        `<td class="n">${t.value === null ? '—' : escHtml(typeof t.value === 'number' ? num(t.value) : t.value)}</td>` +
+        `<td>${t.ok ? '✓' : '<span class="sev FAIL">CROSSED</span>'}</td></tr>`,
+    );
+  }
+  out.push('</table>');
+  return out.join('\n');
+}
+
+/** k6 duration strings (`90s`, `1m30s`, `250ms`) or numbers of ms, in seconds. */
+function durationSeconds(d) {
+  if (typeof d === 'number') return d / 1000;
+  if (typeof d !== 'string' || d === '') return 0;
+  const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/g;
+  let total = 0;
+  let m;
+  while ((m = re.exec(d)) !== null) {
+    total += Number(m[1]) * { ms: 0.001, s: 1, m: 60, h: 3600 }[m[2]];
+  }
+  return total;
+}
+
+/** The phases of `options.scenarios`: each distinct `tags.phase` at its earliest `startTime`. */
+export function phasesOf(scenarios) {
+  const at = {};
+  for (const sc of Object.values(scenarios || {})) {
+    const name = sc && sc.tags && sc.tags.phase;
+    if (!name) continue;
+    const t = durationSeconds(sc.startTime || '0s');
+    if (!(name in at) || t < at[name]) at[name] = t;
+  }
+  return Object.entries(at)
+    .map(([name, t]) => ({ name, at: t }))
+    .sort((a, b) => a.at - b.at);
+}
+
+export function summary(data, { dir = __ENV.RESULTS_DIR || 'results', name = 'summary', profiles = false, report = false, phases = [] } = {}) {
   const lines = [];
   const metrics = data.metrics || {};
   const results = thresholdResults(data);
@@ -843,7 +966,7 @@ export function summary(data, { dir = __ENV.RESULTS_DIR || 'results', name = 'su
     lines.push(...captured.lines);
   }
   if (report) {
-    const captured = captureReport(data, { dir });
+    const captured = captureReport(data, { dir, phases });
     Object.assign(files, captured.files);
     lines.push('report:');
     lines.push(...captured.lines);

@@ -257,6 +257,9 @@ fn build(s: sampler::Samples) -> Completed {
     let named = symbols::add_stacks(&mut p, &mut syms, &stacks, symbols::Addr::Exact, &|_| false);
     let folded = symbols::folded(&named, 0);
     drop(syms);
+    let unix = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    let start = unix(s.start_time);
+    super::recent::cpu(super::recent::Summary::of(&named, 0, start, start + s.duration.as_secs_f64()));
     let stamp = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

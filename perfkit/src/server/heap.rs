@@ -66,6 +66,11 @@ fn build_answer(kind: Kind, debug: bool, flamegraph: bool) -> Result<Response<Bo
     let parsed = parse(&dump)?;
     drop(dump);
     let (profile, named) = build(&parsed, kind);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    // Live bytes by allocation site, for the run report's heap growth.
+    super::recent::heap(super::recent::Summary::of(&named, 3, now, now));
     let index = if kind == Kind::Inuse { 3 } else { 1 };
     if debug {
         return Ok(text(StatusCode::OK, summary(&parsed, &named, kind)));

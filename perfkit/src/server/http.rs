@@ -56,7 +56,7 @@ const ROUTES: &[Route] = &[
     Route { path: "/debug/perfkit/snapshot", params: &["window"], handler: Now(snapshot) },
     Route { path: "/debug/perfkit/inventory", params: &[], handler: Now(inventory) },
     Route { path: "/debug/perfkit/timeline", params: &["from", "to"], handler: Now(timeline) },
-    Route { path: "/debug/perfkit/report", params: &["from", "to", "format"], handler: Now(report) },
+    Route { path: "/debug/perfkit/report", params: &["from", "to", "format", "phases"], handler: Now(report) },
     Route { path: "/debug/perfkit/k6.js", params: &[], handler: Now(k6_js) },
 ];
 
@@ -289,14 +289,26 @@ fn report(state: &State, q: &Query) -> Response<Body> {
         Ok(r) => r,
         Err(reason) => return error(StatusCode::BAD_REQUEST, &reason),
     };
-    match q.get("format").unwrap_or("json") {
-        "json" => {}
+    let html = match q.get("format").unwrap_or("json") {
+        "json" => false,
+        "html" => true,
         other => {
             return error(
                 StatusCode::BAD_REQUEST,
-                &format!("format must be json, got {other:?}"),
+                &format!("format must be json or html, got {other:?}"),
             );
         }
+    };
+    let phases = match q.get("phases").map(parse_phases).transpose() {
+        Ok(p) => p.unwrap_or_default(),
+        Err(reason) => return error(StatusCode::BAD_REQUEST, &reason),
+    };
+    #[cfg(not(feature = "report-html"))]
+    if html {
+        return error(
+            StatusCode::NOT_IMPLEMENTED,
+            "the HTML report is not built in: enable perfkit's `report-html` feature (format=json works without it)",
+        );
     }
     let registry = crate::metrics::registry();
     let timeline = super::timeline::timeline().json(from, to);
@@ -304,7 +316,47 @@ fn report(state: &State, q: &Query) -> Response<Body> {
     if let Some(obj) = inventory.as_object_mut() {
         obj.insert("server".into(), server_settings(state));
     }
-    json(&super::report::build(&timeline, &inventory, &registry.snapshot()))
+    let mut report = super::report::build(&timeline, &inventory, &registry.snapshot());
+    let t0 = report["run"]["first_second"].as_u64().unwrap_or(from);
+    report["profiles"] = super::recent::section(from, to, t0);
+    report["run"]["phases"] = phases
+        .iter()
+        .map(|(name, at)| serde_json::json!({ "name": name, "start": at, "start_at_seconds": *at as i64 - t0 as i64 }))
+        .collect();
+    #[cfg(feature = "report-html")]
+    if html {
+        let page = super::report_html::render(&report, &timeline);
+        return response(StatusCode::OK, "text/html; charset=utf-8", Bytes::from(page));
+    }
+    json(&report)
+}
+
+/// `phases=name@unix_seconds,...`: where the load test's phases started, at most 32, names of
+/// letters, digits, `_`, `-` and `.` (1 to 64).
+fn parse_phases(v: &str) -> Result<Vec<(String, u64)>, String> {
+    let mut out = Vec::new();
+    for part in v.split(',').filter(|p| !p.is_empty()) {
+        let Some((name, at)) = part.rsplit_once('@') else {
+            return Err(format!("phases must be name@unix_seconds,..., got {part:?}"));
+        };
+        let ok_name = (1..=64).contains(&name.len())
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+        if !ok_name {
+            return Err(format!(
+                "a phase name is 1 to 64 letters, digits, '_', '-' or '.', got {name:?}"
+            ));
+        }
+        let at = match at.parse::<f64>() {
+            Ok(x) if x.is_finite() && x >= 0.0 && !at.starts_with('+') => x as u64,
+            _ => return Err(format!("phase {name:?} starts at {at:?}, not a time in seconds since the Unix epoch")),
+        };
+        out.push((name.to_owned(), at));
+    }
+    if out.len() > 32 {
+        return Err(format!("at most 32 phases, got {}", out.len()));
+    }
+    out.sort_by_key(|p| p.1);
+    Ok(out)
 }
 
 /// `window=N`: whole seconds, 1..=300.
@@ -372,6 +424,48 @@ mod tests {
         assert!(authorized(Some(&lower), b"s3cret"));
         assert!(!authorized(Some(&basic), b"s3cret"));
         assert!(!authorized(None, b"s3cret"));
+    }
+
+    fn query(raw: &str) -> Query {
+        let route = ROUTES.iter().find(|r| r.path == "/debug/perfkit/report").unwrap();
+        Query::parse(raw, route).unwrap()
+    }
+
+    #[cfg(not(feature = "report-html"))]
+    #[test]
+    fn the_html_report_without_its_feature_is_501_naming_it() {
+        let state = State {
+            token: None,
+            local_addr: "127.0.0.1:0".parse().unwrap(),
+            max_connections: 64,
+            header_read_timeout: Duration::from_secs(5),
+            profile_max_seconds: 60,
+            profile_frequency: 99,
+        };
+        let r = report(&state, &query("format=html"));
+        assert_eq!(r.status(), StatusCode::NOT_IMPLEMENTED);
+        let body = {
+            use http_body_util::BodyExt;
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let bytes = rt.block_on(r.into_body().collect()).unwrap().to_bytes();
+            String::from_utf8_lossy(&bytes).into_owned()
+        };
+        assert!(body.contains("`report-html` feature"), "{body}");
+        assert_eq!(report(&state, &query("format=json")).status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn phases_parse_sorted_and_bounded() {
+        assert_eq!(
+            parse_phases("stress@200,baseline@100").unwrap(),
+            vec![("baseline".to_owned(), 100), ("stress".to_owned(), 200)]
+        );
+        assert_eq!(parse_phases("").unwrap(), vec![]);
+        assert!(parse_phases("a b@1").unwrap_err().contains("phase name"));
+        assert!(parse_phases("a@x").unwrap_err().contains("not a time"));
+        assert!(parse_phases("a@inf").unwrap_err().contains("not a time"));
+        assert!(parse_phases(&"a".repeat(65)).is_err());
+        let _ = query("phases=a@1");
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //! | `/debug/perfkit/snapshot?window=N` | JSON: current figures of every primitive (what k6 polls), and with `window` their figures over the last N seconds |
 //! | `/debug/perfkit/inventory` | JSON: configuration of every primitive |
 //! | `/debug/perfkit/timeline?from=&to=` | JSON: every primitive's figures for each second of the last hour |
-//! | `/debug/perfkit/report?from=&to=` | JSON: the run report: configuration, ranked findings, bottleneck, headroom |
+//! | `/debug/perfkit/report?from=&to=&format=json\|html&phases=` | the run report: configuration, ranked findings, bottleneck, headroom, timelines, profiles; `html` (feature `report-html`) is one self-contained page |
 //! | `/debug/perfkit/k6.js` | the k6 helper module matching this build |
 //!
 //! Unknown paths get 404, methods other than GET 405, unknown or malformed query parameters
@@ -46,11 +46,14 @@ mod http;
 mod lane;
 pub(crate) mod pprof;
 mod profile;
+mod recent;
 #[cfg(feature = "cpu-profiling")]
 mod sampler;
 #[cfg(any(feature = "cpu-profiling", feature = "heap-profiling"))]
 mod symbols;
 mod report;
+#[cfg(feature = "report-html")]
+mod report_html;
 pub(crate) mod timeline;
 
 use std::net::{Ipv4Addr, SocketAddr};

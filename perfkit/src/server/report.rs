@@ -21,11 +21,11 @@ use serde_json::{Value, json};
 pub(crate) const SCHEMA_VERSION: u32 = 1;
 
 /// A queue this full is saturated.
-const QUEUE_SATURATED: f64 = 0.8;
+pub(crate) const QUEUE_SATURATED: f64 = 0.8;
 /// A pool or runtime busy this share of a second is saturated.
-const BUSY_SATURATED: f64 = 0.9;
+pub(crate) const BUSY_SATURATED: f64 = 0.9;
 /// A probe this late means a starved runtime.
-const DELAY_STARVED: f64 = 0.25;
+pub(crate) const DELAY_STARVED: f64 = 0.25;
 /// A p99 this slow is measurable degradation.
 const SLOW_P99: f64 = 0.25;
 /// A task name growing by this much leaks.

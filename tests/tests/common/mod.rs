@@ -2,6 +2,7 @@
 //! tests can send exactly what they mean, malformed requests included) and tool lookup.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod browser;
 pub mod ingest;
 
 use std::io::{Read, Write};

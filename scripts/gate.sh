@@ -155,12 +155,15 @@ wait_for "perfkit snapshot" "${PERFKIT_URL}/debug/perfkit/snapshot"
 log "service ready; running k6"
 
 # k6's own web dashboard, exported as one HTML file when the run ends (k6 0.49 and later;
-# port -1: no dashboard server, only the export). Set K6_WEB_DASHBOARD=false to skip it.
+# port -1: no dashboard server, only the export; one point per second). Set
+# K6_WEB_DASHBOARD=false to skip it.
 k6_version="$("$K6" version 2>/dev/null | sed -n 's/^k6 v\([0-9]*\)\.\([0-9]*\).*/\1 \2/p' | head -n 1)"
 if [[ "${K6_WEB_DASHBOARD:-true}" == true ]] && read -r major minor <<<"$k6_version" &&
 	((major > 0 || minor >= 49)); then
 	export K6_WEB_DASHBOARD=true
 	export K6_WEB_DASHBOARD_PORT="${K6_WEB_DASHBOARD_PORT:--1}"
+	# k6 aggregates every 10 s by default, and a run shorter than that exports nothing.
+	export K6_WEB_DASHBOARD_PERIOD="${K6_WEB_DASHBOARD_PERIOD:-1s}"
 	export K6_WEB_DASHBOARD_EXPORT="${K6_WEB_DASHBOARD_EXPORT:-${RESULTS_DIR}/k6-dashboard.html}"
 fi
 

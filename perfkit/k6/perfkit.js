@@ -808,7 +808,7 @@ export function captureReport(data, {
   const lines = [`  report: ${target}`];
   const page = get('html');
   if (page.status === 200 && String(page.body).includes(K6_MARKER)) {
-    files[`${dir}/report.html`] = String(page.body).replace(K6_MARKER, k6Html(report.k6));
+    files[`${dir}/report.html`] = String(page.body).replace(K6_MARKER, k6Html(report.k6, (data && data.metrics) || {}));
     lines[0] += `, ${dir}/report.html`;
   } else {
     const why = page.status === 0 ? 'no answer' : `status ${page.status}: ${String(page.body || '').split('\n')[0]}`;
@@ -860,8 +860,8 @@ function escHtml(s) {
   return String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
 }
 
-/** The report page's k6 section. */
-function k6Html(k6) {
+/** The report page's k6 section (`metrics`: the summary's, to format threshold values). */
+function k6Html(k6, metrics) {
   const ms = (v) => (typeof v === 'number' ? escHtml(fmtMs(v)) : '—');
   const out = [
     `<h2>k6 verdict: <span class="sev ${k6.verdict}">${k6.verdict}</span></h2>`,
@@ -888,7 +888,7 @@ function k6Html(k6) {
   for (const t of k6.thresholds) {
     out.push(
       `<tr><td><code>${escHtml(t.metric)}</code></td><td><code>${escHtml(t.expr)}</code></td>` +
-        `<td class="n">${t.value === null ? '—' : escHtml(typeof t.value === 'number' ? num(t.value) : t.value)}</td>` +
+        `<td class="n">${t.value === null ? '—' : escHtml(fmtValue(metrics[t.metric], t.metric, t.value))}</td>` +
         `<td>${t.ok ? '✓' : '<span class="sev FAIL">CROSSED</span>'}</td></tr>`,
     );
   }

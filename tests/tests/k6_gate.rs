@@ -29,7 +29,13 @@ fn run_k6(svc: &Service, script: &str, results: &Path, extra: &[&str]) -> (i32, 
         .args(["run", "--quiet", "--no-usage-report"])
         .args(["-e", &format!("BASE_URL={}", svc.base_url)])
         .args(["-e", &format!("PERFKIT_URL={}", svc.perfkit_url)])
-        .args(["-e", &format!("RESULTS_DIR={}", results.display())]);
+        .args(["-e", &format!("RESULTS_DIR={}", results.display())])
+        // k6's web dashboard, exported when the run ends (port -1: no server), as
+        // scripts/gate.sh does.
+        .env("K6_WEB_DASHBOARD", "true")
+        .env("K6_WEB_DASHBOARD_PORT", "-1")
+        .env("K6_WEB_DASHBOARD_PERIOD", "1s")
+        .env("K6_WEB_DASHBOARD_EXPORT", results.join("k6-dashboard.html"));
     for e in extra {
         cmd.args(["-e", e]);
     }
@@ -100,9 +106,29 @@ fn report(results: &Path) -> serde_json::Value {
         "findings",
         "headroom",
         "signals",
+        "profiles",
         "k6",
     ] {
         assert!(!r[section].is_null(), "no {section} in the report: {r:#}");
+    }
+    // The page: the server's HTML with k6's section where the marker was, every finding.
+    let page = std::fs::read_to_string(results.join("report.html"))
+        .unwrap_or_else(|e| panic!("report.html: {e}"));
+    assert!(
+        !page.contains("<!--perfkit:k6-->") && page.contains("<h2>k6 verdict:"),
+        "k6's section is not in the page"
+    );
+    assert!(
+        page.contains("<code>http_req_duration</code>"),
+        "client latency"
+    );
+    assert!(page.matches("<svg").count() >= 3, "the page has no plots");
+    for f in r["findings"].as_array().unwrap() {
+        let id = f["id"].as_str().unwrap();
+        assert!(
+            page.contains(&format!("<tr><td>{id}</td>")),
+            "{id} not in the page"
+        );
     }
     assert!(
         r["run"]["seconds_recorded"].as_u64().unwrap() >= 5,
@@ -193,6 +219,37 @@ fn gate_passes_on_a_healthy_service_and_fails_on_an_impossible_rss_threshold() {
     assert!(delay["count"].as_f64().unwrap() >= 3.0, "{delay}");
     profiles_saved(&dir.join("healthy"));
     let r = report(&dir.join("healthy"));
+    // The CPU profile taken mid-run names its hottest functions; a heap profile before it
+    // and the one taken at the end give the live heap's growth by allocation site.
+    let cpu = &r["profiles"]["cpu"];
+    assert!(cpu["samples"].as_i64().unwrap() > 0, "{cpu:#}");
+    assert!(!cpu["top_flat"].as_array().unwrap().is_empty(), "{cpu:#}");
+    let heap = &r["profiles"]["heap"];
+    assert!(heap["profiles"].as_u64().unwrap() >= 2, "{heap:#}");
+    assert!(heap["growth_bytes"].is_i64(), "{heap:#}");
+    // Headless Chromium renders the real report: not blank, plots drawn, a quiet console.
+    // The screenshot stays as results/healthy/report.png.
+    let shot = common::browser::render(
+        &dir.join("healthy/report.html"),
+        &dir.join("healthy/report.png"),
+        1100,
+        3000,
+    );
+    assert!(shot.console.is_empty(), "console: {:?}", shot.console);
+    assert!(shot.inked() > 0.03, "blank: {:.2}%", shot.inked() * 100.0);
+    assert!(
+        shot.pixels_near([31, 95, 191], 24) > 300,
+        "no plot lines on screen"
+    );
+    assert!(shot.dom.contains("k6 verdict"));
+    // k6's own dashboard export sits next to it.
+    let dashboard = std::fs::read_to_string(dir.join("healthy/k6-dashboard.html"))
+        .unwrap_or_else(|e| panic!("k6-dashboard.html: {e}"));
+    assert!(
+        dashboard.len() > 10_000 && dashboard.contains("<html"),
+        "{} bytes",
+        dashboard.len()
+    );
     assert!(
         r["findings"]
             .as_array()
@@ -510,6 +567,27 @@ fn phases_hold_phase_by_phase_on_a_healthy_service() {
         );
     }
     assert_eq!(code, 0, "{v:?}");
+    // The report marks where each phase began, from the scenarios' start times.
+    let r = report(&dir.join("run"));
+    let names: Vec<&str> = r["run"]["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, PHASES, "{:#}", r["run"]);
+    let starts: Vec<i64> = r["run"]["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["start_at_seconds"].as_i64().unwrap())
+        .collect();
+    assert!(
+        starts.windows(2).all(|w| (7..=9).contains(&(w[1] - w[0]))),
+        "8 s apart: {starts:?}"
+    );
+    let page = std::fs::read_to_string(dir.join("run/report.html")).unwrap();
+    assert!(page.contains("Dashed lines mark the k6 phases: <b>baseline</b>"));
     let stopped = svc.stop();
     assert_eq!(stopped.dropped, 0, "{stopped:?}");
 }
@@ -573,4 +651,53 @@ fn soak_holds_on_a_healthy_service_and_a_leak_fails_it_on_growth_only() {
     let (code, summary) = run_k6(&svc, "soak", &dir.join("leak"), &soak);
     assert_eq!(failed(code, &summary), ["perfkit_tasks_alive_growth"]);
     svc.stop();
+}
+
+/// README command 1, `bash scripts/gate.sh`, end to end: it builds (a no-op after the suite's
+/// build), starts the service, gates a short run, stops the service, and says where the
+/// report, the profiles and k6's dashboard went, with the report's three-line digest.
+#[test]
+#[ignore = "needs k6 and a built ingest binary; scripts/test.sh installs k6, builds ingest and runs ignored tests"]
+fn the_gate_script_prints_the_digest_and_keeps_the_report_and_the_dashboard() {
+    let dir = results_dir("gate_sh");
+    let root = common::workspace_root();
+    let k6 = common::tool("K6", "k6", &[root.join(".venv/bin/k6")]);
+    let out = Command::new("bash")
+        .current_dir(&root)
+        .args([
+            "scripts/gate.sh",
+            "-e",
+            "DURATION=6s",
+            "-e",
+            "PROFILE_SECONDS=2",
+        ])
+        .env("K6", &k6)
+        .env("RESULTS_DIR", &dir)
+        .env("INGEST_ADDR", format!("127.0.0.1:{}", common::free_port()))
+        .env("PERFKIT_ADDR", format!("127.0.0.1:{}", common::free_port()))
+        .env("INGEST_DB", dir.join("events.db"))
+        .output()
+        .expect("run scripts/gate.sh");
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{err}");
+    assert_eq!(out.status.code(), Some(0), "gate.sh failed");
+    for line in [
+        "gate: PASS: every threshold held",
+        &format!("gate: report: {}/report.html", dir.display()),
+        &format!("gate: k6 dashboard: {}/k6-dashboard.html", dir.display()),
+        "gate: verdict: PASS",
+        "gate: top finding: ",
+        "gate: bottleneck: none (no bound saturated)",
+    ] {
+        assert!(err.contains(line), "{line:?} not printed");
+    }
+    for file in [
+        "report.html",
+        "report.json",
+        "k6-dashboard.html",
+        "gate.json",
+        "cpu.pb.gz",
+    ] {
+        assert!(dir.join(file).is_file(), "{file} not kept");
+    }
 }

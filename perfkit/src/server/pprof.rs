@@ -67,7 +67,7 @@ const ENTRIES: &[Entry] = &[
     Entry {
         href: "/debug/perfkit/report",
         name: "perfkit report",
-        description: "JSON: the run report over the timeline (from, to): configuration, ranked findings, bottleneck, headroom.",
+        description: "The run report over the timeline (from, to; format=json or html; phases=name@unix_seconds,...): configuration, ranked findings, bottleneck, headroom, timelines, profiles.",
     },
     Entry {
         href: "/debug/perfkit/k6.js",

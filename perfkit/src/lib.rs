@@ -67,6 +67,7 @@ mod hot_path;
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
 pub(crate) mod loom;
+mod memcheck;
 pub mod metrics;
 pub mod pool;
 pub mod queue;

@@ -163,3 +163,61 @@ fn loom_waiting_handle_dropped_while_the_job_completes() {
         assert_eq!(Arc::strong_count(&tracker), 1);
     });
 }
+
+/// The recycler's batch hand-over (`recycle.rs`), which the job models above do not reach
+/// (under loom jobs are boxed): one thread frees two batches' worth of blocks, sharing a
+/// batch, and exits, handing on the rest; another allocates meanwhile, from its empty list
+/// (so from the shared stack, or fresh), and gives its blocks back. Whatever the order of
+/// their locks: no block is handed out twice while held, none is lost, and the shared stack
+/// ends holding every block not held.
+#[test]
+fn loom_recycler_batches_change_threads_without_loss_or_duplicates() {
+    use super::recycle::{self, Exchange, Local};
+
+    const CLASS: usize = 0;
+    let batch = recycle::LOOM_BATCH;
+    model(move || {
+        let exchange = Arc::new(Exchange::new(loom::sync::Mutex::new(
+            [const { Vec::new() }; 4],
+        )));
+        // Blocks that start out held by the freeing thread.
+        let mut seed = Local::new();
+        let owned: Vec<usize> = (0..2 * batch)
+            .map(|_| recycle::take_from(&exchange, &mut seed, CLASS).as_ptr() as usize)
+            .collect();
+        let freer = {
+            let exchange = exchange.clone();
+            let owned = owned.clone();
+            thread::spawn(move || {
+                let mut local = Local::new();
+                for addr in owned {
+                    let p = std::ptr::NonNull::new(addr as *mut u8).unwrap();
+                    recycle::give_to(&exchange, &mut local, CLASS, p);
+                }
+                recycle::leave(&exchange, &mut local);
+            })
+        };
+        let mut local = Local::new();
+        let taken: Vec<usize> = (0..2)
+            .map(|_| recycle::take_from(&exchange, &mut local, CLASS).as_ptr() as usize)
+            .collect();
+        assert_ne!(taken[0], taken[1], "one block handed out twice");
+        freer.join().unwrap();
+        for addr in &taken {
+            let p = std::ptr::NonNull::new(*addr as *mut u8).unwrap();
+            recycle::give_to(&exchange, &mut local, CLASS, p);
+        }
+        recycle::leave(&exchange, &mut local);
+        // Every block is back on the shared stack exactly once: the seed's, and any fresh
+        // ones the taker got before a batch was shared.
+        let mut back = recycle::drain(&exchange);
+        back.sort_unstable();
+        let before = back.len();
+        back.dedup();
+        assert_eq!(back.len(), before, "a block on the stack twice");
+        let mut want: Vec<usize> = owned.iter().chain(&taken).copied().collect();
+        want.sort_unstable();
+        want.dedup();
+        assert_eq!(back, want, "blocks lost or invented");
+    });
+}

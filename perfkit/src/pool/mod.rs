@@ -46,10 +46,10 @@
 //! the job spends awaiting I/O: busy means occupied, not on-CPU.
 //!
 //! The snapshot's `pools` entry has `saturation` = `busy / workers` at that instant, and
-//! `saturation_avg` = busy seconds accumulated since the previous snapshot request (from
-//! any client) divided by (wall seconds since that request × workers), with the window
-//! length in `saturation_avg_window_seconds`; the first request averages since the pool was
-//! built. See `docs/endpoints.md` for the whole entry.
+//! `saturation_avg` = the busy seconds of the last 10 s of the registry's clock divided by
+//! (those seconds × workers), the same for every reader, with the span in
+//! `saturation_avg_window_seconds` (shorter while the clock, started by the registry's first
+//! snapshot or tick, is younger). See `docs/endpoints.md` for the whole entry.
 //!
 //! # Panics, shutdown, drop
 //! A job that panics is caught: the panic is counted as `outcome="panic"`, the handle

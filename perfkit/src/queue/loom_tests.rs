@@ -56,7 +56,7 @@ fn loom_drop_oldest_eviction_racing_a_receive() {
         let first = rx.try_recv().ok();
         let outcome = sender.join().unwrap();
         let rest = rx.try_recv().ok();
-        assert!(rx.len() == 0);
+        assert!(rx.is_empty());
         let received: Vec<u32> = first.into_iter().chain(rest).collect();
         // Item 1 was received or evicted (and counted), never both and never neither;
         // item 2 always arrives, exactly once.

@@ -219,6 +219,10 @@ fn group_slow(name: &'static str) -> &'static Group {
 /// its id (release); whichever thread finishes the task stores 0. A dump reads the id, the
 /// fields, and the id again, and keeps the entry only if the id did not change (ids are
 /// never reused, and the owner writes new fields only after it has seen the 0).
+///
+/// `repr(C)` keeps `id` first: under memcheck (`--cfg perfkit_memcheck`) the fields after it
+/// are off limits while the slot is free.
+#[repr(C)]
 struct Slot {
     id: AtomicU64,
     group: AtomicPtr<Group>,
@@ -236,8 +240,30 @@ impl Slot {
         }
     }
 
-    /// The live task in this slot, if any, read consistently.
+    /// The bytes after `id`: what a free slot does not own.
+    fn fields(&self) -> (*const u8, usize) {
+        (
+            std::ptr::from_ref(&self.group).cast::<u8>(),
+            std::mem::size_of::<Slot>() - std::mem::size_of::<AtomicU64>(),
+        )
+    }
+
+    /// Frees the slot (its fields off limits to memcheck until [`Slab::enter`] takes it).
+    #[inline]
+    fn release(&self) {
+        let (ptr, len) = self.fields();
+        crate::memcheck::released(ptr, len);
+        self.id.store(0, Ordering::Release);
+    }
+
+    /// The live task in this slot, if any, read consistently. The fields are read
+    /// speculatively, so under memcheck without its reports: a slot released meanwhile
+    /// fails the second read of the id.
     fn read(&self) -> Option<(u64, &'static Group, &'static Location<'static>, u64)> {
+        crate::memcheck::unchecked(|| self.read_speculatively())
+    }
+
+    fn read_speculatively(&self) -> Option<(u64, &'static Group, &'static Location<'static>, u64)> {
         let id = self.id.load(Ordering::Acquire);
         if id == 0 {
             return None;
@@ -330,6 +356,8 @@ impl Slab {
         }
         let id = self.next_id;
         self.next_id += 1;
+        let (ptr, len) = slot.fields();
+        crate::memcheck::handed_out(ptr, len);
         slot.group
             .store(std::ptr::from_ref(group).cast_mut(), Ordering::Release);
         slot.site
@@ -359,6 +387,10 @@ impl Slab {
             for _ in 0..chunks {
                 let chunk: Box<[Slot]> = (0..CHUNK).map(|_| Slot::new()).collect();
                 let chunk: &'static [Slot] = Box::leak(chunk);
+                for slot in chunk {
+                    let (ptr, len) = slot.fields();
+                    crate::memcheck::released(ptr, len);
+                }
                 self.chunks.push(chunk);
                 all.push(chunk);
                 self.free.extend(chunk.iter().rev());
@@ -403,7 +435,7 @@ impl TaskGuard {
     #[inline]
     fn record(&self, outcome: Outcome) {
         self.group.finished[outcome as usize].inc();
-        self.slot.id.store(0, Ordering::Release);
+        self.slot.release();
     }
 }
 
@@ -590,6 +622,21 @@ mod tests {
         // this process may add a few.
         assert!(chunks() - before < 8, "{before} -> {}", chunks());
         assert!(dump().iter().all(|t| t.name != "t-orphan"));
+    }
+
+    /// Run only under valgrind by `scripts/test.sh`, which expects memcheck to report an
+    /// invalid read here: proof that a freed slot is guarded.
+    #[cfg(perfkit_memcheck)]
+    #[test]
+    #[ignore = "a deliberate read of a freed slot, for memcheck to catch (scripts/test.sh)"]
+    fn memcheck_catches_a_read_of_a_freed_slot() {
+        let mut slab = Slab::adopt();
+        let slot = slab.enter(group_slow("t-freed"), Location::caller());
+        slot.release();
+        // The slot's memory is the table's (never freed): wrong by its rules, not UB.
+        let started = slot.started.load(Ordering::Relaxed);
+        std::hint::black_box(started);
+        slab.disown();
     }
 
     /// A slot is read only when its id holds still across the read.

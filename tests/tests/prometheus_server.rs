@@ -1,0 +1,197 @@
+//! A real Prometheus server (Debian's `prometheus`, its own config and storage in a temp
+//! dir, 1 s scrapes) scraping the example service under load, with the rules shipped in
+//! `docs/prometheus/` loaded: every rule evaluates without error, every recording rule and
+//! every alert's expression reads real series.
+
+mod common;
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::ingest::start_service;
+
+/// Percent-encodes a query parameter value.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+struct Prometheus {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    fn get(&self, path: &str) -> serde_json::Value {
+        let r = common::get(self.addr, path);
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        r.json()
+    }
+
+    /// The instant vector `query` evaluates to now.
+    fn query(&self, query: &str) -> Vec<serde_json::Value> {
+        let v = self.get(&format!("/api/v1/query?query={}", encode(query)));
+        assert_eq!(v["status"], "success", "{query}: {v}");
+        v["data"]["result"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+fn post_events(addr: SocketAddr, n: usize, user: &str) {
+    let event = format!(r#"{{"user_id":"{user}","stat":"kills","value":1}}"#);
+    let body = format!("[{}]", vec![event.as_str(); n].join(","));
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = write!(
+        s,
+        "POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = std::io::Read::read_to_end(&mut s, &mut Vec::new());
+}
+
+#[test]
+#[ignore = "needs Debian's prometheus and a built ingest binary; scripts/test.sh installs and builds them and runs ignored tests"]
+fn a_real_prometheus_evaluates_the_shipped_rules_on_the_example() {
+    let bin = common::tool("PROMETHEUS", "prometheus", &[]);
+    let dir = common::results_dir("prometheus_server");
+    let svc = start_service(&dir.join("ingest.log"), &[]);
+    let rules_path = common::workspace_root().join("docs/prometheus/perfkit-rules.yml");
+    let port = common::free_port();
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: perfkit\n    static_configs:\n      - targets: ['{}']\n",
+            rules_path.display(),
+            svc.debug
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+    let prom = Prometheus {
+        child: Command::new(&bin)
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start prometheus"),
+        addr: format!("127.0.0.1:{port}").parse().unwrap(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(prom.addr).is_err() || common::get(prom.addr, "/-/ready").status != 200
+    {
+        assert!(
+            Instant::now() < deadline,
+            "prometheus did not get ready: {}",
+            std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Load: events and reads, so every primitive's series move.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        let app = svc.app;
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let user = format!("u{}", i % 50);
+                post_events(app, 20, &user);
+                let _ = common::get(app, &format!("/v1/progress/{user}"));
+                i += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+
+    let rules = std::fs::read_to_string(&rules_path).unwrap();
+    let recorded: Vec<String> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- record: ").map(str::to_owned))
+        .collect();
+    let alerts = common::alert_rules(&rules);
+    // Every recording rule and every alert's expression (its threshold left off) has data.
+    // An error ratio has none while no request failed: its denominator is checked instead.
+    let wanted: Vec<(String, String)> = recorded
+        .iter()
+        .map(|r| {
+            let q = if r.contains("errors") {
+                "sum by (instance, job, method, route) (rate(http_server_request_duration_seconds_count[5m]))".to_owned()
+            } else {
+                r.clone()
+            };
+            (r.clone(), q)
+        })
+        .chain(alerts.iter().map(|(name, _, head, _)| {
+            let q = match head.split_once(" / ") {
+                Some((_, total)) if head.contains("5..") => total.to_owned(),
+                _ => head.clone(),
+            };
+            (name.clone(), q)
+        }))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut missing: Vec<&str> = wanted.iter().map(|(n, _)| n.as_str()).collect();
+    while !missing.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(1));
+        missing = wanted
+            .iter()
+            .filter(|(_, q)| prom.query(q).is_empty())
+            .map(|(n, _)| n.as_str())
+            .collect();
+    }
+    stop.store(true, Ordering::Relaxed);
+    load.join().unwrap();
+    assert!(
+        missing.is_empty(),
+        "no data for {missing:?}; scraped: {:?}",
+        prom.query("count by (__name__) ({job=\"perfkit\"})").len()
+    );
+    let up = prom.query("up{job=\"perfkit\"}");
+    assert_eq!(up.len(), 1, "{up:?}");
+    assert_eq!(up[0]["value"][1], "1", "{up:?}");
+
+    // Every rule evaluated, without error.
+    let groups = prom.get("/api/v1/rules");
+    let mut n = 0;
+    for g in groups["data"]["groups"].as_array().unwrap() {
+        for r in g["rules"].as_array().unwrap() {
+            n += 1;
+            assert_eq!(r["health"], "ok", "{r}");
+        }
+    }
+    assert_eq!(n, recorded.len() + alerts.len(), "{groups}");
+    // A healthy example under light load: nothing fires.
+    let firing = prom.query("ALERTS{alertstate=\"firing\"}");
+    assert!(firing.is_empty(), "{firing:?}");
+    drop(prom);
+    let stopped = svc.stop();
+    assert_eq!(stopped.dropped, 0, "{stopped:?}");
+}

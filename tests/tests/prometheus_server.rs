@@ -1,7 +1,8 @@
 //! A real Prometheus server (Debian's `prometheus`, its own config and storage in a temp
 //! dir, 1 s scrapes) scraping the example service under load, with the rules shipped in
 //! `docs/prometheus/` loaded: every rule evaluates without error, every recording rule and
-//! every alert's expression reads real series.
+//! every alert's expression reads real series, and so does every panel of the Grafana
+//! dashboard in `docs/grafana/`.
 
 mod common;
 
@@ -188,6 +189,55 @@ fn a_real_prometheus_evaluates_the_shipped_rules_on_the_example() {
         }
     }
     assert_eq!(n, recorded.len() + alerts.len(), "{groups}");
+    // The Grafana dashboard: importable JSON with an `instance` variable, each panel's
+    // queries parse and return data for this instance (a 5xx share has none while no request
+    // failed: its denominator is checked instead).
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            common::workspace_root().join("docs/grafana/perfkit-dashboard.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let vars: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(vars, ["datasource", "instance"]);
+    let mut ids = std::collections::HashSet::new();
+    let mut queried = 0;
+    let mut empty = Vec::new();
+    for p in dashboard["panels"].as_array().unwrap() {
+        assert!(
+            ids.insert(p["id"].as_u64().unwrap()),
+            "duplicate panel id: {p}"
+        );
+        assert!(p["gridPos"]["w"].as_u64().unwrap() > 0, "{p}");
+        if p["type"] == "row" {
+            continue;
+        }
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "{}", p["title"]);
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            assert!(expr.contains("instance=~\"$instance\""), "{expr}");
+            let q = expr
+                .replace("$instance", &svc.debug.to_string())
+                .replace("$__rate_interval", "1m");
+            let q = match q.split_once(" / ") {
+                Some((_, total)) if q.contains("5..") => total.to_owned(),
+                _ => q,
+            };
+            queried += 1;
+            if prom.query(&q).is_empty() {
+                empty.push(format!("{}: {q}", p["title"]));
+            }
+        }
+    }
+    assert!(queried >= 20, "{queried} queries");
+    assert!(empty.is_empty(), "panels without data: {empty:#?}");
+
     // A healthy example under light load: nothing fires.
     let firing = prom.query("ALERTS{alertstate=\"firing\"}");
     assert!(firing.is_empty(), "{firing:?}");

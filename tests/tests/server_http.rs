@@ -33,6 +33,58 @@ fn metrics_is_prometheus_text() {
     assert!(body.contains("process_start_time_seconds "), "{body}");
 }
 
+/// Prometheus sends `Accept-Encoding: gzip`: the text comes gzipped, the same families.
+#[test]
+fn metrics_are_gzipped_when_the_scraper_accepts_it() {
+    let s = start();
+    let plain = get(s.local_addr(), "/metrics");
+    assert_eq!(plain.header("content-encoding"), None);
+    assert_eq!(plain.header("vary"), Some("Accept-Encoding"));
+    let gz = request(
+        s.local_addr(),
+        "GET",
+        "/metrics",
+        &[("Accept-Encoding", "gzip, deflate")],
+    );
+    assert_eq!(gz.status, 200);
+    assert_eq!(gz.header("content-encoding"), Some("gzip"));
+    assert_eq!(gz.header("vary"), Some("Accept-Encoding"));
+    assert_eq!(
+        gz.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&gz.body[..])
+        .read_to_string(&mut text)
+        .expect("a gzip body");
+    let families = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| l.starts_with("# TYPE "))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(families(&text), families(&plain.text()));
+    assert!(
+        gz.body.len() * 2 < text.len(),
+        "{} of {}",
+        gz.body.len(),
+        text.len()
+    );
+    // A q-value of 0 refuses it.
+    let refused = request(
+        s.local_addr(),
+        "GET",
+        "/metrics",
+        &[("Accept-Encoding", "gzip;q=0")],
+    );
+    assert_eq!(refused.header("content-encoding"), None);
+    assert!(
+        refused
+            .text()
+            .contains("# TYPE process_resident_memory_bytes gauge")
+    );
+}
+
 #[test]
 fn facade_metrics_appear_on_the_same_endpoint() {
     let s = start();

@@ -96,10 +96,58 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
         Ok(q) => q,
         Err(reason) => return error(StatusCode::BAD_REQUEST, &reason),
     };
+    if route.path == "/metrics" {
+        return metrics_answer(accepts_gzip(req.headers().get(header::ACCEPT_ENCODING)));
+    }
     match route.handler {
         Now(f) => f(&state, &query),
         Later(f) => f(state, query).await,
     }
+}
+
+/// Whether an `Accept-Encoding` value accepts gzip (`gzip` or `x-gzip`, with a q-value
+/// above 0 if one is given).
+fn accepts_gzip(value: Option<&HeaderValue>) -> bool {
+    let Some(v) = value.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    v.split(',').any(|item| {
+        let mut parts = item.split(';');
+        let coding = parts.next().unwrap_or("").trim();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f64>().ok())
+            .unwrap_or(1.0);
+        (coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip")) && q > 0.0
+    })
+}
+
+/// `/metrics`, gzipped (fastest level) when the scraper accepts it, as Prometheus does.
+fn metrics_answer(gzip: bool) -> Response<Body> {
+    const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+    let text = crate::metrics::render();
+    let compressed = gzip
+        .then(|| {
+            use std::io::Write as _;
+            let mut gz = flate2::write::GzEncoder::new(
+                Vec::with_capacity(text.len() / 4),
+                flate2::Compression::fast(),
+            );
+            gz.write_all(text.as_bytes()).and_then(|()| gz.finish()).ok()
+        })
+        .flatten();
+    let mut r = match compressed {
+        Some(body) => {
+            let mut r = response(StatusCode::OK, TEXT, Bytes::from(body));
+            r.headers_mut()
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            r
+        }
+        None => response(StatusCode::OK, TEXT, Bytes::from(text)),
+    };
+    r.headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    r
 }
 
 /// Compares the `Authorization` header against `Bearer <token>` in constant time for a
@@ -236,12 +284,10 @@ fn json(value: &serde_json::Value) -> Response<Body> {
     }
 }
 
+/// Reached only without request headers (the route table's entry); `handle` answers
+/// `/metrics` itself, to honour `Accept-Encoding`.
 fn metrics(_: &State, _: &Query) -> Response<Body> {
-    response(
-        StatusCode::OK,
-        "text/plain; version=0.0.4; charset=utf-8",
-        Bytes::from(crate::metrics::render()),
-    )
+    metrics_answer(false)
 }
 
 fn snapshot(_: &State, q: &Query) -> Response<Body> {
@@ -452,6 +498,17 @@ mod tests {
         };
         assert!(body.contains("`report-html` feature"), "{body}");
         assert_eq!(report(&state, &query("format=json")).status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn gzip_is_taken_when_accepted() {
+        let h = |v: &'static str| HeaderValue::from_static(v);
+        assert!(accepts_gzip(Some(&h("gzip"))));
+        assert!(accepts_gzip(Some(&h("identity, gzip;q=0.5"))));
+        assert!(accepts_gzip(Some(&h("deflate, X-GZIP"))));
+        assert!(!accepts_gzip(Some(&h("gzip;q=0"))));
+        assert!(!accepts_gzip(Some(&h("br, deflate"))));
+        assert!(!accepts_gzip(None));
     }
 
     #[test]

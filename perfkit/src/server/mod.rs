@@ -8,7 +8,7 @@
 //! # Endpoints
 //! | path | answer |
 //! |---|---|
-//! | `/metrics` | Prometheus text exposition 0.0.4 |
+//! | `/metrics` | Prometheus text exposition 0.0.4, gzipped when `Accept-Encoding` allows |
 //! | `/debug/pprof/` | index page, like Go's net/http/pprof |
 //! | `/debug/pprof/cmdline` | the process's arguments, NUL-separated |
 //! | `/debug/pprof/goroutine?debug=0\|1\|2` | live tracked tasks ([`crate::task`]): a pprof profile, counts by name and spawn site, or one line per task |

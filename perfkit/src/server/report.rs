@@ -81,6 +81,16 @@ impl Series<'_> {
     }
 }
 
+/// The seconds (Unix) a timeline answer holds, in order.
+pub(crate) fn timeline_seconds(timeline: &Value) -> Vec<u64> {
+    timeline["seconds"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_u64)
+        .collect()
+}
+
 fn series<'a>(timeline: &'a Value) -> Vec<Series<'a>> {
     timeline["series"]
         .as_array()
@@ -164,12 +174,7 @@ struct Finding {
 /// Builds the report from a timeline answer over the run, the inventory and a snapshot
 /// taken now.
 pub(crate) fn build(timeline: &Value, inventory: &Value, snapshot: &Value) -> Value {
-    let seconds: Vec<u64> = timeline["seconds"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_u64)
-        .collect();
+    let seconds = timeline_seconds(timeline);
     let t0 = seconds.first().copied().unwrap_or(0);
     let at = |i: usize| seconds.get(i).map_or(0, |s| s - t0);
     let all = series(timeline);

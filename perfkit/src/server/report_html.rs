@@ -375,12 +375,7 @@ const SECTIONS: &[(&str, &str)] = &[
 
 fn plots(h: &mut String, report: &Value, timeline: &Value) {
     h.push_str("<h2>Timelines</h2>\n");
-    let seconds: Vec<u64> = timeline["seconds"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_u64)
-        .collect();
+    let seconds = super::report::timeline_seconds(timeline);
     let Some(&t0) = seconds.first() else {
         h.push_str("<p>No seconds recorded in this span.</p>\n");
         return;

@@ -194,7 +194,12 @@ fn the_report_ranks_a_dropping_queue_first() {
     assert_eq!(r["headroom"][0]["name"], "r-drops");
     assert_eq!(r["headroom"][0]["peak_use"], 1.0);
 
-    for (query, status) in [("format=html", 400), ("from=x", 400), ("format=json", 200)] {
+    for (query, status) in [
+        ("format=pdf", 400),
+        ("from=x", 400),
+        ("format=json", 200),
+        ("format=html", 200),
+    ] {
         assert_eq!(
             get(s.local_addr(), &format!("/debug/perfkit/report?{query}")).status,
             status,

@@ -26,7 +26,9 @@ fn run_k6(svc: &Service, script: &str, results: &Path, extra: &[&str]) -> (i32, 
     std::fs::create_dir_all(results).unwrap(); // k6 does not create it for handleSummary
     let mut cmd = Command::new(k6);
     cmd.current_dir(&root)
-        .args(["run", "--quiet", "--no-usage-report"])
+        // No REST API server: k6 runs in parallel tests would race for its port (6565),
+        // and the loser logs "Error from API server".
+        .args(["run", "--quiet", "--no-usage-report", "--address", ""])
         .args(["-e", &format!("BASE_URL={}", svc.base_url)])
         .args(["-e", &format!("PERFKIT_URL={}", svc.perfkit_url)])
         .args(["-e", &format!("RESULTS_DIR={}", results.display())])

@@ -446,7 +446,10 @@ fn a_starved_runtime_fails_on_its_schedule_delay() {
     let busy = summary["metrics"]["perfkit_runtime_busy_ratio"]["values"]["max"]
         .as_f64()
         .unwrap();
-    assert!(busy > 0.9, "the workers were busy: {busy}");
+    // Near 1 when the machine is the service's; a test running alongside on the same two
+    // cores slows k6 too, and fewer events keep the workers less busy (0.64 seen). A healthy
+    // run reads a few percent.
+    assert!(busy > 0.5, "the workers were busy: {busy}");
     let r = report(&dir.join("run"));
     let starved = r["findings"]
         .as_array()

@@ -7,33 +7,12 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 /// Tags every run's samples may carry besides the metric's own.
 const ALWAYS: &[&str] = &["scenario", "perfkit", "phase"];
 
-fn k6() -> std::path::PathBuf {
-    let root = common::workspace_root();
-    common::tool("K6", "k6", &[root.join(".venv/bin/k6")])
-}
-
-/// Runs a k6 script (in a file next to `out`) and returns its exit status and output.
 fn run_script(dir: &Path, script: &str) -> (i32, String) {
-    let path = dir.join("script.js");
-    std::fs::write(&path, script).unwrap();
-    let out = Command::new(k6())
-        // No REST API server: k6 runs in parallel tests would race for its port (6565),
-        // and the loser logs "Error from API server".
-        .args(["run", "--quiet", "--no-usage-report", "--address", ""])
-        .arg(&path)
-        .output()
-        .expect("run k6");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
+    common::run_k6_script(dir, script)
 }
 
 /// `(metric, [tag keys])` of every k6 threshold filter in `text`: `perfkit_name{key:value,...}`

@@ -22,7 +22,7 @@ fn run_gate(svc: &Service, results: &Path, extra: &[&str]) -> (i32, serde_json::
 /// summary JSON the script's `handleSummary` wrote (`<script>.json`).
 fn run_k6(svc: &Service, script: &str, results: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
     let root = common::workspace_root();
-    let k6 = common::tool("K6", "k6", &[root.join(".venv/bin/k6")]);
+    let k6 = common::k6();
     std::fs::create_dir_all(results).unwrap(); // k6 does not create it for handleSummary
     let mut cmd = Command::new(k6);
     cmd.current_dir(&root)
@@ -666,7 +666,7 @@ fn soak_holds_on_a_healthy_service_and_a_leak_fails_it_on_growth_only() {
 fn the_gate_script_prints_the_digest_and_keeps_the_report_and_the_dashboard() {
     let dir = results_dir("gate_sh");
     let root = common::workspace_root();
-    let k6 = common::tool("K6", "k6", &[root.join(".venv/bin/k6")]);
+    let k6 = common::k6();
     let out = Command::new("bash")
         .current_dir(&root)
         .args([

@@ -3,18 +3,14 @@
 
 mod common;
 
-use std::process::Command;
-
 #[test]
 #[ignore = "needs k6; scripts/test.sh installs it and runs ignored tests"]
 fn interval_quantiles_come_from_bucket_differences() {
     let root = common::workspace_root();
-    let k6 = common::tool("K6", "k6", &[root.join(".venv/bin/k6")]);
     let dir = common::results_dir("k6_helper");
-    let script = dir.join("script.js");
-    std::fs::write(
-        &script,
-        format!(
+    let (code, text) = common::run_k6_script(
+        &dir,
+        &format!(
             r#"import {{ bucketDelta, bucketQuantile }} from 'file://{}';
 export const options = {{ iterations: 1, vus: 1 }};
 function eq(got, want, what) {{
@@ -39,19 +35,6 @@ export default function () {{
 "#,
             root.join("perfkit/k6/perfkit.js").display()
         ),
-    )
-    .unwrap();
-    let out = Command::new(k6)
-        // No REST API server: k6 runs in parallel tests would race for its port (6565),
-        // and the loser logs "Error from API server".
-        .args(["run", "--quiet", "--no-usage-report", "--address", ""])
-        .arg(&script)
-        .output()
-        .expect("run k6");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success() && !text.contains("Error"), "{text}");
+    assert!(code == 0 && !text.contains("Error"), "{text}");
 }

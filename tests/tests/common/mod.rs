@@ -186,3 +186,28 @@ pub fn alert_rules(rules: &str) -> Vec<(String, usize, String, String)> {
     }
     out
 }
+
+/// The k6 binary: `$K6`, `k6` on PATH, or the workspace's `.venv/bin/k6`.
+pub fn k6() -> PathBuf {
+    tool("K6", "k6", &[workspace_root().join(".venv/bin/k6")])
+}
+
+/// Writes `script` to `dir/script.js`, runs it with k6 and returns k6's exit status and
+/// its output (stdout then stderr).
+pub fn run_k6_script(dir: &std::path::Path, script: &str) -> (i32, String) {
+    let path = dir.join("script.js");
+    std::fs::write(&path, script).unwrap();
+    let out = std::process::Command::new(k6())
+        // No REST API server: k6 runs in parallel tests would race for its port (6565),
+        // and the loser logs "Error from API server".
+        .args(["run", "--quiet", "--no-usage-report", "--address", ""])
+        .arg(&path)
+        .output()
+        .expect("run k6");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}

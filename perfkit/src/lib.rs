@@ -71,6 +71,8 @@ mod memcheck;
 pub mod metrics;
 pub mod pool;
 pub mod queue;
+#[cfg(not(loom))]
+pub mod sync;
 pub mod task;
 mod wait_list;
 

@@ -124,6 +124,21 @@ impl Histogram {
         self.record(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     }
 
+    /// Records `value` as if it had been seen `n` times: one sample standing for `n` that
+    /// were not measured (a sampled recorder weighting what it measured). `n == 0` records
+    /// nothing.
+    #[inline]
+    pub fn record_n(&self, value: u64, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let shard = &self.shards[current_shard()];
+        shard.buckets[bucket_index(value)].fetch_add(n, Ordering::Relaxed);
+        shard
+            .sum
+            .fetch_add(value.saturating_mul(n), Ordering::Relaxed);
+    }
+
     /// The unit values are recorded in.
     pub fn unit(&self) -> Unit {
         self.unit

@@ -226,6 +226,47 @@ defs! {
     HOT_PATH_IN_FLIGHT_MAX_10S = "perfkit_hot_path_in_flight_max_10s", Gauge, Count, ["function", "module"],
         "Largest number of calls to a #[hot_path] function running at once over the last 10 s, sampled each second and at scrape time.";
 
+    /// Time spent waiting for a lock.
+    LOCK_WAIT_SECONDS = "perfkit_lock_wait_seconds", Histogram, Seconds, ["lock"],
+        "Time an acquisition of an instrumented lock waited, recorded only for acquisitions that had to wait.", LATENCY_BUCKETS;
+    /// Time a lock was held.
+    LOCK_HOLD_SECONDS = "perfkit_lock_hold_seconds", Histogram, Seconds, ["lock"],
+        "Time an instrumented lock was held, from acquisition to the guard's drop: every contended acquisition, and one uncontended acquisition in 16 counted 16 times.", LATENCY_BUCKETS;
+    /// Lock acquisitions.
+    LOCK_ACQUISITIONS_TOTAL = "perfkit_lock_acquisitions_total", Counter, Count, ["lock", "contended"],
+        "Acquisitions of an instrumented lock, by whether they had to wait (contended=true) or not.";
+    /// Callers waiting for a lock now.
+    LOCK_WAITERS = "perfkit_lock_waiters", Gauge, Count, ["lock"],
+        "Callers waiting to acquire an instrumented lock, read at scrape time.";
+    /// Callers waiting for a lock, maximum over the last 10 s.
+    LOCK_WAITERS_MAX_10S = "perfkit_lock_waiters_max_10s", Gauge, Count, ["lock"],
+        "Largest number of callers waiting for an instrumented lock at once over the last 10 s.";
+    /// Guards dropped by a panic.
+    LOCK_PANICS_TOTAL = "perfkit_lock_panics_total", Counter, Count, ["lock"],
+        "Guards of an instrumented lock dropped while their thread was panicking: the lock was released, the data it guards may be half-updated.";
+
+    /// Permits a semaphore has.
+    SEMAPHORE_PERMITS = "perfkit_semaphore_permits", Gauge, Count, ["semaphore"],
+        "Permits an instrumented semaphore has in all, in use or not, read at scrape time.";
+    /// Permits held now.
+    SEMAPHORE_IN_USE = "perfkit_semaphore_in_use", Gauge, Count, ["semaphore"],
+        "Permits of an instrumented semaphore held now, read at scrape time.";
+    /// Permits held, maximum over the last 10 s.
+    SEMAPHORE_IN_USE_MAX_10S = "perfkit_semaphore_in_use_max_10s", Gauge, Count, ["semaphore"],
+        "Largest number of permits of an instrumented semaphore held at once over the last 10 s.";
+    /// Callers waiting for a permit now.
+    SEMAPHORE_WAITERS = "perfkit_semaphore_waiters", Gauge, Count, ["semaphore"],
+        "Callers waiting for a permit of an instrumented semaphore, read at scrape time.";
+    /// Time spent waiting for a permit.
+    SEMAPHORE_ACQUIRE_SECONDS = "perfkit_semaphore_acquire_seconds", Histogram, Seconds, ["semaphore"],
+        "Time an acquisition of an instrumented semaphore waited for its permits, recorded only for acquisitions that had to wait (timed-out ones included).", LATENCY_BUCKETS;
+    /// Permit acquisitions.
+    SEMAPHORE_ACQUISITIONS_TOTAL = "perfkit_semaphore_acquisitions_total", Counter, Count, ["semaphore", "contended"],
+        "Successful acquisitions of an instrumented semaphore, by whether they had to wait (contended=true) or not.";
+    /// Acquisitions that gave up.
+    SEMAPHORE_TIMEOUTS_TOTAL = "perfkit_semaphore_timeouts_total", Counter, Count, ["semaphore"],
+        "Acquisitions of an instrumented semaphore that gave up after their timeout without a permit.";
+
     /// Label sets that went over a family's cardinality cap.
     METRIC_OVERFLOW_TOTAL = "perfkit_metric_overflow_total", Counter, Count, ["metric"],
         "Requests for a new label set refused by the family's cardinality cap and recorded under __overflow__ instead.";

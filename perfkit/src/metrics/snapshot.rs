@@ -17,6 +17,8 @@ pub const SECTIONS: &[&str] = &[
     "queues",
     "batchers",
     "pools",
+    "locks",
+    "semaphores",
     "tasks",
     "hot_paths",
     "http_routes",

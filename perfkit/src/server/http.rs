@@ -53,6 +53,7 @@ const ROUTES: &[Route] = &[
     Route { path: "/debug/pprof/profile/last", params: &["format"], handler: Later(pprof::profile_last) },
     Route { path: "/debug/pprof/heap", params: &["debug", "gc", "format"], handler: Later(pprof::heap) },
     Route { path: "/debug/pprof/allocs", params: &["debug", "gc", "format"], handler: Later(pprof::allocs) },
+    Route { path: "/debug/pprof/mutex", params: &["debug", "seconds"], handler: Later(super::mutex::serve) },
     Route { path: "/debug/perfkit/snapshot", params: &["window"], handler: Now(snapshot) },
     Route { path: "/debug/perfkit/inventory", params: &[], handler: Now(inventory) },
     Route { path: "/debug/perfkit/timeline", params: &["from", "to"], handler: Now(timeline) },
@@ -205,7 +206,7 @@ impl Query {
         Ok(Query { pairs })
     }
 
-    #[cfg(all(test, feature = "cpu-profiling"))]
+    #[cfg(test)]
     pub(crate) fn from_pairs(pairs: &[(&str, &str)]) -> Query {
         Query {
             pairs: pairs.iter().map(|&(k, v)| (k.to_owned(), v.to_owned())).collect(),

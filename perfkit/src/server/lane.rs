@@ -108,7 +108,6 @@ where
 
 /// Waits for the turn, then builds the answer with `work` on the blocking pool. While it
 /// waits and runs, [`exclusive`] requests get `409` naming `what`.
-#[cfg(feature = "cpu-profiling")]
 pub(crate) async fn queued<F>(what: &'static str, work: F) -> Response<Body>
 where
     F: FnOnce() -> Response<Body> + Send + 'static,

@@ -34,6 +34,7 @@
 //! | [`Builder::header_read_timeout`] | | 5 s |
 //! | [`Builder::profile_max_seconds`] | | 60 s |
 //! | [`Builder::profile_frequency`] | | 99 Hz |
+//! | [`Builder::mutex_profile_rate`] | | 1 in 10 contended acquisitions ([`crate::sync::DEFAULT_MUTEX_PROFILE_RATE`]) |
 
 mod accept;
 #[cfg(feature = "cpu-profiling")]
@@ -44,6 +45,7 @@ pub(crate) mod heap;
 mod http;
 #[cfg(any(feature = "cpu-profiling", feature = "heap-profiling"))]
 mod lane;
+mod mutex;
 pub(crate) mod pprof;
 mod profile;
 mod recent;
@@ -97,6 +99,7 @@ pub struct Builder {
     cardinality_cap: Option<usize>,
     profile_max_seconds: u64,
     profile_frequency: u32,
+    mutex_profile_rate: Option<u32>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -110,6 +113,7 @@ impl std::fmt::Debug for Builder {
             .field("facade", &self.facade)
             .field("profile_max_seconds", &self.profile_max_seconds)
             .field("profile_frequency", &self.profile_frequency)
+            .field("mutex_profile_rate", &self.mutex_profile_rate)
             .finish()
     }
 }
@@ -135,6 +139,7 @@ impl Builder {
             cardinality_cap: None,
             profile_max_seconds: 60,
             profile_frequency: 99,
+            mutex_profile_rate: None,
         }
     }
 
@@ -231,6 +236,15 @@ impl Builder {
         self
     }
 
+    /// Sets the contention profile's sampling rate at start-up (`/debug/pprof/mutex`): on
+    /// average one contended acquisition of a [`crate::sync`] lock or semaphore in `rate` is
+    /// recorded, 0 records none. Without this the rate stays as it is (default 10); it can
+    /// change at run time with [`crate::sync::set_mutex_profile_rate`].
+    pub fn mutex_profile_rate(mut self, rate: u32) -> Self {
+        self.mutex_profile_rate = Some(rate);
+        self
+    }
+
     fn validate(&self) -> Result<(), BuildError> {
         if let Some(t) = &self.token {
             if t.is_empty() {
@@ -294,6 +308,9 @@ impl Builder {
         registry.register_owned("jemalloc".into(), Arc::new(heap::JemallocStats));
         for (name, handle) in &self.runtimes {
             registry.register_runtime(name, handle.clone());
+        }
+        if let Some(rate) = self.mutex_profile_rate {
+            crate::sync::set_mutex_profile_rate(rate);
         }
         #[cfg(feature = "facade")]
         if self.facade {

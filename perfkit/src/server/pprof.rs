@@ -30,6 +30,11 @@ const ENTRIES: &[Entry] = &[
         description: "A sampling of memory allocations of live objects (jemalloc, feature heap-profiling). gc is accepted and ignored.",
     },
     Entry {
+        href: "mutex?debug=1",
+        name: "mutex",
+        description: "Stack traces of callers that waited for a perfkit::sync lock or semaphore: contentions and delay, sampled (Builder::mutex_profile_rate). seconds=N gives the delta over N seconds.",
+    },
+    Entry {
         href: "profile?seconds=30",
         name: "profile",
         description: "CPU profile (feature cpu-profiling). Set seconds (default 30, capped); format=flamegraph gives an SVG. One runs at a time; profile/last serves the latest.",

@@ -80,7 +80,6 @@ impl Profile {
         self.period = period;
     }
 
-    #[cfg(feature = "cpu-profiling")]
     /// When the profile started and how long it covers.
     pub(crate) fn set_time(&mut self, start: std::time::SystemTime, duration: std::time::Duration) {
         self.time_nanos = start
@@ -116,7 +115,6 @@ impl Profile {
         id
     }
 
-    #[cfg(any(feature = "cpu-profiling", feature = "heap-profiling"))]
     /// A free-text comment (`go tool pprof -comments`).
     pub(crate) fn comment(&mut self, c: &str) {
         let id = self.string(c);

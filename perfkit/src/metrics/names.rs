@@ -231,7 +231,7 @@ defs! {
         "Time an acquisition of an instrumented lock waited, recorded only for acquisitions that had to wait.", LATENCY_BUCKETS;
     /// Time a lock was held.
     LOCK_HOLD_SECONDS = "perfkit_lock_hold_seconds", Histogram, Seconds, ["lock"],
-        "Time an instrumented lock was held, from acquisition to the guard's drop: every contended acquisition, and one uncontended acquisition in 16 counted 16 times.", LATENCY_BUCKETS;
+        "Time an instrumented lock was held, from acquisition to the guard's drop: every contended acquisition, and one uncontended acquisition in 32 counted 32 times.", LATENCY_BUCKETS;
     /// Lock acquisitions.
     LOCK_ACQUISITIONS_TOTAL = "perfkit_lock_acquisitions_total", Counter, Count, ["lock", "contended"],
         "Acquisitions of an instrumented lock, by whether they had to wait (contended=true) or not.";

@@ -4,7 +4,7 @@ use std::ops::{Deref, DerefMut};
 use std::panic::Location;
 use std::sync::Arc;
 
-use super::signals::{HOLD_SAMPLE_EVERY, LockKind, LockSignals, sample_hold};
+use super::signals::{HOLD_SAMPLE_EVERY, LockKind, LockSignals};
 use crate::clock;
 use crate::metrics::Registry;
 
@@ -12,7 +12,7 @@ use crate::metrics::Registry;
 ///
 /// Use it where a `std::sync::Mutex` or `parking_lot::Mutex` would do: short critical
 /// sections that do not `.await`. An uncontended `lock()` is a `try_lock` plus a count
-/// (and, one time in 16, two clock reads for the hold time); only an acquisition that has
+/// (and, one time in 32, two clock reads for the hold time); only an acquisition that has
 /// to wait reads the clock for its wait, counts as a waiter and can be sampled into the
 /// contention profile (`/debug/pprof/mutex`). Like parking_lot's, it does not poison: a
 /// panic while holding it releases it and counts in `perfkit_lock_panics_total`.
@@ -61,19 +61,19 @@ impl<T: ?Sized> Mutex<T> {
     #[inline]
     pub fn lock(&self) -> MutexGuard<'_, T> {
         if let Some(g) = self.inner.try_lock() {
-            self.sig.exclusive_acquired();
-            return self.uncontended(g);
+            let timed = self.sig.exclusive_acquired();
+            return self.uncontended(g, timed);
         }
         self.lock_slow(Location::caller())
     }
 
     #[inline]
-    fn uncontended<'a>(&'a self, guard: parking_lot::MutexGuard<'a, T>) -> MutexGuard<'a, T> {
-        let since = if sample_hold() {
-            clock::raw().max(1)
-        } else {
-            0
-        };
+    fn uncontended<'a>(
+        &'a self,
+        guard: parking_lot::MutexGuard<'a, T>,
+        timed: bool,
+    ) -> MutexGuard<'a, T> {
+        let since = if timed { clock::raw().max(1) } else { 0 };
         MutexGuard {
             sig: &self.sig,
             since,
@@ -88,10 +88,13 @@ impl<T: ?Sized> Mutex<T> {
         let start = clock::raw();
         let guard = {
             let _waiting = self.sig.waiting();
-            self.inner.lock()
+            let sampled = super::contention::begin();
+            let guard = self.inner.lock();
+            (guard, sampled)
         };
+        let (guard, sampled) = guard;
         let now = clock::raw().max(1);
-        self.sig.contended(start, now, site);
+        self.sig.contended(start, now, site, sampled);
         MutexGuard {
             sig: &self.sig,
             since: now,
@@ -104,8 +107,8 @@ impl<T: ?Sized> Mutex<T> {
     #[inline]
     pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
         let g = self.inner.try_lock()?;
-        self.sig.exclusive_acquired();
-        Some(self.uncontended(g))
+        let timed = self.sig.exclusive_acquired();
+        Some(self.uncontended(g, timed))
     }
 
     /// The value, through `&mut self`: no locking needed, nothing recorded.

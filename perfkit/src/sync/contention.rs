@@ -27,7 +27,7 @@ pub const DEFAULT_MUTEX_PROFILE_RATE: u32 = 10;
 pub const MAX_ENTRIES: usize = 4_096;
 
 /// Frames kept per stack.
-pub const MAX_DEPTH: usize = 48;
+pub const MAX_DEPTH: usize = 32;
 
 static RATE: AtomicU32 = AtomicU32::new(DEFAULT_MUTEX_PROFILE_RATE);
 static DROPPED: AtomicU64 = AtomicU64::new(0);
@@ -103,27 +103,46 @@ fn key_hash(lock: &str, kind: &str, site: &Location<'_>, stack: &[usize]) -> u64
     h.finish()
 }
 
-/// Records one contended acquisition that waited `nanos`, if the sampler picks it.
-pub(crate) fn record(
+/// A contended acquisition the sampler picked, with the waiting caller's stack: taken
+/// before the wait, so the stack walk overlaps the time the caller waits anyway instead of
+/// lengthening the critical section that follows.
+pub(crate) struct Sampled {
+    stack: Box<[usize]>,
+    rate: u32,
+}
+
+/// Draws whether this contended acquisition is sampled; if it is, walks the stack.
+#[inline]
+pub(crate) fn begin() -> Option<Sampled> {
+    let rate = RATE.load(Ordering::Relaxed);
+    if rate == 0 || (rate > 1 && draw(rate) != 0) {
+        return None;
+    }
+    let mut frames = [0usize; MAX_DEPTH];
+    let depth = capture(&mut frames);
+    Some(Sampled {
+        stack: frames[..depth].into(),
+        rate,
+    })
+}
+
+/// Adds a sampled acquisition that waited `nanos` to the profile, scaled by the rate it
+/// was sampled at.
+pub(crate) fn finish(
+    sampled: Sampled,
     lock_label: &str,
     kind: &'static str,
     site: &'static Location<'static>,
     nanos: u64,
 ) {
-    let rate = RATE.load(Ordering::Relaxed);
-    if rate == 0 || (rate > 1 && draw(rate) != 0) {
-        return;
-    }
-    let mut frames = [0usize; MAX_DEPTH];
-    let depth = capture(&mut frames);
-    let stack = &frames[..depth];
-    let hash = key_hash(lock_label, kind, site, stack);
+    let Sampled { stack, rate } = sampled;
+    let hash = key_hash(lock_label, kind, site, &stack);
     let scale = u64::from(rate);
     let mut s = lock(store());
     let Store { map, len } = &mut *s;
     let bucket = map.entry(hash).or_default();
     if let Some(e) = bucket.iter_mut().find(|e| {
-        e.lock == lock_label && e.kind == kind && std::ptr::eq(e.site, site) && *e.stack == *stack
+        e.lock == lock_label && e.kind == kind && std::ptr::eq(e.site, site) && e.stack == stack
     }) {
         e.count = e.count.saturating_add(scale);
         e.delay_nanos = e.delay_nanos.saturating_add(nanos.saturating_mul(scale));
@@ -138,7 +157,7 @@ pub(crate) fn record(
         lock: lock_label.to_owned(),
         kind,
         site,
-        stack: stack.into(),
+        stack,
         count: scale,
         delay_nanos: nanos.saturating_mul(scale),
     });
@@ -150,7 +169,11 @@ pub(crate) fn record(
 fn capture(frames: &mut [usize; MAX_DEPTH]) -> usize {
     let mut depth = 0;
     backtrace::trace(|frame| {
-        frames[depth] = frame.ip() as usize;
+        let ip = frame.ip() as usize;
+        if ip == 0 {
+            return false; // the end of the stack
+        }
+        frames[depth] = ip;
         depth += 1;
         depth < MAX_DEPTH
     });

@@ -18,13 +18,10 @@ struct Hold {
 }
 
 impl Hold {
+    /// An uncontended hold, timed when `timed`.
     #[inline]
-    fn uncontended() -> Self {
-        let since = if sample_hold() {
-            clock::raw().max(1)
-        } else {
-            0
-        };
+    fn uncontended(timed: bool) -> Self {
+        let since = if timed { clock::raw().max(1) } else { 0 };
         Hold {
             since,
             weight: HOLD_SAMPLE_EVERY,
@@ -46,19 +43,20 @@ async fn wait_for<G>(
     acquire: impl Future<Output = G>,
 ) -> (G, Hold) {
     let start = clock::raw();
-    let guard = {
+    let (guard, sampled) = {
         let _waiting = sig.waiting();
-        acquire.await
+        let sampled = super::contention::begin();
+        (acquire.await, sampled)
     };
     let now = clock::raw();
-    sig.contended(start, now, site);
+    sig.contended(start, now, site, sampled);
     (guard, Hold::contended(now))
 }
 
 /// A named `tokio::sync::Mutex` that records `perfkit_lock_*{lock="<name>"}`.
 ///
 /// For critical sections that `.await` while holding the lock. An uncontended `lock()` is
-/// a `try_lock` plus a count (and, one time in 16, two clock reads for the hold time); an
+/// a `try_lock` plus a count (and, one time in 32, two clock reads for the hold time); an
 /// acquisition that has to wait is timed, counted as a waiter while it waits — also when
 /// its future is dropped before it gets the lock — and can be sampled into the contention
 /// profile (`/debug/pprof/mutex`) under the caller's stack.
@@ -106,10 +104,10 @@ impl<T: ?Sized> Mutex<T> {
         let site = Location::caller();
         async move {
             if let Ok(guard) = self.inner.try_lock() {
-                self.sig.exclusive_acquired();
+                let timed = self.sig.exclusive_acquired();
                 return MutexGuard {
                     sig: &self.sig,
-                    hold: Hold::uncontended(),
+                    hold: Hold::uncontended(timed),
                     guard,
                 };
             }
@@ -125,10 +123,10 @@ impl<T: ?Sized> Mutex<T> {
     /// The lock if it is free now, without waiting.
     pub fn try_lock(&self) -> Result<MutexGuard<'_, T>, tokio::sync::TryLockError> {
         let guard = self.inner.try_lock()?;
-        self.sig.exclusive_acquired();
+        let timed = self.sig.exclusive_acquired();
         Ok(MutexGuard {
             sig: &self.sig,
-            hold: Hold::uncontended(),
+            hold: Hold::uncontended(timed),
             guard,
         })
     }
@@ -235,7 +233,7 @@ impl<T: ?Sized> RwLock<T> {
                 self.sig.shared_acquired();
                 return RwLockReadGuard {
                     sig: &self.sig,
-                    hold: Hold::uncontended(),
+                    hold: Hold::uncontended(sample_hold()),
                     guard,
                 };
             }
@@ -254,10 +252,10 @@ impl<T: ?Sized> RwLock<T> {
         let site = Location::caller();
         async move {
             if let Ok(guard) = self.inner.try_write() {
-                self.sig.exclusive_acquired();
+                let timed = self.sig.exclusive_acquired();
                 return RwLockWriteGuard {
                     sig: &self.sig,
-                    hold: Hold::uncontended(),
+                    hold: Hold::uncontended(timed),
                     guard,
                 };
             }
@@ -276,7 +274,7 @@ impl<T: ?Sized> RwLock<T> {
         self.sig.shared_acquired();
         Ok(RwLockReadGuard {
             sig: &self.sig,
-            hold: Hold::uncontended(),
+            hold: Hold::uncontended(sample_hold()),
             guard,
         })
     }
@@ -284,10 +282,10 @@ impl<T: ?Sized> RwLock<T> {
     /// Exclusive access if the lock is free now.
     pub fn try_write(&self) -> Result<RwLockWriteGuard<'_, T>, tokio::sync::TryLockError> {
         let guard = self.inner.try_write()?;
-        self.sig.exclusive_acquired();
+        let timed = self.sig.exclusive_acquired();
         Ok(RwLockWriteGuard {
             sig: &self.sig,
-            hold: Hold::uncontended(),
+            hold: Hold::uncontended(timed),
             guard,
         })
     }

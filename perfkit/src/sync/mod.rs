@@ -11,7 +11,7 @@
 //!
 //! Locks record `perfkit_lock_acquisitions_total{contended}`, `perfkit_lock_wait_seconds`
 //! (only for acquisitions that had to wait), `perfkit_lock_hold_seconds` (every contended
-//! hold, and one uncontended hold in 16 counted 16 times, so an uncontended lock+unlock
+//! hold, and one uncontended hold in 32 counted 32 times, so an uncontended lock+unlock
 //! mostly reads no clock), `perfkit_lock_waiters` (read at scrape time) and
 //! `perfkit_lock_panics_total` (guards dropped by a panic). Guards record in `Drop`; a
 //! waiting future that is dropped leaves the waiters gauge as it found it.

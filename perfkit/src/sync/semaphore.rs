@@ -259,6 +259,7 @@ impl Semaphore {
     ) -> Result<P, AcquireError> {
         let sig = &*self.sig;
         let start = clock::raw();
+        let sampled = super::contention::begin();
         let got = {
             let now = sig.waiters.fetch_add(1, Ordering::Relaxed) + 1;
             sig.waiters_max.observe(now as u64);
@@ -278,12 +279,16 @@ impl Semaphore {
                 sig.contended.inc();
                 sig.wait.record(nanos);
                 sig.in_use_max.observe(sig.in_use());
-                super::contention::record(&sig.label, "semaphore", site, nanos);
+                if let Some(s) = sampled {
+                    super::contention::finish(s, &sig.label, "semaphore", site, nanos);
+                }
             }
             Err(AcquireError::Timeout(_)) => {
                 sig.timeouts.inc();
                 sig.wait.record(nanos);
-                super::contention::record(&sig.label, "semaphore", site, nanos);
+                if let Some(s) = sampled {
+                    super::contention::finish(s, &sig.label, "semaphore", site, nanos);
+                }
             }
             Err(AcquireError::Closed) => {}
         }

@@ -39,14 +39,15 @@ impl LockKind {
 /// and recorded with this weight, so the hold histogram's counts and quantiles stay
 /// unbiased estimates while an uncontended lock+unlock pays for no clock read most of the
 /// time. Contended acquisitions read the clock anyway and are always timed.
-pub(crate) const HOLD_SAMPLE_EVERY: u32 = 16;
+pub(crate) const HOLD_SAMPLE_EVERY: u32 = 32;
 
 std::thread_local! {
-    /// Countdown to this thread's next timed uncontended acquisition.
+    /// Countdown to this thread's next timed uncontended shared acquisition (exclusive ones
+    /// are picked by the lock's own count).
     static HOLD_COUNTDOWN: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
-/// Whether this uncontended acquisition is one of the timed ones.
+/// Whether this uncontended shared acquisition is one of the timed ones.
 #[inline]
 pub(crate) fn sample_hold() -> bool {
     HOLD_COUNTDOWN.with(|c| {
@@ -119,12 +120,14 @@ impl LockSignals {
         sig
     }
 
-    /// Counts an uncontended exclusive acquisition. Only the holder of the exclusive lock
+    /// Counts an uncontended exclusive acquisition, and says whether to time its hold (one
+    /// in [`HOLD_SAMPLE_EVERY`], by the count itself). Only the holder of the exclusive lock
     /// may call it: holders follow each other, so a load and a store cannot lose a count.
     #[inline]
-    pub(crate) fn exclusive_acquired(&self) {
+    pub(crate) fn exclusive_acquired(&self) -> bool {
         let n = self.exclusive.load(Ordering::Relaxed);
         self.exclusive.store(n + 1, Ordering::Relaxed);
+        n % u64::from(HOLD_SAMPLE_EVERY) == 0
     }
 
     /// Counts an uncontended shared acquisition.
@@ -141,13 +144,22 @@ impl LockSignals {
         Waiting(&self.waiters)
     }
 
-    /// Records an acquisition that had to wait from `start` (a raw clock reading) to `now`,
-    /// and feeds the contention profile. Returns `now` for the hold time.
-    pub(crate) fn contended(&self, start: u64, now: u64, site: &'static Location<'static>) {
+    /// Records an acquisition that had to wait from `start` to `now` (raw clock readings),
+    /// and adds it to the contention profile when `sampled` (see
+    /// [`super::contention::begin`]).
+    pub(crate) fn contended(
+        &self,
+        start: u64,
+        now: u64,
+        site: &'static Location<'static>,
+        sampled: Option<super::contention::Sampled>,
+    ) {
         let nanos = clock::nanos_between(start, now);
         self.contended.inc();
         self.wait.record(nanos);
-        super::contention::record(&self.label, self.kind.as_str(), site, nanos);
+        if let Some(s) = sampled {
+            super::contention::finish(s, &self.label, self.kind.as_str(), site, nanos);
+        }
     }
 
     /// Records a hold that began at `since` (raw), standing for `weight` acquisitions, and

@@ -55,7 +55,7 @@ log "cargo clippy"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 log "feature combinations of perfkit build on their own"
-for features in "" server facade macros macros,tracing cpu-profiling heap-profiling http http,axum report-html; do
+for features in "" server facade macros macros,tracing cpu-profiling heap-profiling http http,axum report-html deadpool bb8 sqlx; do
   cargo clippy -p perfkit --no-default-features --features "$features" -- -D warnings
 done
 

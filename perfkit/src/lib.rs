@@ -46,6 +46,9 @@
 //! | `heap-profiling` | no | `/debug/pprof/heap` and `/allocs` from jemalloc, jemalloc figures on `/metrics`, and [`jemalloc_profiling!`] to install it |
 //! | `http` | no | [`http::MetricsLayer`], a tower layer recording HTTP server metrics by route template |
 //! | `axum` | no | the HTTP layer takes route templates from axum's `MatchedPath` |
+//! | `deadpool` | no | [`resource::Resource::deadpool`]: a deadpool pool's figures |
+//! | `bb8` | no | [`resource::Resource::bb8`]: a bb8 pool's figures |
+//! | `sqlx` | no | [`resource::Resource::sqlx`]: an sqlx pool's figures |
 //! | `full` | no | every feature above |
 //!
 //! Features are additive. Without `server`, the metrics core still records and renders
@@ -71,6 +74,8 @@ mod memcheck;
 pub mod metrics;
 pub mod pool;
 pub mod queue;
+#[cfg(not(loom))]
+pub mod resource;
 #[cfg(not(loom))]
 pub mod sync;
 pub mod task;

@@ -88,7 +88,7 @@ fn a_blocking_mutex_counts_every_acquisition_and_times_the_waits() {
     let snap = registry.snapshot_window(10);
     let lock = entry(&snap, "locks", "counter");
     assert_eq!(lock["kind"], "blocking_mutex");
-    assert_eq!(lock["acquisitions"], (4 * per_thread + 1) as u64);
+    assert_eq!(lock["acquisitions"], 4 * per_thread + 1);
     assert!(
         lock["wait_seconds"]["p99"].as_f64().unwrap() > 0.0,
         "{lock}"

@@ -267,6 +267,37 @@ defs! {
     SEMAPHORE_TIMEOUTS_TOTAL = "perfkit_semaphore_timeouts_total", Counter, Count, ["semaphore"],
         "Acquisitions of an instrumented semaphore that gave up after their timeout without a permit.";
 
+    /// Connections (or other pooled resources) the pool holds.
+    RESOURCE_SIZE = "perfkit_resource_size", Gauge, Count, ["resource"],
+        "Connections (or other resources) the pool holds now, in use or idle, as the pool reports at scrape time.";
+    /// Resources checked out now.
+    RESOURCE_IN_USE = "perfkit_resource_in_use", Gauge, Count, ["resource"],
+        "Resources of the pool checked out now (size minus idle, as the pool reports at scrape time).";
+    /// Resources checked out, maximum over the last 10 s.
+    RESOURCE_IN_USE_MAX_10S = "perfkit_resource_in_use_max_10s", Gauge, Count, ["resource"],
+        "Largest number of the pool's resources checked out at once over the last 10 s: leases through perfkit's wrapper as they happen, the pool's own figure each second and at scrape time.";
+    /// Idle resources.
+    RESOURCE_IDLE = "perfkit_resource_idle", Gauge, Count, ["resource"],
+        "Resources of the pool idle now, read at scrape time.";
+    /// The pool's bound.
+    RESOURCE_MAX = "perfkit_resource_max", Gauge, Count, ["resource"],
+        "Most resources the pool will hold.";
+    /// Callers waiting for a resource.
+    RESOURCE_WAITERS = "perfkit_resource_waiters", Gauge, Count, ["resource"],
+        "Callers waiting for one of the pool's resources, as the pool reports at scrape time; absent for pools that do not count them (bb8, sqlx).";
+    /// Time to get a resource from the pool.
+    RESOURCE_ACQUIRE_SECONDS = "perfkit_resource_acquire_seconds", Histogram, Seconds, ["resource"],
+        "Time an acquisition through perfkit's wrapper took to get a resource from the pool (or to fail), waits and new connections included.", LATENCY_BUCKETS;
+    /// Resources handed out.
+    RESOURCE_ACQUISITIONS_TOTAL = "perfkit_resource_acquisitions_total", Counter, Count, ["resource"],
+        "Successful acquisitions through perfkit's wrapper.";
+    /// Acquisitions that timed out.
+    RESOURCE_TIMEOUTS_TOTAL = "perfkit_resource_timeouts_total", Counter, Count, ["resource"],
+        "Acquisitions through perfkit's wrapper that failed because the pool's wait timed out.";
+    /// Acquisitions that failed otherwise.
+    RESOURCE_ERRORS_TOTAL = "perfkit_resource_errors_total", Counter, Count, ["resource"],
+        "Acquisitions through perfkit's wrapper that failed for another reason than a timeout (the connection could not be made, the pool was closed).";
+
     /// Label sets that went over a family's cardinality cap.
     METRIC_OVERFLOW_TOTAL = "perfkit_metric_overflow_total", Counter, Count, ["metric"],
         "Requests for a new label set refused by the family's cardinality cap and recorded under __overflow__ instead.";

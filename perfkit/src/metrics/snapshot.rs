@@ -19,6 +19,7 @@ pub const SECTIONS: &[&str] = &[
     "pools",
     "locks",
     "semaphores",
+    "resources",
     "tasks",
     "hot_paths",
     "http_routes",

@@ -51,6 +51,13 @@
  *       perfkit_batch_flush_p99_seconds                (batchers, tagged `batcher`)
  *       perfkit_pool_saturation (busy time / (window x workers)), perfkit_pool_busy (peak),
  *       perfkit_pool_task_p99_seconds                  (pools, tagged `pool`)
+ *       perfkit_lock_wait_p99_seconds, perfkit_lock_waiters (peak),
+ *       perfkit_lock_contended_ratio                   (locks, tagged `lock`)
+ *       perfkit_semaphore_saturation (peak in use / permits), perfkit_semaphore_waiters
+ *       (peak), perfkit_semaphore_acquire_p99_seconds  (semaphores, tagged `semaphore`)
+ *       perfkit_resource_saturation (peak in use / max), perfkit_resource_in_use (peak),
+ *       perfkit_resource_waiters (peak, pools that count them),
+ *       perfkit_resource_acquire_p99_seconds           (resources, tagged `resource`)
  *       perfkit_hot_path_p50_seconds, perfkit_hot_path_p99_seconds,
  *       perfkit_hot_path_in_flight (peak)              (hot_paths, tagged `function`)
  *       perfkit_tasks_alive (peak)                     (tasks, tagged `task`)
@@ -60,7 +67,8 @@
  *       perfkit_runtime_global_queue_depth, perfkit_queue_oldest_age_seconds,
  *       perfkit_pool_queue_depth.
  *     Lifetime quantiles (since the series was created), under their own names:
- *       perfkit_queue_wait_lifetime_p99_seconds, perfkit_batch_size_lifetime_p50,
+ *       perfkit_queue_wait_lifetime_p99_seconds, perfkit_lock_wait_lifetime_p99_seconds,
+ *       perfkit_batch_size_lifetime_p50,
  *       perfkit_batch_flush_lifetime_p99_seconds, perfkit_pool_task_lifetime_p99_seconds,
  *       perfkit_hot_path_lifetime_p50_seconds, perfkit_hot_path_lifetime_p99_seconds,
  *       perfkit_http_lifetime_p95_seconds, perfkit_http_lifetime_p99_seconds.
@@ -70,7 +78,9 @@
  *       shutdown, flush_failed), perfkit_queue_rejected (`queue`), perfkit_batch_dead_lettered
  *       (`batcher`), perfkit_hot_path_errors and perfkit_hot_path_panics (`function`),
  *       perfkit_http_5xx (`route`), perfkit_pool_panics and perfkit_pool_cancelled (`pool`; a pool's
- *       queue also reports as a queue named after the pool).
+ *       queue also reports as a queue named after the pool), perfkit_lock_panics (`lock`),
+ *       perfkit_semaphore_timeouts (`semaphore`), perfkit_resource_timeouts and
+ *       perfkit_resource_errors (`resource`).
  *     Null figures (e.g. process fields on non-Linux) are skipped.
  *
  *     `tags` are added to every sample this poll records (e.g. `{ phase: 'stress' }`, so
@@ -282,6 +292,39 @@ export const SNAPSHOT_TRENDS = Object.freeze([
       'task_seconds.p99': 'perfkit_pool_task_lifetime_p99_seconds',
     },
   },
+  {
+    // perfkit::sync locks: waits are recorded only for acquisitions that had to wait.
+    section: 'locks',
+    tag: 'lock',
+    fields: {
+      'window.wait_seconds.p99': 'perfkit_lock_wait_p99_seconds',
+      'window.waiters_max': 'perfkit_lock_waiters',
+      'window.contended_ratio': 'perfkit_lock_contended_ratio',
+      'wait_seconds.p99': 'perfkit_lock_wait_lifetime_p99_seconds',
+    },
+  },
+  {
+    section: 'semaphores',
+    tag: 'semaphore',
+    fields: {
+      // The peak permits in use over the window divided by the permits.
+      'window.saturation_max': 'perfkit_semaphore_saturation',
+      'window.waiters_max': 'perfkit_semaphore_waiters',
+      'window.acquire_seconds.p99': 'perfkit_semaphore_acquire_p99_seconds',
+    },
+  },
+  {
+    // perfkit::resource connection pools: the peak checked out over the window divided by
+    // the pool's max; waiters only for pools that count them (deadpool).
+    section: 'resources',
+    tag: 'resource',
+    fields: {
+      'window.saturation_max': 'perfkit_resource_saturation',
+      'window.in_use_max': 'perfkit_resource_in_use',
+      'window.waiters_max': 'perfkit_resource_waiters',
+      'window.acquire_seconds.p99': 'perfkit_resource_acquire_p99_seconds',
+    },
+  },
 ]);
 
 /**
@@ -338,6 +381,28 @@ export const SNAPSHOT_COUNTERS = Object.freeze([
     tag: 'route',
     fields: {
       errors: ['perfkit_http_5xx', {}],
+    },
+  },
+  {
+    section: 'locks',
+    tag: 'lock',
+    fields: {
+      panics: ['perfkit_lock_panics', {}],
+    },
+  },
+  {
+    section: 'semaphores',
+    tag: 'semaphore',
+    fields: {
+      timeouts: ['perfkit_semaphore_timeouts', {}],
+    },
+  },
+  {
+    section: 'resources',
+    tag: 'resource',
+    fields: {
+      timeouts: ['perfkit_resource_timeouts', {}],
+      errors: ['perfkit_resource_errors', {}],
     },
   },
 ]);
@@ -612,6 +677,15 @@ export function thresholds(overrides = {}) {
     // Workers busy 90% of a poll interval in more than one interval in twenty: saturated.
     perfkit_pool_saturation: ['p(95)<0.9'],
     perfkit_pool_panics: ['count==0'],
+    // A connection pool with every connection checked out in more than one poll window in
+    // twenty is too small for the load (or its queries too slow); a timed-out wait for a
+    // connection or a permit is a failed request.
+    perfkit_resource_saturation: ['p(95)<1'],
+    perfkit_resource_timeouts: ['count==0'],
+    perfkit_semaphore_timeouts: ['count==0'],
+    // In no poll window did the slowest 1% of waits for an instrumented lock reach 100 ms.
+    perfkit_lock_wait_p99_seconds: ['max<0.1'],
+    perfkit_lock_panics: ['count==0'],
     // A task name whose live count grows by 50 over the run is leaking.
     perfkit_tasks_alive_growth: ['max<50'],
     perfkit_process_resident_memory_bytes: [`max<${512 * 1024 * 1024}`],

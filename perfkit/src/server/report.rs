@@ -8,8 +8,8 @@
 //! | severity | when |
 //! |---|---|
 //! | `CRITICAL` | items lost: a queue dropped, a batcher dropped a batch after failed flushes |
-//! | `HIGH` | a bound saturated (a queue at 80% or more, a pool busy 90% of a second or more, a runtime whose probe waited 250 ms or more), a task name that kept growing, items dead-lettered, a panic |
-//! | `MEDIUM` | measurable degradation: a p99 of 250 ms or more on a hot path, a route or a flush; errors; resident memory growing by half |
+//! | `HIGH` | a bound saturated (a queue at 80% or more, a pool busy 90% of a second or more, a runtime whose probe waited 250 ms or more, a connection pool or semaphore with everything in use), a task name that kept growing, items dead-lettered, a panic, a timed-out wait for a connection or permit |
+//! | `MEDIUM` | measurable degradation: a p99 of 250 ms or more on a hot path, a route or a flush; a lock whose waits reach 50 ms at p99; errors; resident memory growing by half |
 //! | `LOW` | headroom under 2×: a bound whose peak use was over half of it |
 //!
 //! The bound that saturated *first* is the bottleneck. A drop or saturation that started
@@ -26,6 +26,11 @@ pub(crate) const QUEUE_SATURATED: f64 = 0.8;
 pub(crate) const BUSY_SATURATED: f64 = 0.9;
 /// A probe this late means a starved runtime.
 pub(crate) const DELAY_STARVED: f64 = 0.25;
+/// A connection pool or semaphore with every resource or permit in use is saturated: the
+/// next caller waits.
+pub(crate) const FULL: f64 = 1.0;
+/// A lock whose waits reach this at p99 is a contention point.
+pub(crate) const LOCK_WAIT_SLOW: f64 = 0.05;
 /// A p99 this slow is measurable degradation.
 const SLOW_P99: f64 = 0.25;
 /// A task name growing by this much leaks.
@@ -123,7 +128,8 @@ fn category(section: &str) -> &'static str {
     match section {
         "queues" => "Ingestion",
         "batchers" => "Database",
-        "pools" | "runtimes" => "Concurrency",
+        "pools" | "runtimes" | "locks" | "semaphores" => "Concurrency",
+        "resources" => "Database",
         "tasks" => "Resource",
         "process" => "Memory",
         "hot_paths" | "http_routes" => "API",
@@ -332,6 +338,108 @@ pub(crate) fn build(timeline: &Value, inventory: &Value, snapshot: &Value) -> Va
                     depth: 2,
                 });
             }
+            ("resources", "saturation_max") | ("semaphores", "saturation_max") => {
+                let Some((start, len)) = s.first_run_at_or_over(FULL) else {
+                    continue;
+                };
+                let total = s.seconds_at_or_over(FULL);
+                let (what, bound, wait_signal) = if s.section == "resources" {
+                    ("connection pool", "max", "acquire_p99_seconds")
+                } else {
+                    ("semaphore", "permits", "acquire_p99_seconds")
+                };
+                let size = inv.and_then(|e| e[bound].as_u64());
+                let wait = find(s.section, s.name, wait_signal)
+                    .and_then(Series::max)
+                    .map_or(String::new(), |(_, v)| format!("; acquire p99 up to {}", secs(v)));
+                let waiters = find(s.section, s.name, "waiters_max")
+                    .and_then(Series::max)
+                    .filter(|(_, v)| *v > 0.0)
+                    .map_or(String::new(), |(_, v)| format!(", up to {v:.0} callers waiting"));
+                let full = size.map_or_else(|| "full".to_owned(), |n| format!("at {n}/{n}"));
+                findings.push(Finding {
+                    category: category(s.section),
+                    severity: "HIGH",
+                    section: s.section.into(),
+                    name: s.name.into(),
+                    title: format!("`{}` {what} saturated", s.name),
+                    evidence: format!(
+                        "the `{}` {what} was {full} from t={} s for {len} s ({total} s in all){wait}{waiters}",
+                        s.name,
+                        at(start)
+                    ),
+                    source,
+                    change: if s.section == "resources" {
+                        format!(
+                            "raise the pool's max (now {}) if the database has room, or make what holds a connection shorter (slow queries, work done while holding one)",
+                            size.map_or("?".to_owned(), |n| n.to_string())
+                        )
+                    } else {
+                        format!(
+                            "the cap of {} permits is reached: raise it if what it protects has room, or hold permits for less time",
+                            size.map_or("?".to_owned(), |n| n.to_string())
+                        )
+                    },
+                    started: Some(start),
+                    saturation: true,
+                    depth: 1,
+                });
+            }
+            ("resources", "timeouts_per_second") | ("semaphores", "timeouts_per_second") => {
+                let n = s.sum();
+                if n <= 0.0 {
+                    continue;
+                }
+                let what = if s.section == "resources" { "connection pool" } else { "semaphore" };
+                let first = s.values.iter().position(|v| v.is_some_and(|v| v > 0.0));
+                findings.push(Finding {
+                    category: category(s.section),
+                    severity: "HIGH",
+                    section: s.section.into(),
+                    name: s.name.into(),
+                    title: format!("{n:.0} waits for the `{}` {what} timed out", s.name),
+                    evidence: format!(
+                        "{n:.0} acquisitions of the `{}` {what} gave up after their timeout, from t={} s: each is a failed request",
+                        s.name,
+                        first.map_or(0, at)
+                    ),
+                    source,
+                    change: "the bound is too small for the load or held too long (see its saturation)".to_owned(),
+                    started: first,
+                    saturation: false,
+                    depth: 9,
+                });
+            }
+            ("locks", "wait_p99_seconds") => {
+                let Some((start, _)) = s.first_run_at_or_over(LOCK_WAIT_SLOW) else {
+                    continue;
+                };
+                let (peak_i, peak) = s.max().unwrap_or((start, 0.0));
+                let total = s.seconds_at_or_over(LOCK_WAIT_SLOW);
+                let waiters = find("locks", s.name, "waiters_max")
+                    .and_then(Series::max)
+                    .map_or(String::new(), |(_, v)| format!(", up to {v:.0} waiting at once"));
+                findings.push(Finding {
+                    category: category(s.section),
+                    severity: "MEDIUM",
+                    section: s.section.into(),
+                    name: s.name.into(),
+                    title: format!("`{}` lock contended", s.name),
+                    evidence: format!(
+                        "waits for the `{}` lock had a p99 of {} or more in {total} one-second windows from t={} s, up to {} at t={} s{waiters}",
+                        s.name,
+                        secs(LOCK_WAIT_SLOW),
+                        at(start),
+                        secs(peak),
+                        at(peak_i)
+                    ),
+                    source,
+                    change: "hold the lock for less (no I/O or .await while holding it), split it (per key), or take it less often; /debug/pprof/mutex names the callers that wait".to_owned(),
+                    started: Some(start),
+                    saturation: false,
+                    depth: 9,
+                });
+            }
             ("runtimes", "schedule_delay_p99_seconds") => {
                 let Some((start, len)) = s.first_run_at_or_over(DELAY_STARVED) else {
                     continue;
@@ -513,6 +621,8 @@ pub(crate) fn build(timeline: &Value, inventory: &Value, snapshot: &Value) -> Va
             ("queues", "saturation_max") => "capacity",
             ("pools", "busy_ratio") => "workers",
             ("runtimes", "busy_ratio") => "worker threads",
+            ("resources", "saturation_max") => "connections",
+            ("semaphores", "saturation_max") => "permits",
             _ => continue,
         };
         let Some((i, peak)) = s.max() else { continue };
@@ -526,6 +636,7 @@ pub(crate) fn build(timeline: &Value, inventory: &Value, snapshot: &Value) -> Va
         }));
         let saturated = match s.section {
             "queues" => peak >= QUEUE_SATURATED,
+            "resources" | "semaphores" => peak >= FULL,
             _ => peak >= BUSY_SATURATED,
         };
         if peak > 0.5 && !saturated {
@@ -721,6 +832,27 @@ fn configuration(inventory: &Value) -> Vec<Value> {
             "crash_exposure_items": p["crash_exposure_items"],
         }));
     }
+    for r in list("resources") {
+        rows.push(json!({
+            "kind": "connection_pool", "name": r["name"], "source": r["source"],
+            "settings": { "max": r["max"], "pool": r["kind"], "counts_waiters": r["counts_waiters"] },
+            "crash_exposure_items": null,
+        }));
+    }
+    for s in list("semaphores") {
+        rows.push(json!({
+            "kind": "semaphore", "name": s["name"], "source": s["source"],
+            "settings": { "permits": s["permits"] },
+            "crash_exposure_items": null,
+        }));
+    }
+    for l in list("locks") {
+        rows.push(json!({
+            "kind": "lock", "name": l["name"], "source": l["source"],
+            "settings": { "kind": l["kind"] },
+            "crash_exposure_items": null,
+        }));
+    }
     for r in list("runtimes") {
         rows.push(json!({
             "kind": "runtime", "name": r["name"], "source": null,
@@ -792,6 +924,59 @@ mod tests {
             .unwrap();
         assert_eq!(events_sat["consequence_of"], b);
         assert_eq!(r["headroom"][0]["peak_use"], 1.0);
+    }
+
+    #[test]
+    fn a_full_connection_pool_is_the_bottleneck_and_a_contended_lock_is_named() {
+        let n = 60;
+        let series = json!([
+            { "section": "resources", "name": "db", "signal": "saturation_max", "unit": "ratio",
+              "values": ramp(n, |i| Some(if (10..50).contains(&i) { 1.0 } else { 0.3 })) },
+            { "section": "resources", "name": "db", "signal": "acquire_p99_seconds", "unit": "seconds",
+              "values": ramp(n, |i| Some(if (10..50).contains(&i) { 0.18 } else { 0.001 })) },
+            { "section": "resources", "name": "db", "signal": "waiters_max", "unit": "count",
+              "values": ramp(n, |i| Some(if (10..50).contains(&i) { 12.0 } else { 0.0 })) },
+            { "section": "resources", "name": "db", "signal": "timeouts_per_second", "unit": "count",
+              "values": ramp(n, |i| Some(if i == 30 { 3.0 } else { 0.0 })) },
+            { "section": "locks", "name": "progress", "signal": "wait_p99_seconds", "unit": "seconds",
+              "values": ramp(n, |i| (i >= 20).then_some(0.08)) },
+            { "section": "semaphores", "name": "calls", "signal": "saturation_max", "unit": "ratio",
+              "values": ramp(n, |_| Some(0.75)) },
+        ]);
+        let inventory = json!({
+            "resources": [{ "name": "db", "kind": "deadpool", "max": 50, "counts_waiters": true, "source": "src/store.rs:40" }],
+            "semaphores": [{ "name": "calls", "permits": 4, "source": "src/http.rs:9" }],
+            "locks": [{ "name": "progress", "kind": "mutex", "source": "src/store.rs:60" }],
+        });
+        let r = build(&timeline(series, n as u64), &inventory, &json!({}));
+        let f = r["findings"].as_array().unwrap();
+        let by_title = |t: &str| {
+            f.iter()
+                .find(|x| x["title"].as_str().unwrap().contains(t))
+                .unwrap_or_else(|| panic!("no finding {t}: {r:#}"))
+        };
+        let pool = by_title("`db` connection pool saturated");
+        assert_eq!(pool["severity"], "HIGH");
+        assert_eq!(pool["bottleneck"], true);
+        assert_eq!(pool["category"], "Database");
+        let ev = pool["evidence"].as_str().unwrap();
+        assert!(ev.contains("at 50/50 from t=10 s for 40 s"), "{ev}");
+        assert!(ev.contains("acquire p99 up to 180.0 ms"), "{ev}");
+        assert!(ev.contains("up to 12 callers waiting"), "{ev}");
+        assert!(pool["change"].as_str().unwrap().contains("now 50"), "{pool}");
+        assert_eq!(pool["source"], "src/store.rs:40");
+        let timeouts = by_title("3 waits for the `db` connection pool timed out");
+        assert_eq!(timeouts["severity"], "HIGH");
+        let lock = by_title("`progress` lock contended");
+        assert_eq!(lock["severity"], "MEDIUM");
+        assert!(lock["evidence"].as_str().unwrap().contains("from t=20 s, up to 80.0 ms"), "{lock}");
+        // The semaphore peaked at 3/4: headroom under 2x, not saturated.
+        let sem = by_title("`calls` has less than 2× headroom");
+        assert_eq!(sem["severity"], "LOW");
+        let rows = r["configuration"].as_array().unwrap();
+        for kind in ["connection_pool", "semaphore", "lock"] {
+            assert!(rows.iter().any(|row| row["kind"] == kind), "{kind}: {rows:?}");
+        }
     }
 
     #[test]

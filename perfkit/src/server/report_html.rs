@@ -365,6 +365,9 @@ fn profiles(h: &mut String, report: &Value) {
 const SECTIONS: &[(&str, &str)] = &[
     ("queues", "queue"),
     ("pools", "pool"),
+    ("resources", "connection pool"),
+    ("semaphores", "semaphore"),
+    ("locks", "lock"),
     ("batchers", "batcher"),
     ("hot_paths", "hot path"),
     ("http_routes", "route"),
@@ -448,6 +451,8 @@ fn plots(h: &mut String, report: &Value, timeline: &Value) {
         let bound = match (s["section"].as_str(), signal) {
             (Some("queues"), "saturation_max") => Some(super::report::QUEUE_SATURATED),
             (Some("pools" | "runtimes"), "busy_ratio") => Some(super::report::BUSY_SATURATED),
+            (Some("resources" | "semaphores"), "saturation_max") => Some(super::report::FULL),
+            (Some("locks"), "wait_p99_seconds") => Some(super::report::LOCK_WAIT_SLOW),
             (Some("runtimes"), "schedule_delay_p99_seconds") => Some(super::report::DELAY_STARVED),
             _ => None,
         };

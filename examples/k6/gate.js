@@ -23,6 +23,11 @@
 //   POOL_SATURATION_MAX (0.9)  bound on p(95) of every pool's busy/workers per poll interval
 //   POOL_PANICS_MAX (0)   how many panicked pool jobs the run tolerates
 //   FLUSH_P99_MAX_MS (250)  bound on the `db_flush` hot path's p99, in ms
+//   RESOURCE_SATURATION_MAX (1)  bound on p(95) of the database pool's peak in-use/max
+//                         per poll interval: 1 fails when every connection was in use in
+//                         more than one interval in twenty
+//   LOCK_WAIT_P99_MAX_MS (100)  bound on the p99 wait for the `user_progress` lock (and
+//                         any other perfkit::sync lock) per poll interval, in ms
 //   ROUTE_P99_MAX_MS (250)  bound on the service-side p99 of GET /v1/progress/{user} and
 //                         POST /events (perfkit::http::MetricsLayer), in ms
 //   PROFILE_SECONDS (5)   length of the CPU profile taken mid-run (0: none)
@@ -47,6 +52,8 @@ const TASK_GROWTH_MAX = num('TASK_GROWTH_MAX', 50);
 const POOL_SATURATION_MAX = num('POOL_SATURATION_MAX', 0.9);
 const POOL_PANICS_MAX = num('POOL_PANICS_MAX', 0, { integer: true });
 const FLUSH_P99_MAX_MS = num('FLUSH_P99_MAX_MS', 250);
+const RESOURCE_SATURATION_MAX = num('RESOURCE_SATURATION_MAX', 1);
+const LOCK_WAIT_P99_MAX_MS = num('LOCK_WAIT_P99_MAX_MS', 100);
 const PROFILE_SECONDS = num('PROFILE_SECONDS', 5, { integer: true });
 const ROUTE_P99_MAX_MS = num('ROUTE_P99_MAX_MS', 250);
 
@@ -77,6 +84,8 @@ export const options = {
       perfkit_tasks_alive_growth: [`max<${TASK_GROWTH_MAX}`],
       perfkit_pool_saturation: [`p(95)<${POOL_SATURATION_MAX}`],
       perfkit_pool_panics: [`count<=${POOL_PANICS_MAX}`],
+      perfkit_resource_saturation: [`p(95)<${RESOURCE_SATURATION_MAX}`],
+      perfkit_lock_wait_p99_seconds: [`max<${LOCK_WAIT_P99_MAX_MS / 1000}`],
       // The service's hot paths and routes are named instead, each with its own bound.
       perfkit_hot_path_p99_seconds: null,
       perfkit_http_p99_seconds: null,

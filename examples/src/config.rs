@@ -42,6 +42,16 @@ pub const ENV_MAX_CONNECTIONS: &str = "INGEST_MAX_CONNECTIONS";
 pub const ENV_HEADER_TIMEOUT_MS: &str = "INGEST_HEADER_TIMEOUT_MS";
 /// Environment variable: longest time a request may take to be answered, in milliseconds.
 pub const ENV_REQUEST_TIMEOUT_MS: &str = "INGEST_REQUEST_TIMEOUT_MS";
+/// Environment variable: connections in the database pool.
+pub const ENV_DB_POOL: &str = "INGEST_DB_POOL";
+/// Environment variable: longest wait for a connection from the pool, in milliseconds.
+pub const ENV_DB_TIMEOUT_MS: &str = "INGEST_DB_TIMEOUT_MS";
+/// Environment variable: artificial latency of every read query, holding its connection.
+pub const ENV_QUERY_DELAY_MS: &str = "INGEST_QUERY_DELAY_MS";
+/// Environment variable: a PostgreSQL URL (`postgres://...`) to use instead of SQLite.
+pub const ENV_DATABASE_URL: &str = "INGEST_DATABASE_URL";
+/// Environment variable: CPU work done while holding the `progress` lock, in microseconds.
+pub const ENV_LOCK_HOLD_US: &str = "INGEST_LOCK_HOLD_US";
 
 /// The accepted range of every numeric variable: `(variable, least, most)`. Nothing is
 /// allocated in proportion to a number outside it.
@@ -58,15 +68,21 @@ pub const RANGES: &[(&str, u64, u64)] = &[
     (ENV_MAX_CONNECTIONS, 1, 65_536),
     (ENV_HEADER_TIMEOUT_MS, 100, 600_000),
     (ENV_REQUEST_TIMEOUT_MS, 100, 600_000),
+    (ENV_DB_POOL, 1, 1_000),
+    (ENV_DB_TIMEOUT_MS, 1, 600_000),
+    (ENV_QUERY_DELAY_MS, 0, 600_000),
+    (ENV_LOCK_HOLD_US, 0, 10_000_000),
 ];
 
-/// Where the service keeps its SQLite database.
+/// Where the service keeps its database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DbLocation {
-    /// A fresh temporary file, deleted when the service exits.
+    /// A fresh temporary SQLite file, deleted when the service exits.
     Temp,
-    /// A file at this path, created if missing and kept afterwards.
+    /// An SQLite file at this path, created if missing and kept afterwards.
     Path(PathBuf),
+    /// A PostgreSQL database (`INGEST_DATABASE_URL`); its tables are created if missing.
+    Postgres(String),
 }
 
 impl fmt::Display for DbLocation {
@@ -74,6 +90,13 @@ impl fmt::Display for DbLocation {
         match self {
             Self::Temp => f.write_str("<temporary file>"),
             Self::Path(path) => write!(f, "{}", path.display()),
+            // The URL may hold a password: show only where it points.
+            Self::Postgres(url) => {
+                let host = url.rsplit_once('@').map_or(url.as_str(), |(_, h)| h);
+                let host = host.strip_prefix("postgres://").unwrap_or(host);
+                let host = host.strip_prefix("postgresql://").unwrap_or(host);
+                write!(f, "postgres://…@{host}")
+            }
         }
     }
 }
@@ -128,6 +151,18 @@ pub struct Config {
     /// A request not answered within this gets a 503 (`INGEST_REQUEST_TIMEOUT_MS`, default
     /// 10 000).
     pub request_timeout: Duration,
+    /// Connections in the database pool shared by reads and the batcher's writes
+    /// (`INGEST_DB_POOL`, default 50), opened as needed.
+    pub db_pool: usize,
+    /// Longest wait for a connection from the pool (`INGEST_DB_TIMEOUT_MS`, default 5000);
+    /// then the read answers 503 and the flush fails (and is retried).
+    pub db_timeout: Duration,
+    /// Artificial latency of every read query (`GET /v1/progress`), spent holding its
+    /// connection: a slow query (`INGEST_QUERY_DELAY_MS`, default 0).
+    pub query_delay: Duration,
+    /// Busy CPU work done while holding the `progress` lock in every event's processing:
+    /// a critical section that grew (`INGEST_LOCK_HOLD_US`, default 0).
+    pub lock_hold: Duration,
 }
 
 impl Default for Config {
@@ -151,6 +186,10 @@ impl Default for Config {
             max_connections: 1024,
             header_timeout: Duration::from_millis(10_000),
             request_timeout: Duration::from_millis(10_000),
+            db_pool: 50,
+            db_timeout: Duration::from_millis(5000),
+            query_delay: Duration::ZERO,
+            lock_hold: Duration::ZERO,
         }
     }
 }
@@ -199,6 +238,29 @@ impl Config {
         }
         if let Some(value) = non_empty(lookup(ENV_DB)?) {
             config.db = DbLocation::Path(PathBuf::from(value));
+        }
+        if let Some(value) = non_empty(lookup(ENV_DATABASE_URL)?) {
+            let url = value.trim();
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(ConfigError {
+                    var: ENV_DATABASE_URL,
+                    value: value.clone(),
+                    reason: "expected a postgres:// or postgresql:// URL".to_owned(),
+                });
+            }
+            config.db = DbLocation::Postgres(url.to_owned());
+        }
+        if let Some(v) = number(&mut lookup, ENV_DB_POOL)? {
+            config.db_pool = v as usize;
+        }
+        if let Some(v) = number(&mut lookup, ENV_DB_TIMEOUT_MS)? {
+            config.db_timeout = Duration::from_millis(v);
+        }
+        if let Some(v) = number(&mut lookup, ENV_QUERY_DELAY_MS)? {
+            config.query_delay = Duration::from_millis(v);
+        }
+        if let Some(v) = number(&mut lookup, ENV_LOCK_HOLD_US)? {
+            config.lock_hold = Duration::from_micros(v);
         }
         if let Some(v) = number(&mut lookup, ENV_QUEUE_CAPACITY)? {
             config.queue_capacity = v as usize;
@@ -320,6 +382,41 @@ mod tests {
         let config = parse(&[(ENV_ADDR, "0.0.0.0:9000"), (ENV_DB, "/tmp/x.db")]).unwrap();
         assert_eq!(config.addr, "0.0.0.0:9000".parse().unwrap());
         assert_eq!(config.db, DbLocation::Path("/tmp/x.db".into()));
+    }
+
+    #[test]
+    fn database_settings() {
+        let d = parse(&[]).unwrap();
+        assert_eq!((d.db_pool, d.db_timeout), (50, Duration::from_millis(5000)));
+        assert_eq!(
+            (d.query_delay, d.lock_hold),
+            (Duration::ZERO, Duration::ZERO)
+        );
+        let c = parse(&[
+            (ENV_DB_POOL, "2"),
+            (ENV_QUERY_DELAY_MS, "40"),
+            (ENV_LOCK_HOLD_US, "300"),
+            (
+                ENV_DATABASE_URL,
+                "postgres://app:secret@127.0.0.1:5433/ingest",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(c.db_pool, 2);
+        assert_eq!(c.query_delay, Duration::from_millis(40));
+        assert_eq!(c.lock_hold, Duration::from_micros(300));
+        assert_eq!(
+            c.db,
+            DbLocation::Postgres("postgres://app:secret@127.0.0.1:5433/ingest".into())
+        );
+        assert_eq!(
+            c.db.to_string(),
+            "postgres://…@127.0.0.1:5433/ingest",
+            "no password shown"
+        );
+        let err = parse(&[(ENV_DATABASE_URL, "mysql://x")]).unwrap_err();
+        assert_eq!(err.var, ENV_DATABASE_URL);
+        assert!(parse(&[(ENV_DB_POOL, "0")]).is_err());
     }
 
     #[test]

@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 pub mod config;
 pub mod event;
 pub mod http;
+mod pg;
 pub mod pipeline;
 pub mod server;
 pub mod store;
@@ -86,10 +87,15 @@ fn exit_margin(timeout: Duration) -> Duration {
 impl Service {
     /// Opens the database and binds the HTTP listener.
     pub async fn bind(config: &Config) -> Result<Self, Error> {
-        let location = config.db.clone();
-        let store = tokio::task::spawn_blocking(move || Store::open(&location))
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))??;
+        let store = Store::open_with(
+            &config.db,
+            store::PoolOptions {
+                size: config.db_pool,
+                timeout: config.db_timeout,
+                query_delay: config.query_delay,
+            },
+        )
+        .await?;
         let listener = TcpListener::bind(config.addr)
             .await
             .map_err(|source| Error::Bind {
@@ -100,7 +106,7 @@ impl Service {
             addr: config.addr,
             source,
         })?;
-        tracing::info!(db = %store.path().display(), "database ready");
+        tracing::info!(db = %store.location(), pool = config.db_pool, "database ready");
         let (events, pipeline) = pipeline::start(store.clone(), config)?;
         Ok(Self {
             listener,

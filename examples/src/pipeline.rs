@@ -1,8 +1,9 @@
 //! The write path: `POST /events` puts each event on the `events` queue; a forwarder task
 //! hands each one to the `progress` worker pool (`INGEST_WORKERS` workers), whose job
-//! processes the per-user progress update (plus `INGEST_WORK_DELAY_US` of CPU work) and
-//! adds it to the `db` batcher, which upserts each batch into SQLite in one transaction
-//! (every `INGEST_FLUSH_INTERVAL_MS` or `INGEST_MAX_BATCH` events).
+//! processes the per-user progress update (`INGEST_WORK_DELAY_US` of CPU work, then the
+//! user's in-memory progress under the `user_progress` lock, held `INGEST_LOCK_HOLD_US`
+//! longer) and adds it to the `db` batcher, which upserts each batch into the database in
+//! one transaction (every `INGEST_FLUSH_INTERVAL_MS` or `INGEST_MAX_BATCH` events).
 //!
 //! Backpressure runs all the way back: a slow database fills the batcher, which blocks the
 //! pool's jobs, which fills the pool's queue, which blocks the forwarder, which fills the
@@ -128,9 +129,17 @@ pub fn start(store: Store, config: &Config) -> Result<(Sender<Event>, Pipeline),
         .queue_capacity(config.workers * 256)
         .build()?;
     let (stop, stopping) = watch::channel(None);
+    let progress = Arc::new(UserProgress::new(config.lock_hold));
     let forwarder = perfkit::task::spawn(
         "forwarder",
-        forward(rx, pool, Arc::new(batcher), config.work_delay, stopping),
+        forward(
+            rx,
+            pool,
+            Arc::new(batcher),
+            config.work_delay,
+            progress,
+            stopping,
+        ),
     );
     Ok((
         tx,
@@ -142,20 +151,68 @@ pub fn start(store: Store, config: &Config) -> Result<(Sender<Event>, Pipeline),
     ))
 }
 
+/// Name of the lock every event's processing takes to update its user's progress.
+pub const PROGRESS_LOCK: &str = "user_progress";
+
+/// Slots of [`UserProgress`]: users are spread over this many counters, so the state stays
+/// the same size however many users there are.
+const PROGRESS_SLOTS: usize = 4096;
+
+/// Events processed per user (by a hash of the user id into a fixed number of slots), kept
+/// in memory behind the `user_progress` lock: the per-user state every event's processing
+/// updates.
+#[derive(Debug)]
+pub struct UserProgress {
+    slots: perfkit::sync::Mutex<Box<[u64]>>,
+    /// Busy work done while holding the lock (`INGEST_LOCK_HOLD_US`).
+    hold: Duration,
+}
+
+impl UserProgress {
+    fn new(hold: Duration) -> Self {
+        UserProgress {
+            slots: perfkit::sync::Mutex::new(
+                PROGRESS_LOCK,
+                vec![0; PROGRESS_SLOTS].into_boxed_slice(),
+            ),
+            hold,
+        }
+    }
+
+    /// Counts one event of `user_id`.
+    async fn update(&self, user_id: &str) {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        user_id.hash(&mut h);
+        let slot = (h.finish() % PROGRESS_SLOTS as u64) as usize;
+        let mut slots = self.slots.lock().await;
+        slots[slot] += 1;
+        spin(self.hold);
+    }
+}
+
+/// Busy CPU work for `d`.
+fn spin(d: Duration) {
+    if !d.is_zero() {
+        let until = std::time::Instant::now() + d;
+        while std::time::Instant::now() < until {
+            std::hint::spin_loop();
+        }
+    }
+}
+
 /// One event's processing, run on the pool: the (simulated) CPU work of a progress update,
-/// then the hand-off to the batcher (waiting while it is full).
+/// the update of the user's progress under the `user_progress` lock, then the hand-off to
+/// the batcher (waiting while it is full).
 #[perfkit::hot_path]
 async fn progress_update(
     event: Event,
     batcher: Arc<Batcher<Event>>,
     work: Duration,
+    progress: Arc<UserProgress>,
 ) -> Result<SendOutcome, SendError<Event>> {
-    if !work.is_zero() {
-        let until = std::time::Instant::now() + work;
-        while std::time::Instant::now() < until {
-            std::hint::spin_loop();
-        }
-    }
+    spin(work);
+    progress.update(&event.user_id).await;
     batcher.add(event).await
 }
 
@@ -178,6 +235,7 @@ async fn forward(
     pool: Pool,
     batcher: Arc<Batcher<Event>>,
     work: Duration,
+    progress: Arc<UserProgress>,
     mut stop: watch::Receiver<Option<Instant>>,
 ) -> Drained {
     let mut deadline: Option<Instant> = None;
@@ -200,7 +258,12 @@ async fn forward(
                 None => break, // closed and drained
             },
         };
-        let mut submit = std::pin::pin!(pool.submit(progress_update(event, batcher.clone(), work)));
+        let mut submit = std::pin::pin!(pool.submit(progress_update(
+            event,
+            batcher.clone(),
+            work,
+            Arc::clone(&progress),
+        )));
         let submitted = loop {
             tokio::select! {
                 biased;

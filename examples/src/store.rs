@@ -1,7 +1,12 @@
-//! SQLite persistence: per-user stat totals and the count of events applied.
+//! Persistence: per-user stat totals and the count of events applied, in SQLite (the
+//! embedded default) or PostgreSQL (`INGEST_DATABASE_URL`).
 //!
-//! One connection behind a [`std::sync::Mutex`]; every call runs on tokio's blocking pool
-//! ([`tokio::task::spawn_blocking`]) so the async runtime never waits on SQLite.
+//! Both sit behind a `deadpool` pool of `INGEST_DB_POOL` connections, named `db` with
+//! [`perfkit::resource::Resource`]: reads from `GET /v1/progress` and the batcher's writes
+//! share it, so `/metrics` and the k6 gate see how many connections are in use, how long
+//! callers wait for one, and whether a wait timed out (`INGEST_DB_TIMEOUT_MS`). SQLite calls
+//! run on tokio's blocking pool ([`tokio::task::spawn_blocking`]) so the async runtime never
+//! waits on SQLite; PostgreSQL writes run in a task of their own.
 //!
 //! A write can be given up on at a shutdown deadline while it runs (its future dropped):
 //! [`Store::apply`] commits only if its [`Write`] was not abandoned first, so an abandoned
@@ -11,9 +16,11 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use deadpool::managed::{self, Metrics, RecycleResult};
+use perfkit::resource::{Lease, Resource};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, TransactionBehavior, params};
 use tempfile::NamedTempFile;
@@ -21,6 +28,9 @@ use tempfile::NamedTempFile;
 use crate::config::DbLocation;
 use crate::event::Event;
 use crate::telemetry;
+
+/// The `resource` label of the database pool.
+pub const DB_RESOURCE: &str = "db";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS progress (
@@ -67,6 +77,18 @@ pub enum StoreError {
     /// A query or transaction failed.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A PostgreSQL query, transaction or connection failed.
+    #[error("database error: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The PostgreSQL URL is not one `tokio-postgres` can use.
+    #[error("invalid PostgreSQL URL: {0}")]
+    BadUrl(String),
+    /// No connection came from the pool within `INGEST_DB_TIMEOUT_MS`.
+    #[error("no database connection within {0:?} (all {1} in use)")]
+    PoolTimeout(Duration, usize),
+    /// The pool could not make a connection.
+    #[error("cannot get a database connection: {0}")]
+    Pool(String),
     /// The blocking task running the operation panicked or was cancelled.
     #[error("database task failed: {0}")]
     Task(String),
@@ -75,7 +97,29 @@ pub enum StoreError {
     Abandoned,
 }
 
-/// Handle to the service's SQLite database; cheap to clone.
+/// How the store's connection pool is set up.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    /// Connections at most (`INGEST_DB_POOL`), opened as needed.
+    pub size: usize,
+    /// Longest wait for a connection (`INGEST_DB_TIMEOUT_MS`).
+    pub timeout: Duration,
+    /// Latency added to every read query while it holds its connection
+    /// (`INGEST_QUERY_DELAY_MS`).
+    pub query_delay: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions {
+            size: 50,
+            timeout: Duration::from_millis(5000),
+            query_delay: Duration::ZERO,
+        }
+    }
+}
+
+/// Handle to the service's database; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
     inner: Arc<Inner>,
@@ -83,9 +127,13 @@ pub struct Store {
 
 #[derive(Debug)]
 struct Inner {
-    // Field order is drop order: close the connection before deleting a temporary file.
-    conn: Mutex<Connection>,
-    path: PathBuf,
+    // Field order is drop order: close the connections before deleting a temporary file.
+    backend: Backend,
+    db: Resource,
+    options: PoolOptions,
+    /// What the database is, for logs: a file path, or a PostgreSQL URL without password.
+    location: String,
+    path: Option<PathBuf>,
     _temp: Option<NamedTempFile>,
     /// Events committed through this handle (all clones), since it was opened.
     applied: AtomicU64,
@@ -93,9 +141,41 @@ struct Inner {
     applied_after_abandon: AtomicU64,
 }
 
+#[derive(Debug)]
+enum Backend {
+    Sqlite(managed::Pool<SqliteManager>),
+    Postgres(deadpool_postgres::Pool),
+}
+
+/// Opens SQLite connections for the pool, each set up as [`open_connection`] does.
+#[derive(Debug)]
+struct SqliteManager {
+    path: PathBuf,
+}
+
+impl managed::Manager for SqliteManager {
+    type Type = Connection;
+    type Error = StoreError;
+
+    async fn create(&self) -> Result<Connection, StoreError> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            open_connection(&path)
+                .map(|(conn, _)| conn)
+                .map_err(|source| StoreError::Open { path, source })
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    async fn recycle(&self, _: &mut Connection, _: &Metrics) -> RecycleResult<StoreError> {
+        Ok(())
+    }
+}
+
 /// One write's fate, shared by the write and whoever may abandon it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fate {
+pub(crate) enum Fate {
     Pending,
     Committed,
     Abandoned,
@@ -134,31 +214,94 @@ impl Drop for Write {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database, switches it to WAL mode with
-    /// `synchronous=NORMAL`, and creates the tables. Blocking: call it from a blocking
-    /// context or at start-up.
-    pub fn open(location: &DbLocation) -> Result<Self, StoreError> {
-        let (path, temp) = match location {
-            DbLocation::Temp => {
-                let file = tempfile::Builder::new()
-                    .prefix("ingest-")
-                    .suffix(".db")
-                    .tempfile()
-                    .map_err(StoreError::TempFile)?;
-                (file.path().to_path_buf(), Some(file))
-            }
-            DbLocation::Path(path) => (path.clone(), None),
+    /// Opens the database with the default pool settings: see [`Store::open_with`].
+    pub async fn open(location: &DbLocation) -> Result<Self, StoreError> {
+        Self::open_with(location, PoolOptions::default()).await
+    }
+
+    /// Opens (creating if needed) the database and its connection pool. SQLite is switched
+    /// to WAL mode with `synchronous=NORMAL`; the tables are created if missing (in
+    /// PostgreSQL too). Fails if the database cannot be reached now.
+    pub async fn open_with(
+        location: &DbLocation,
+        options: PoolOptions,
+    ) -> Result<Self, StoreError> {
+        let timeouts = managed::Timeouts {
+            wait: Some(options.timeout),
+            create: Some(options.timeout.max(Duration::from_secs(5))),
+            recycle: None,
         };
-        let (conn, mode) = open_connection(&path).map_err(|source| StoreError::Open {
-            path: path.clone(),
-            source,
-        })?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::NoWal { path, mode });
-        }
+        let (backend, path, temp) = match location {
+            DbLocation::Postgres(url) => {
+                let config: tokio_postgres::Config = url
+                    .parse()
+                    .map_err(|e: tokio_postgres::Error| StoreError::BadUrl(e.to_string()))?;
+                let manager = deadpool_postgres::Manager::from_config(
+                    config,
+                    tokio_postgres::NoTls,
+                    deadpool_postgres::ManagerConfig {
+                        recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+                    },
+                );
+                let pool = deadpool_postgres::Pool::builder(manager)
+                    .max_size(options.size)
+                    .timeouts(timeouts)
+                    .runtime(deadpool::Runtime::Tokio1)
+                    .build()
+                    .map_err(|e| StoreError::Pool(e.to_string()))?;
+                let client = pool.get().await.map_err(pool_error(&options))?;
+                client.batch_execute(crate::pg::SCHEMA).await?;
+                drop(client);
+                (Backend::Postgres(pool), None, None)
+            }
+            DbLocation::Temp | DbLocation::Path(_) => {
+                let (path, temp) = match location {
+                    DbLocation::Path(path) => (path.clone(), None),
+                    _ => {
+                        let file = tempfile::Builder::new()
+                            .prefix("ingest-")
+                            .suffix(".db")
+                            .tempfile()
+                            .map_err(StoreError::TempFile)?;
+                        (file.path().to_path_buf(), Some(file))
+                    }
+                };
+                // One connection now, to create the tables and refuse a database that
+                // cannot be in WAL mode; the pool opens its own as needed.
+                let check = path.clone();
+                let (conn, mode) = tokio::task::spawn_blocking(move || open_connection(&check))
+                    .await
+                    .map_err(|e| StoreError::Task(e.to_string()))?
+                    .map_err(|source| StoreError::Open {
+                        path: path.clone(),
+                        source,
+                    })?;
+                drop(conn);
+                if !mode.eq_ignore_ascii_case("wal") {
+                    return Err(StoreError::NoWal { path, mode });
+                }
+                let pool = managed::Pool::builder(SqliteManager { path: path.clone() })
+                    .max_size(options.size)
+                    .timeouts(timeouts)
+                    .runtime(deadpool::Runtime::Tokio1)
+                    .build()
+                    .map_err(|e| StoreError::Pool(e.to_string()))?;
+                (Backend::Sqlite(pool), Some(path), temp)
+            }
+        };
+        let db = match &backend {
+            Backend::Sqlite(pool) => Resource::deadpool(DB_RESOURCE, pool),
+            Backend::Postgres(pool) => Resource::deadpool(DB_RESOURCE, pool),
+        };
         Ok(Self {
             inner: Arc::new(Inner {
-                conn: Mutex::new(conn),
+                backend,
+                db,
+                options,
+                location: match &path {
+                    Some(p) => p.display().to_string(),
+                    None => location.to_string(),
+                },
                 path,
                 _temp: temp,
                 applied: AtomicU64::new(0),
@@ -179,9 +322,20 @@ impl Store {
         self.inner.applied_after_abandon.load(Ordering::Relaxed)
     }
 
-    /// The database file's path.
-    pub fn path(&self) -> &Path {
-        &self.inner.path
+    /// The SQLite file's path (`None` for PostgreSQL).
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.path.as_deref()
+    }
+
+    /// Where the data lives, for logs: the SQLite file, or the PostgreSQL server (no
+    /// password).
+    pub fn location(&self) -> &str {
+        &self.inner.location
+    }
+
+    /// The connection pool's perfkit resource (`db`).
+    pub fn resource(&self) -> &Resource {
+        &self.inner.db
     }
 
     /// Adds every event's value to its `(user_id, stat)` total and counts the events in
@@ -198,16 +352,50 @@ impl Store {
             returned: false,
         };
         let fate = Arc::clone(&write.fate);
-        let result = self
-            .blocking(move |inner| {
-                let mut conn = inner.lock();
-                let started = Instant::now();
-                let result = apply_in_transaction(&mut conn, &events, &fate, &inner.applied);
-                drop(conn);
-                metrics::histogram!(telemetry::DB_WRITE_SECONDS).record(started.elapsed());
-                result
-            })
-            .await;
+        let inner = Arc::clone(&self.inner);
+        let result = match &self.inner.backend {
+            Backend::Sqlite(pool) => {
+                let mut conn = self
+                    .inner
+                    .db
+                    .acquire(pool.get())
+                    .await
+                    .map_err(pool_error(&self.inner.options))?;
+                self.blocking(move || {
+                    let started = Instant::now();
+                    let result = apply_in_transaction(&mut conn, &events, &fate, &inner.applied);
+                    drop(conn);
+                    metrics::histogram!(telemetry::DB_WRITE_SECONDS).record(started.elapsed());
+                    result.map_err(StoreError::from)
+                })
+                .await
+            }
+            Backend::Postgres(pool) => {
+                let client = self
+                    .inner
+                    .db
+                    .acquire(pool.get())
+                    .await
+                    .map_err(pool_error(&self.inner.options))?;
+                // In a task of its own: dropping this future does not cut the transaction
+                // off half-way; the fate decides whether it commits.
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    let result = crate::pg::apply(
+                        client,
+                        &events,
+                        &fate,
+                        &inner.applied,
+                        &inner.applied_after_abandon,
+                    )
+                    .await;
+                    metrics::histogram!(telemetry::DB_WRITE_SECONDS).record(started.elapsed());
+                    result
+                })
+                .await
+                .map_err(|e| StoreError::Task(e.to_string()))?
+            }
+        };
         write.returned = true;
         match result {
             Ok(true) => Ok(()),
@@ -220,50 +408,93 @@ impl Store {
     ///
     /// A total that overflowed `i64` (SQLite then stores it as a float) saturates.
     pub async fn progress(&self, user_id: String) -> Result<BTreeMap<String, i64>, StoreError> {
-        self.blocking(move |inner| {
-            let conn = inner.lock();
-            let started = Instant::now();
-            let mut stmt = conn.prepare_cached(READ_PROGRESS)?;
-            let rows = stmt.query_map([&user_id], |row| {
-                Ok((row.get::<_, String>(0)?, integer(row.get_ref(1)?, 1)?))
-            })?;
-            let stats = rows.collect::<Result<BTreeMap<_, _>, _>>()?;
-            metrics::histogram!(telemetry::DB_READ_SECONDS).record(started.elapsed());
-            Ok(stats)
-        })
-        .await
+        let delay = self.inner.options.query_delay;
+        match &self.inner.backend {
+            Backend::Sqlite(pool) => {
+                let conn = self.connection(pool).await?;
+                self.blocking(move || {
+                    let started = Instant::now();
+                    if !delay.is_zero() {
+                        std::thread::sleep(delay); // a slow query, holding the connection
+                    }
+                    let mut stmt = conn.prepare_cached(READ_PROGRESS)?;
+                    let rows = stmt.query_map([&user_id], |row| {
+                        Ok((row.get::<_, String>(0)?, integer(row.get_ref(1)?, 1)?))
+                    })?;
+                    let stats = rows.collect::<Result<BTreeMap<_, _>, _>>()?;
+                    metrics::histogram!(telemetry::DB_READ_SECONDS).record(started.elapsed());
+                    Ok(stats)
+                })
+                .await
+            }
+            Backend::Postgres(pool) => {
+                let client = self
+                    .inner
+                    .db
+                    .acquire(pool.get())
+                    .await
+                    .map_err(pool_error(&self.inner.options))?;
+                let started = Instant::now();
+                let stats = crate::pg::progress(&client, &user_id, delay).await?;
+                metrics::histogram!(telemetry::DB_READ_SECONDS).record(started.elapsed());
+                Ok(stats)
+            }
+        }
     }
 
     /// How many events have been applied to this database, over its whole life.
     pub async fn events_applied(&self) -> Result<u64, StoreError> {
-        self.blocking(|inner| {
-            let conn = inner.lock();
-            let n: i64 = conn.query_row(READ_APPLIED, [], |row| integer(row.get_ref(0)?, 0))?;
-            Ok(u64::try_from(n).unwrap_or(0))
-        })
-        .await
+        match &self.inner.backend {
+            Backend::Sqlite(pool) => {
+                let conn = self.connection(pool).await?;
+                self.blocking(move || {
+                    let n: i64 =
+                        conn.query_row(READ_APPLIED, [], |row| integer(row.get_ref(0)?, 0))?;
+                    Ok(u64::try_from(n).unwrap_or(0))
+                })
+                .await
+            }
+            Backend::Postgres(pool) => {
+                let client = self
+                    .inner
+                    .db
+                    .acquire(pool.get())
+                    .await
+                    .map_err(pool_error(&self.inner.options))?;
+                Ok(crate::pg::events_applied(&client).await?)
+            }
+        }
+    }
+
+    async fn connection(
+        &self,
+        pool: &managed::Pool<SqliteManager>,
+    ) -> Result<Lease<managed::Object<SqliteManager>>, StoreError> {
+        self.inner
+            .db
+            .acquire(pool.get())
+            .await
+            .map_err(pool_error(&self.inner.options))
     }
 
     async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
     where
-        F: FnOnce(&Inner) -> Result<T, rusqlite::Error> + Send + 'static,
+        F: FnOnce() -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
     {
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || f(&inner))
+        tokio::task::spawn_blocking(f)
             .await
             .map_err(|e| StoreError::Task(e.to_string()))?
-            .map_err(StoreError::from)
     }
 }
 
-impl Inner {
-    fn lock(&self) -> MutexGuard<'_, Connection> {
-        // A panic mid-transaction drops (rolls back) the transaction, so the connection
-        // is still consistent: ignore the poison.
-        self.conn
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+/// A pool error as the store reports it.
+fn pool_error<E: std::fmt::Display>(
+    options: &PoolOptions,
+) -> impl FnOnce(managed::PoolError<E>) -> StoreError + '_ {
+    move |e| match e {
+        managed::PoolError::Timeout(_) => StoreError::PoolTimeout(options.timeout, options.size),
+        other => StoreError::Pool(other.to_string()),
     }
 }
 
@@ -337,8 +568,8 @@ mod tests {
 
     #[tokio::test]
     async fn upserts_and_counts() {
-        let store = Store::open(&DbLocation::Temp).unwrap();
-        let path = store.path().to_path_buf();
+        let store = Store::open(&DbLocation::Temp).await.unwrap();
+        let path = store.path().unwrap().to_path_buf();
         assert!(path.exists());
         store
             .apply(vec![
@@ -360,7 +591,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_abandoned_write_writes_nothing() {
-        let store = Store::open(&DbLocation::Temp).unwrap();
+        let store = Store::open(&DbLocation::Temp).await.unwrap();
         // Polled once (the blocking write is on its way), then given up on.
         let mut write = Box::pin(store.apply(vec![ev("u", "s", 1), ev("u", "t", 2)]));
         let polled =
@@ -377,7 +608,7 @@ mod tests {
 
     #[tokio::test]
     async fn overflow_saturates() {
-        let store = Store::open(&DbLocation::Temp).unwrap();
+        let store = Store::open(&DbLocation::Temp).await.unwrap();
         store
             .apply(vec![ev("u", "s", i64::MAX), ev("u", "s", 1)])
             .await
@@ -389,10 +620,10 @@ mod tests {
     async fn persistent_file_keeps_totals() {
         let dir = tempfile::tempdir().unwrap();
         let location = DbLocation::Path(dir.path().join("p.db"));
-        let store = Store::open(&location).unwrap();
+        let store = Store::open(&location).await.unwrap();
         store.apply(vec![ev("u", "s", 5)]).await.unwrap();
         drop(store);
-        let store = Store::open(&location).unwrap();
+        let store = Store::open(&location).await.unwrap();
         assert_eq!(store.progress("u".into()).await.unwrap()["s"], 5);
         assert_eq!(store.events_applied().await.unwrap(), 1);
     }

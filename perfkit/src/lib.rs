@@ -14,6 +14,11 @@
 //! The debug server runs on its own OS thread and its own small tokio runtime, so it keeps
 //! answering when the service's runtime is saturated.
 //!
+//! What it reports comes from perfkit's primitives, each named and bounded: [`queue`]s,
+//! [`batch`]ers, worker [`pool`]s, tracked [`task`]s, `#[hot_path]` functions, [`sync`]
+//! locks and semaphores (contention, and `/debug/pprof/mutex`), and [`resource`]
+//! connection pools (deadpool, bb8, sqlx).
+//!
 //! # Quick start
 //! ```no_run
 //! # fn main() -> Result<(), perfkit::BuildError> {

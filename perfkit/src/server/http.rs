@@ -434,6 +434,7 @@ fn server_settings(state: &State) -> serde_json::Value {
         "header_read_timeout_seconds": state.header_read_timeout.as_secs_f64(),
         "profile_max_seconds": state.profile_max_seconds,
         "profile_frequency_hz": state.profile_frequency,
+        "mutex_profile_rate": crate::sync::mutex_profile_rate(),
         "cpu_profiling": cfg!(feature = "cpu-profiling"),
         "heap_profiling": cfg!(feature = "heap-profiling"),
     })

@@ -3,7 +3,9 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod browser;
+pub mod gate;
 pub mod ingest;
+pub mod postgres;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -172,6 +172,7 @@ fn a_deadpool_pool_at_its_bound_shows_saturation_waiters_and_timeouts() {
         let inv = entry(&registry.inventory(), "resources", "db");
         assert_eq!(inv["max"], 2);
         assert_eq!(inv["counts_waiters"], true);
+        assert_eq!(inv["wait_timeout_seconds"], 0.05);
         assert!(
             inv["source"]
                 .as_str()
@@ -307,5 +308,69 @@ fn any_pool_through_a_closure_and_a_cancelled_acquisition_counts_nothing() {
             value(&text, "perfkit_resource_waiters{resource=\"custom\"}"),
             None
         );
+    });
+}
+
+#[test]
+#[ignore = "needs PostgreSQL (Debian postgresql); scripts/test.sh installs it and runs ignored tests"]
+fn an_sqlx_pool_on_a_real_postgres_reports_size_idle_max_and_timeouts() {
+    let pg = common::postgres::Postgres::start("sqlx");
+    rt().block_on(async {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_millis(200))
+            .connect(&pg.url)
+            .await
+            .unwrap();
+        let db = Resource::sqlx("sqlx_db", &pool);
+        let mut a = db.acquire(pool.acquire()).await.unwrap();
+        let one: (i32,) = sqlx::query_as("SELECT 1")
+            .fetch_one(&mut **a)
+            .await
+            .unwrap();
+        assert_eq!(one.0, 1);
+        let b = db.acquire(pool.acquire()).await.unwrap();
+        let st = db.status();
+        assert_eq!((st.size, st.idle, st.max, st.waiters), (2, 0, 2, None));
+        let err = db.acquire(pool.acquire()).await.unwrap_err();
+        assert!(matches!(err, sqlx::Error::PoolTimedOut), "{err:?}");
+        let text = perfkit::metrics::render();
+        assert_eq!(
+            value(&text, "perfkit_resource_in_use{resource=\"sqlx_db\"}"),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(&text, "perfkit_resource_max{resource=\"sqlx_db\"}"),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                "perfkit_resource_timeouts_total{resource=\"sqlx_db\"}"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&text, "perfkit_resource_waiters{resource=\"sqlx_db\"}"),
+            None,
+            "sqlx does not count waiters, so there is no series"
+        );
+        let snap = perfkit::metrics::registry().snapshot();
+        let e = entry(&snap, "resources", "sqlx_db");
+        assert_eq!(e["kind"], "sqlx");
+        assert_eq!(e["saturation"], 1.0);
+        assert!(e["acquire_seconds"]["max"].as_f64().unwrap() >= 0.19, "{e}");
+        drop((a, b));
+        // Returned connections are idle again (sqlx returns them from a task of its own).
+        let mut idle = 0;
+        for _ in 0..100 {
+            idle = db.status().idle;
+            if idle == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(idle, 2);
+        pool.close().await;
     });
 }

@@ -9,6 +9,8 @@ struct Bb8<M: ManageConnection> {
     max: usize,
 }
 
+// bb8 does not expose its connection timeout either: the inventory leaves it out.
+
 impl<M: ManageConnection> Source for Bb8<M> {
     fn status(&self) -> Status {
         let s = self.pool.state();

@@ -21,6 +21,10 @@ where
     fn kind(&self) -> &'static str {
         "deadpool"
     }
+
+    fn wait_timeout(&self) -> Option<std::time::Duration> {
+        self.0.timeouts().wait
+    }
 }
 
 impl<E> AcquireFailure for PoolError<E> {

@@ -113,6 +113,12 @@ pub trait Source: Send + Sync + 'static {
     fn kind(&self) -> &'static str {
         "custom"
     }
+
+    /// How long the pool lets a caller wait for a resource, for the inventory; `None`
+    /// when it does not say (or never gives up).
+    fn wait_timeout(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 impl<F: Fn() -> Status + Send + Sync + 'static> Source for F {
@@ -395,6 +401,7 @@ impl Collector for Signals {
                 "label": self.label,
                 "kind": self.source.kind(),
                 "max": st.max,
+                "wait_timeout_seconds": self.source.wait_timeout().map(|d| d.as_secs_f64()),
                 "counts_waiters": st.waiters.is_some(),
                 "source": format!("{}:{}", self.site.file(), self.site.line()),
             }),

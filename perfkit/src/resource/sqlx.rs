@@ -19,6 +19,10 @@ impl<DB: Database> Source for Sqlx<DB> {
     fn kind(&self) -> &'static str {
         "sqlx"
     }
+
+    fn wait_timeout(&self) -> Option<std::time::Duration> {
+        Some(self.0.options().get_acquire_timeout())
+    }
 }
 
 impl AcquireFailure for sqlx::Error {

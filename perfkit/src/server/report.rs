@@ -835,7 +835,10 @@ fn configuration(inventory: &Value) -> Vec<Value> {
     for r in list("resources") {
         rows.push(json!({
             "kind": "connection_pool", "name": r["name"], "source": r["source"],
-            "settings": { "max": r["max"], "pool": r["kind"], "counts_waiters": r["counts_waiters"] },
+            "settings": {
+                "max": r["max"], "pool": r["kind"], "counts_waiters": r["counts_waiters"],
+                "wait_timeout_seconds": r["wait_timeout_seconds"],
+            },
             "crash_exposure_items": null,
         }));
     }

@@ -355,12 +355,7 @@ impl Store {
         let inner = Arc::clone(&self.inner);
         let result = match &self.inner.backend {
             Backend::Sqlite(pool) => {
-                let mut conn = self
-                    .inner
-                    .db
-                    .acquire(pool.get())
-                    .await
-                    .map_err(pool_error(&self.inner.options))?;
+                let mut conn = self.lease(pool).await?;
                 self.blocking(move || {
                     let started = Instant::now();
                     let result = apply_in_transaction(&mut conn, &events, &fate, &inner.applied);
@@ -371,12 +366,7 @@ impl Store {
                 .await
             }
             Backend::Postgres(pool) => {
-                let client = self
-                    .inner
-                    .db
-                    .acquire(pool.get())
-                    .await
-                    .map_err(pool_error(&self.inner.options))?;
+                let client = self.lease(pool).await?;
                 // In a task of its own: dropping this future does not cut the transaction
                 // off half-way; the fate decides whether it commits.
                 tokio::spawn(async move {
@@ -411,7 +401,7 @@ impl Store {
         let delay = self.inner.options.query_delay;
         match &self.inner.backend {
             Backend::Sqlite(pool) => {
-                let conn = self.connection(pool).await?;
+                let conn = self.lease(pool).await?;
                 self.blocking(move || {
                     let started = Instant::now();
                     if !delay.is_zero() {
@@ -428,12 +418,7 @@ impl Store {
                 .await
             }
             Backend::Postgres(pool) => {
-                let client = self
-                    .inner
-                    .db
-                    .acquire(pool.get())
-                    .await
-                    .map_err(pool_error(&self.inner.options))?;
+                let client = self.lease(pool).await?;
                 let started = Instant::now();
                 let stats = crate::pg::progress(&client, &user_id, delay).await?;
                 metrics::histogram!(telemetry::DB_READ_SECONDS).record(started.elapsed());
@@ -446,7 +431,7 @@ impl Store {
     pub async fn events_applied(&self) -> Result<u64, StoreError> {
         match &self.inner.backend {
             Backend::Sqlite(pool) => {
-                let conn = self.connection(pool).await?;
+                let conn = self.lease(pool).await?;
                 self.blocking(move || {
                     let n: i64 =
                         conn.query_row(READ_APPLIED, [], |row| integer(row.get_ref(0)?, 0))?;
@@ -455,21 +440,21 @@ impl Store {
                 .await
             }
             Backend::Postgres(pool) => {
-                let client = self
-                    .inner
-                    .db
-                    .acquire(pool.get())
-                    .await
-                    .map_err(pool_error(&self.inner.options))?;
+                let client = self.lease(pool).await?;
                 Ok(crate::pg::events_applied(&client).await?)
             }
         }
     }
 
-    async fn connection(
+    /// A connection from `pool`, through the `db` resource (timed and counted).
+    async fn lease<M>(
         &self,
-        pool: &managed::Pool<SqliteManager>,
-    ) -> Result<Lease<managed::Object<SqliteManager>>, StoreError> {
+        pool: &managed::Pool<M>,
+    ) -> Result<Lease<managed::Object<M>>, StoreError>
+    where
+        M: managed::Manager,
+        M::Error: std::fmt::Display,
+    {
         self.inner
             .db
             .acquire(pool.get())

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::gate::{assert_crossed, bottleneck, failed, report, run_gate, verdicts};
@@ -92,20 +91,9 @@ fn a_lock_held_too_long_fails_on_lock_waits_and_the_mutex_profile_names_the_wait
     // The contention profile over 3 s in the middle of the run, read by the real pprof.
     let url = format!("{}/debug/pprof/mutex?seconds=3", svc.perfkit_url);
     let profile_dir = dir.join("pprof");
-    std::fs::create_dir_all(&profile_dir).unwrap();
     let pprof = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_secs(3));
-        let out = Command::new(common::tool("GO", "go", &[]))
-            .args(["tool", "pprof", "-top", "-sample_index=delay", &url])
-            .env("HOME", &profile_dir)
-            .env("PPROF_TMPDIR", &profile_dir)
-            .output()
-            .expect("run go tool pprof");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        common::go_pprof(&["-top", "-sample_index=delay", &url], &profile_dir)
     });
     let (code, summary) = run_gate(&svc, &dir.join("run"), &[]);
     let (ok, top, err) = pprof.join().unwrap();

@@ -5,7 +5,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -49,21 +48,9 @@ fn burner() -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
 }
 
 fn go_pprof_top(target: &str) -> String {
-    let go = common::tool("GO", "go", &[]);
     let tmp = std::env::temp_dir().join(format!("perfkit-pprof-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).unwrap();
-    let out = Command::new(go)
-        .args(["tool", "pprof", "-top", target])
-        .env("PPROF_TMPDIR", &tmp)
-        .env("HOME", &tmp)
-        .output()
-        .expect("run go tool pprof");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "go tool pprof failed:\n{stdout}\n{stderr}"
-    );
+    let (ok, stdout, stderr) = common::go_pprof(&["-top", target], &tmp);
+    assert!(ok, "go tool pprof failed:\n{stdout}\n{stderr}");
     eprintln!("go tool pprof -top {target}:\n{stdout}");
     stdout
 }

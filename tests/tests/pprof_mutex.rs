@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -45,22 +44,9 @@ fn contenders(
 }
 
 fn go_pprof(args: &[&str]) -> String {
-    let go = common::tool("GO", "go", &[]);
     let tmp = std::env::temp_dir().join(format!("perfkit-pprof-mutex-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).unwrap();
-    let out = Command::new(go)
-        .args(["tool", "pprof"])
-        .args(args)
-        .env("PPROF_TMPDIR", &tmp)
-        .env("HOME", &tmp)
-        .output()
-        .expect("run go tool pprof");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "go tool pprof {args:?} failed:\n{stdout}\n{stderr}"
-    );
+    let (ok, stdout, stderr) = common::go_pprof(args, &tmp);
+    assert!(ok, "go tool pprof {args:?} failed:\n{stdout}\n{stderr}");
     eprintln!("go tool pprof {args:?}:\n{stdout}\n{stderr}");
     stdout + &stderr
 }

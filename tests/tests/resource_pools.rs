@@ -9,20 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use common::entry;
-use perfkit::metrics::Registry;
 use perfkit::resource::{Resource, Status};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn leak(r: Registry) -> &'static Registry {
-    Box::leak(Box::new(r))
-}
 
 fn value(text: &str, prefix: &str) -> Option<f64> {
     text.lines()
@@ -77,7 +64,7 @@ impl bb8::ManageConnection for Numbers {
 #[test]
 fn a_deadpool_pool_at_its_bound_shows_saturation_waiters_and_timeouts() {
     let registry = perfkit::metrics::registry();
-    rt().block_on(async {
+    common::runtime(2).block_on(async {
         let pool = deadpool::managed::Pool::<Numbers>::builder(Numbers::default())
             .max_size(2)
             .wait_timeout(Some(Duration::from_millis(50)))
@@ -185,7 +172,7 @@ fn a_deadpool_pool_at_its_bound_shows_saturation_waiters_and_timeouts() {
 
 #[test]
 fn the_deadpool_adapter_reads_the_pool_and_tells_errors_from_timeouts() {
-    rt().block_on(async {
+    common::runtime(2).block_on(async {
         let pool = deadpool::managed::Pool::<Numbers>::builder(Numbers::default())
             .max_size(3)
             .runtime(deadpool::Runtime::Tokio1)
@@ -218,7 +205,7 @@ fn the_deadpool_adapter_reads_the_pool_and_tells_errors_from_timeouts() {
 
 #[test]
 fn a_bb8_pool_reports_what_bb8_knows_and_no_waiters() {
-    rt().block_on(async {
+    common::runtime(2).block_on(async {
         let pool = bb8::Pool::builder()
             .max_size(2)
             .connection_timeout(Duration::from_millis(50))
@@ -259,8 +246,8 @@ fn a_bb8_pool_reports_what_bb8_knows_and_no_waiters() {
 
 #[test]
 fn any_pool_through_a_closure_and_a_cancelled_acquisition_counts_nothing() {
-    let registry = leak(Registry::new());
-    rt().block_on(async {
+    let registry = common::own_registry();
+    common::runtime(2).block_on(async {
         let permits = Arc::new(tokio::sync::Semaphore::new(1));
         let p = Arc::clone(&permits);
         let res = Resource::new_in(
@@ -315,7 +302,7 @@ fn any_pool_through_a_closure_and_a_cancelled_acquisition_counts_nothing() {
 #[ignore = "needs PostgreSQL (Debian postgresql); scripts/test.sh installs it and runs ignored tests"]
 fn an_sqlx_pool_on_a_real_postgres_reports_size_idle_max_and_timeouts() {
     let pg = common::postgres::Postgres::start("sqlx");
-    rt().block_on(async {
+    common::runtime(2).block_on(async {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(2)
             .acquire_timeout(Duration::from_millis(200))

@@ -7,20 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::entry;
-use perfkit::metrics::Registry;
 use perfkit::sync::{self, AcquireError, Mutex, RwLock, Semaphore};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn leak(r: Registry) -> &'static Registry {
-    Box::leak(Box::new(r))
-}
 
 /// The value of the one series of `/metrics` text whose line starts with `prefix`.
 fn value(text: &str, prefix: &str) -> f64 {
@@ -33,7 +20,7 @@ fn value(text: &str, prefix: &str) -> f64 {
 
 #[test]
 fn a_blocking_mutex_counts_every_acquisition_and_times_the_waits() {
-    let registry = leak(Registry::new());
+    let registry = common::own_registry();
     let m = Arc::new(sync::blocking::Mutex::new_in("counter", 0u64, registry));
     registry.tick(); // windows count from the first tick on
     let per_thread = 20_000;
@@ -106,7 +93,7 @@ fn a_blocking_mutex_counts_every_acquisition_and_times_the_waits() {
 
 #[test]
 fn a_panic_while_holding_is_counted_and_the_lock_stays_usable() {
-    let registry = leak(Registry::new());
+    let registry = common::own_registry();
     let m = Arc::new(sync::blocking::Mutex::new_in(
         "fragile",
         Vec::<u32>::new(),
@@ -129,7 +116,7 @@ fn a_panic_while_holding_is_counted_and_the_lock_stays_usable() {
     assert_eq!(value(&text, "perfkit_lock_waiters{lock=\"fragile\"}"), 0.0);
 
     // The async mutex: a task that panics holding the guard.
-    let rt = rt();
+    let rt = common::runtime(2);
     let am = Arc::new(Mutex::new_in("fragile_async", 0u32, registry));
     let am2 = Arc::clone(&am);
     let joined = rt.block_on(rt.spawn(async move {
@@ -147,8 +134,8 @@ fn a_panic_while_holding_is_counted_and_the_lock_stays_usable() {
 
 #[test]
 fn a_cancelled_wait_leaves_no_waiter_behind() {
-    let registry = leak(Registry::new());
-    let rt = rt();
+    let registry = common::own_registry();
+    let rt = common::runtime(2);
     rt.block_on(async {
         let m = Mutex::new_in("cancelled", (), registry);
         let held = m.lock().await;
@@ -200,8 +187,8 @@ async fn futures_poll_once<F: std::future::Future + Unpin>(mut fut: F) -> Option
 
 #[test]
 fn an_rwlock_lets_readers_share_and_times_a_writer_behind_them() {
-    let registry = leak(Registry::new());
-    let rt = rt();
+    let registry = common::own_registry();
+    let rt = common::runtime(2);
     rt.block_on(async {
         let l = Arc::new(RwLock::new_in("config", 1u32, registry));
         let r1 = l.read().await;
@@ -242,8 +229,8 @@ fn an_rwlock_lets_readers_share_and_times_a_writer_behind_them() {
 
 #[test]
 fn a_semaphore_reports_saturation_waits_and_timeouts() {
-    let registry = leak(Registry::new());
-    let rt = rt();
+    let registry = common::own_registry();
+    let rt = common::runtime(2);
     rt.block_on(async {
         let s = Arc::new(Semaphore::new_in("db", 2, registry));
         registry.tick(); // windows count from the first tick on
@@ -328,8 +315,8 @@ fn a_semaphore_reports_saturation_waits_and_timeouts() {
 
 #[test]
 fn forgotten_and_added_permits_change_the_total() {
-    let registry = leak(Registry::new());
-    let rt = rt();
+    let registry = common::own_registry();
+    let rt = common::runtime(2);
     rt.block_on(async {
         let s = Semaphore::new_in("cap", 3, registry);
         s.acquire().await.unwrap().forget();
@@ -343,7 +330,7 @@ fn forgotten_and_added_permits_change_the_total() {
 
 #[test]
 fn a_dropped_lock_leaves_metrics_at_the_next_scrape() {
-    let registry = leak(Registry::new());
+    let registry = common::own_registry();
     let m = sync::blocking::Mutex::new_in("short_lived", 1, registry);
     drop(m.lock());
     assert!(registry.render().contains("lock=\"short_lived\""));

@@ -1,10 +1,9 @@
 //! A blocking mutex over `parking_lot`'s, for critical sections that never `.await`.
 
-use std::ops::{Deref, DerefMut};
 use std::panic::Location;
 use std::sync::Arc;
 
-use super::signals::{HOLD_SAMPLE_EVERY, LockKind, LockSignals};
+use super::signals::{Hold, LockKind, LockSignals, guard_impls};
 use crate::clock;
 use crate::metrics::Registry;
 
@@ -73,11 +72,9 @@ impl<T: ?Sized> Mutex<T> {
         guard: parking_lot::MutexGuard<'a, T>,
         timed: bool,
     ) -> MutexGuard<'a, T> {
-        let since = if timed { clock::raw().max(1) } else { 0 };
         MutexGuard {
             sig: &self.sig,
-            since,
-            weight: HOLD_SAMPLE_EVERY,
+            hold: Hold::uncontended(timed),
             guard,
         }
     }
@@ -93,12 +90,11 @@ impl<T: ?Sized> Mutex<T> {
             (guard, sampled)
         };
         let (guard, sampled) = guard;
-        let now = clock::raw().max(1);
+        let now = clock::raw();
         self.sig.contended(start, now, site, sampled);
         MutexGuard {
             sig: &self.sig,
-            since: now,
-            weight: 1,
+            hold: Hold::contended(now),
             guard,
         }
     }
@@ -138,34 +134,8 @@ impl<T: ?Sized + std::fmt::Debug> std::fmt::Debug for Mutex<T> {
 #[must_use = "the lock is released at once if the guard is not kept"]
 pub struct MutexGuard<'a, T: ?Sized> {
     sig: &'a LockSignals,
-    /// Raw clock reading when the hold began, or 0 when this hold is not timed.
-    since: u64,
-    weight: u32,
+    hold: Hold,
     guard: parking_lot::MutexGuard<'a, T>,
 }
 
-impl<T: ?Sized> Drop for MutexGuard<'_, T> {
-    #[inline]
-    fn drop(&mut self) {
-        self.sig.released(self.since, self.weight);
-    }
-}
-
-impl<T: ?Sized> Deref for MutexGuard<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.guard
-    }
-}
-
-impl<T: ?Sized> DerefMut for MutexGuard<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        &mut self.guard
-    }
-}
-
-impl<T: ?Sized + std::fmt::Debug> std::fmt::Debug for MutexGuard<'_, T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(&*self.guard, f)
-    }
-}
+guard_impls!(MutexGuard, mut);

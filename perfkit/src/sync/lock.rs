@@ -1,40 +1,12 @@
 //! Async locks over tokio's: [`Mutex`] and [`RwLock`].
 
 use std::future::Future;
-use std::ops::{Deref, DerefMut};
 use std::panic::Location;
 use std::sync::Arc;
 
-use super::signals::{HOLD_SAMPLE_EVERY, LockKind, LockSignals, sample_hold};
+use super::signals::{Hold, LockKind, LockSignals, guard_impls, sample_hold};
 use crate::clock;
 use crate::metrics::Registry;
-
-/// When a hold began (a raw clock reading, 0 when not timed) and how many acquisitions
-/// it stands for.
-#[derive(Clone, Copy)]
-struct Hold {
-    since: u64,
-    weight: u32,
-}
-
-impl Hold {
-    /// An uncontended hold, timed when `timed`.
-    #[inline]
-    fn uncontended(timed: bool) -> Self {
-        let since = if timed { clock::raw().max(1) } else { 0 };
-        Hold {
-            since,
-            weight: HOLD_SAMPLE_EVERY,
-        }
-    }
-
-    fn contended(now: u64) -> Self {
-        Hold {
-            since: now.max(1),
-            weight: 1,
-        }
-    }
-}
 
 /// Waits for `acquire`, as a counted waiter, and records the wait.
 async fn wait_for<G>(
@@ -158,31 +130,7 @@ pub struct MutexGuard<'a, T: ?Sized> {
     guard: tokio::sync::MutexGuard<'a, T>,
 }
 
-impl<T: ?Sized> Drop for MutexGuard<'_, T> {
-    #[inline]
-    fn drop(&mut self) {
-        self.sig.released(self.hold.since, self.hold.weight);
-    }
-}
-
-impl<T: ?Sized> Deref for MutexGuard<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.guard
-    }
-}
-
-impl<T: ?Sized> DerefMut for MutexGuard<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        &mut self.guard
-    }
-}
-
-impl<T: ?Sized + std::fmt::Debug> std::fmt::Debug for MutexGuard<'_, T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(&*self.guard, f)
-    }
-}
+guard_impls!(MutexGuard, mut);
 
 /// A named `tokio::sync::RwLock` that records `perfkit_lock_*{lock="<name>"}`: reads and
 /// writes both count as acquisitions, and a read that has to wait (behind a writer) is a
@@ -317,6 +265,8 @@ pub struct RwLockReadGuard<'a, T: ?Sized> {
     guard: tokio::sync::RwLockReadGuard<'a, T>,
 }
 
+guard_impls!(RwLockReadGuard);
+
 /// Exclusive access to an [`RwLock`]; records the hold when dropped.
 #[must_use = "the lock is released at once if the guard is not kept"]
 pub struct RwLockWriteGuard<'a, T: ?Sized> {
@@ -325,48 +275,4 @@ pub struct RwLockWriteGuard<'a, T: ?Sized> {
     guard: tokio::sync::RwLockWriteGuard<'a, T>,
 }
 
-impl<T: ?Sized> Drop for RwLockReadGuard<'_, T> {
-    #[inline]
-    fn drop(&mut self) {
-        self.sig.released(self.hold.since, self.hold.weight);
-    }
-}
-
-impl<T: ?Sized> Drop for RwLockWriteGuard<'_, T> {
-    #[inline]
-    fn drop(&mut self) {
-        self.sig.released(self.hold.since, self.hold.weight);
-    }
-}
-
-impl<T: ?Sized> Deref for RwLockReadGuard<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.guard
-    }
-}
-
-impl<T: ?Sized> Deref for RwLockWriteGuard<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.guard
-    }
-}
-
-impl<T: ?Sized> DerefMut for RwLockWriteGuard<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        &mut self.guard
-    }
-}
-
-impl<T: ?Sized + std::fmt::Debug> std::fmt::Debug for RwLockReadGuard<'_, T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(&*self.guard, f)
-    }
-}
-
-impl<T: ?Sized + std::fmt::Debug> std::fmt::Debug for RwLockWriteGuard<'_, T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(&*self.guard, f)
-    }
-}
+guard_impls!(RwLockWriteGuard, mut);

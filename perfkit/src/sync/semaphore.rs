@@ -373,29 +373,36 @@ pub struct SemaphorePermit<'a> {
     permit: tokio::sync::SemaphorePermit<'a>,
 }
 
-impl SemaphorePermit<'_> {
-    /// Keeps the permits out of the semaphore for good: its total shrinks by as many.
-    pub fn forget(self) {
-        self.sig
-            .permits
-            .fetch_sub(self.permit.num_permits(), Ordering::Relaxed);
-        self.permit.forget();
-    }
+/// `forget`, `num_permits` and `Debug` for a permit type with fields `sig` and `permit`.
+macro_rules! permit_impls {
+    ($permit:ident $(<$l:lifetime>)?) => {
+        impl $permit $(<$l>)? {
+            /// Keeps the permits out of the semaphore for good: its total shrinks by as many.
+            pub fn forget(self) {
+                self.sig
+                    .permits
+                    .fetch_sub(self.permit.num_permits(), Ordering::Relaxed);
+                self.permit.forget();
+            }
 
-    /// How many permits this holds.
-    pub fn num_permits(&self) -> usize {
-        self.permit.num_permits()
-    }
+            /// How many permits this holds.
+            pub fn num_permits(&self) -> usize {
+                self.permit.num_permits()
+            }
+        }
+
+        impl std::fmt::Debug for $permit $(<$l>)? {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($permit))
+                    .field("semaphore", &self.sig.name)
+                    .field("permits", &self.permit.num_permits())
+                    .finish()
+            }
+        }
+    };
 }
 
-impl std::fmt::Debug for SemaphorePermit<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SemaphorePermit")
-            .field("semaphore", &self.sig.name)
-            .field("permits", &self.permit.num_permits())
-            .finish()
-    }
-}
+permit_impls!(SemaphorePermit<'_>);
 
 /// A permit of a [`Semaphore`] that keeps the semaphore alive: it can move to another task
 /// (a spawned job releasing the cap when it ends).
@@ -405,29 +412,7 @@ pub struct OwnedSemaphorePermit {
     permit: tokio::sync::OwnedSemaphorePermit,
 }
 
-impl OwnedSemaphorePermit {
-    /// Keeps the permits out of the semaphore for good: its total shrinks by as many.
-    pub fn forget(self) {
-        self.sig
-            .permits
-            .fetch_sub(self.permit.num_permits(), Ordering::Relaxed);
-        self.permit.forget();
-    }
-
-    /// How many permits this holds.
-    pub fn num_permits(&self) -> usize {
-        self.permit.num_permits()
-    }
-}
-
-impl std::fmt::Debug for OwnedSemaphorePermit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OwnedSemaphorePermit")
-            .field("semaphore", &self.sig.name)
-            .field("permits", &self.permit.num_permits())
-            .finish()
-    }
-}
+permit_impls!(OwnedSemaphorePermit);
 
 impl Collector for Signals {
     fn collect(&self, out: &mut Collection) {

@@ -62,6 +62,71 @@ pub(crate) fn sample_hold() -> bool {
     })
 }
 
+/// When a hold began (a raw clock reading, 0 when this hold is not timed) and how many
+/// acquisitions it stands for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Hold {
+    since: u64,
+    weight: u32,
+}
+
+impl Hold {
+    /// An uncontended hold, timed when `timed` and then standing for
+    /// [`HOLD_SAMPLE_EVERY`] holds.
+    #[inline]
+    pub(crate) fn uncontended(timed: bool) -> Self {
+        let since = if timed { clock::raw().max(1) } else { 0 };
+        Hold {
+            since,
+            weight: HOLD_SAMPLE_EVERY,
+        }
+    }
+
+    /// A contended hold, which began at `now` (the end of its wait): always timed.
+    pub(crate) fn contended(now: u64) -> Self {
+        Hold {
+            since: now.max(1),
+            weight: 1,
+        }
+    }
+}
+
+/// `Drop` (records the hold), `Deref`, `Debug` and, with `mut`, `DerefMut` for a lock guard
+/// with fields `sig: &LockSignals`, `hold: Hold` and `guard` (the wrapped lock's guard).
+macro_rules! guard_impls {
+    ($guard:ident, mut) => {
+        guard_impls!($guard);
+
+        impl<T: ?Sized> std::ops::DerefMut for $guard<'_, T> {
+            fn deref_mut(&mut self) -> &mut T {
+                &mut self.guard
+            }
+        }
+    };
+    ($guard:ident) => {
+        impl<T: ?Sized> Drop for $guard<'_, T> {
+            #[inline]
+            fn drop(&mut self) {
+                self.sig.released(self.hold);
+            }
+        }
+
+        impl<T: ?Sized> std::ops::Deref for $guard<'_, T> {
+            type Target = T;
+            fn deref(&self) -> &T {
+                &self.guard
+            }
+        }
+
+        impl<T: ?Sized + std::fmt::Debug> std::fmt::Debug for $guard<'_, T> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                std::fmt::Debug::fmt(&*self.guard, f)
+            }
+        }
+    };
+}
+pub(crate) use guard_impls;
+
 /// The figures of one named lock, shared by the lock and the registry (which holds them
 /// weakly, so a dropped lock leaves `/metrics` at the next scrape).
 pub(crate) struct LockSignals {
@@ -162,13 +227,15 @@ impl LockSignals {
         }
     }
 
-    /// Records a hold that began at `since` (raw), standing for `weight` acquisitions, and
-    /// counts a panic that unwound while the guard was held.
+    /// Records a hold (when it was timed) and counts a panic that unwound while the guard
+    /// was held.
     #[inline]
-    pub(crate) fn released(&self, since: u64, weight: u32) {
-        if since != 0 {
-            self.hold
-                .record_n(clock::nanos_between(since, clock::raw()), u64::from(weight));
+    pub(crate) fn released(&self, hold: Hold) {
+        if hold.since != 0 {
+            self.hold.record_n(
+                clock::nanos_between(hold.since, clock::raw()),
+                u64::from(hold.weight),
+            );
         }
         if std::thread::panicking() {
             self.panics.inc();

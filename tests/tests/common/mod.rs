@@ -213,3 +213,35 @@ pub fn run_k6_script(dir: &std::path::Path, script: &str) -> (i32, String) {
     );
     (out.status.code().unwrap_or(-1), text)
 }
+
+/// Runs the real `go tool pprof` with `args` (`GO`, else `go` on PATH), its home and temp
+/// directory in `home`: whether it succeeded, its stdout and its stderr.
+pub fn go_pprof(args: &[&str], home: &std::path::Path) -> (bool, String, String) {
+    std::fs::create_dir_all(home).unwrap();
+    let out = std::process::Command::new(tool("GO", "go", &[]))
+        .args(["tool", "pprof"])
+        .args(args)
+        .env("HOME", home)
+        .env("PPROF_TMPDIR", home)
+        .output()
+        .expect("run go tool pprof");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A multi-thread tokio runtime with `workers` workers, time and I/O enabled.
+pub fn runtime(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A registry of the test's own that lives as long as the process (primitives borrow it).
+pub fn own_registry() -> &'static perfkit::metrics::Registry {
+    Box::leak(Box::new(perfkit::metrics::Registry::new()))
+}

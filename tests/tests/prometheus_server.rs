@@ -178,6 +178,11 @@ fn a_real_prometheus_evaluates_the_shipped_rules_on_the_example() {
     let up = prom.query("up{job=\"perfkit\"}");
     assert_eq!(up.len(), 1, "{up:?}");
     assert_eq!(up[0]["value"][1], "1", "{up:?}");
+    // Prometheus asks for OpenMetrics first: the scrapes it got parsed without error.
+    let targets = prom.get("/api/v1/targets");
+    let target = &targets["data"]["activeTargets"][0];
+    assert_eq!(target["health"], "up", "{target}");
+    assert_eq!(target["lastError"], "", "{target}");
 
     // Every rule evaluated, without error.
     let groups = prom.get("/api/v1/rules");

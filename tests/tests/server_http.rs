@@ -39,7 +39,7 @@ fn metrics_are_gzipped_when_the_scraper_accepts_it() {
     let s = start();
     let plain = get(s.local_addr(), "/metrics");
     assert_eq!(plain.header("content-encoding"), None);
-    assert_eq!(plain.header("vary"), Some("Accept-Encoding"));
+    assert_eq!(plain.header("vary"), Some("Accept, Accept-Encoding"));
     let gz = request(
         s.local_addr(),
         "GET",
@@ -48,7 +48,7 @@ fn metrics_are_gzipped_when_the_scraper_accepts_it() {
     );
     assert_eq!(gz.status, 200);
     assert_eq!(gz.header("content-encoding"), Some("gzip"));
-    assert_eq!(gz.header("vary"), Some("Accept-Encoding"));
+    assert_eq!(gz.header("vary"), Some("Accept, Accept-Encoding"));
     assert_eq!(
         gz.header("content-type"),
         Some("text/plain; version=0.0.4; charset=utf-8")

@@ -38,6 +38,7 @@
 
 mod histogram;
 pub mod names;
+pub mod openmetrics;
 mod process;
 mod registry;
 mod runtime;

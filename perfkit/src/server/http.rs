@@ -98,7 +98,15 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
         Err(reason) => return error(StatusCode::BAD_REQUEST, &reason),
     };
     if route.path == "/metrics" {
-        return metrics_answer(accepts_gzip(req.headers().get(header::ACCEPT_ENCODING)));
+        let openmetrics = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(crate::metrics::openmetrics::prefers_openmetrics);
+        return metrics_answer(
+            accepts_gzip(req.headers().get(header::ACCEPT_ENCODING)),
+            openmetrics,
+        );
     }
     match route.handler {
         Now(f) => f(&state, &query),
@@ -123,10 +131,18 @@ fn accepts_gzip(value: Option<&HeaderValue>) -> bool {
     })
 }
 
-/// `/metrics`, gzipped (fastest level) when the scraper accepts it, as Prometheus does.
-fn metrics_answer(gzip: bool) -> Response<Body> {
-    const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
-    let text = crate::metrics::render();
+/// `/metrics`: the Prometheus text, or OpenMetrics when the scraper prefers it (as
+/// Prometheus does), gzipped (fastest level) when the scraper accepts it.
+fn metrics_answer(gzip: bool, openmetrics: bool) -> Response<Body> {
+    use crate::metrics::openmetrics;
+    let (text, content_type) = if openmetrics {
+        (
+            openmetrics::from_prometheus_text(&crate::metrics::render()),
+            openmetrics::CONTENT_TYPE,
+        )
+    } else {
+        (crate::metrics::render(), openmetrics::TEXT_CONTENT_TYPE)
+    };
     let compressed = gzip
         .then(|| {
             use std::io::Write as _;
@@ -139,15 +155,15 @@ fn metrics_answer(gzip: bool) -> Response<Body> {
         .flatten();
     let mut r = match compressed {
         Some(body) => {
-            let mut r = response(StatusCode::OK, TEXT, Bytes::from(body));
+            let mut r = response(StatusCode::OK, content_type, Bytes::from(body));
             r.headers_mut()
                 .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
             r
         }
-        None => response(StatusCode::OK, TEXT, Bytes::from(text)),
+        None => response(StatusCode::OK, content_type, Bytes::from(text)),
     };
     r.headers_mut()
-        .insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+        .insert(header::VARY, HeaderValue::from_static("Accept, Accept-Encoding"));
     r
 }
 
@@ -288,7 +304,7 @@ fn json(value: &serde_json::Value) -> Response<Body> {
 /// Reached only without request headers (the route table's entry); `handle` answers
 /// `/metrics` itself, to honour `Accept-Encoding`.
 fn metrics(_: &State, _: &Query) -> Response<Body> {
-    metrics_answer(false)
+    metrics_answer(false, false)
 }
 
 fn snapshot(_: &State, q: &Query) -> Response<Body> {

@@ -82,7 +82,7 @@ fn prometheus_gets_openmetrics_that_the_reference_parser_accepts() {
     );
     let families = reference_parse(&text).unwrap_or_else(|e| panic!("rejected: {e}\n{text}"));
     for want in [
-        "perfkit_queue_enqueued counter - 1",
+        "perfkit_queue_enqueued counter - 2",
         "perfkit_queue_wait_seconds histogram seconds",
         "perfkit_queue_depth gauge -",
         "perfkit_lock_acquisitions counter -",
@@ -102,6 +102,25 @@ fn prometheus_gets_openmetrics_that_the_reference_parser_accepts() {
         text.contains("# HELP om_facade_jobs Jobs \\\"seen\\\" by the test."),
         "{text}"
     );
+
+    // `_created` after the series perfkit stores, a time in this process's life.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    for prefix in [
+        "perfkit_queue_enqueued_created{queue=\"om_events\"} ",
+        "perfkit_queue_wait_seconds_created{queue=\"om_events\"} ",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"));
+        let t: f64 = line[prefix.len()..].parse().unwrap();
+        assert!((now - 60.0..=now).contains(&t), "{line}");
+    }
+    // Only in OpenMetrics: the text format has no `_created`.
+    assert!(!common::get(addr, "/metrics").text().contains("_created"));
 
     // Gzipped, the same text.
     let gz = common::request(

@@ -73,7 +73,16 @@ pub fn register_runtime(name: &str, handle: tokio::runtime::Handle) {
 /// Everything `/metrics` serves: the global registry, then the facade recorder's metrics
 /// (when the `facade` feature is on and a recorder is installed or in use).
 pub fn render() -> String {
-    let out = registry().render();
+    with_facade(registry().render())
+}
+
+/// [`render`] as OpenMetrics 1.0 text (see [`openmetrics`]), with `_created` samples for
+/// the counters and histograms perfkit stores.
+pub fn render_openmetrics() -> String {
+    openmetrics::from_prometheus_text(&with_facade(registry().render_with_created()))
+}
+
+fn with_facade(out: String) -> String {
     #[cfg(feature = "facade")]
     let out = match facade::handle() {
         Some(h) => out + &h.render(),

@@ -12,8 +12,10 @@
 //! * `"` in `# HELP` text is escaped, as OpenMetrics requires;
 //! * the text ends with `# EOF`.
 //!
-//! `_created` samples are not written: perfkit keeps no creation time per series, and the
-//! format makes them optional.
+//! [`super::render_openmetrics`] also writes a `_created` sample (the series' creation time)
+//! after each counter and histogram series perfkit stores. Counters and gauges a primitive
+//! reports at scrape time (a pool's job outcomes, a lock's acquisitions) and the facade's
+//! metrics have none: the format makes `_created` optional.
 
 /// The `Content-Type` of an OpenMetrics answer.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

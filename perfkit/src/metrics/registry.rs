@@ -134,6 +134,15 @@ impl Sections {
 struct Family<T> {
     def: &'static MetricDef,
     series: Mutex<BTreeMap<Box<[String]>, Arc<T>>>,
+    /// When each series was created (Unix seconds), for OpenMetrics' `_created`.
+    created: Mutex<BTreeMap<Box<[String]>, f64>>,
+}
+
+/// Now, in seconds since the Unix epoch.
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn check_labels(def: &MetricDef, n: usize) {
@@ -176,6 +185,7 @@ impl Registry {
             overflow: Family {
                 def: &names::METRIC_OVERFLOW_TOTAL,
                 series: Mutex::default(),
+                created: Mutex::default(),
             },
             cap: std::sync::atomic::AtomicUsize::new(DEFAULT_CARDINALITY_CAP),
             collectors: Mutex::default(),
@@ -235,6 +245,7 @@ impl Registry {
             Arc::new(Family {
                 def,
                 series: Mutex::default(),
+                created: Mutex::default(),
             })
         }))
     }
@@ -312,8 +323,10 @@ impl Registry {
             .filter(|k| !k.iter().any(|l| l == OVERFLOW_LABEL))
             .count();
         if regular < self.cardinality_cap() {
-            let s = series.entry(key).or_insert_with(|| Arc::new(make()));
-            return (Arc::clone(s), true);
+            let s = Arc::new(make());
+            series.insert(key.clone(), Arc::clone(&s));
+            lock(&family.created).insert(key, unix_now());
+            return (s, true);
         }
         drop(series);
         self.count_overflow(family.def.name);
@@ -323,10 +336,13 @@ impl Registry {
             "metric family over its cardinality cap; recording under __overflow__"
         );
         let mut series = lock(&family.series);
-        let s = series
-            .entry(overflow_key)
-            .or_insert_with(|| Arc::new(make()));
-        (Arc::clone(s), false)
+        if let Some(s) = series.get(&overflow_key) {
+            return (Arc::clone(s), false);
+        }
+        let s = Arc::new(make());
+        series.insert(overflow_key.clone(), Arc::clone(&s));
+        lock(&family.created).insert(overflow_key, unix_now());
+        (s, false)
     }
 
     /// Counts one refused label set of `metric`. The overflow family itself is not capped:
@@ -456,6 +472,20 @@ impl Registry {
 
     /// Like [`Registry::render`], appending to `out`.
     pub fn render_into(&self, out: &mut String) {
+        self.render_with(out, false);
+    }
+
+    /// The Prometheus text with a `_created` sample (the series' creation time, Unix
+    /// seconds) after each counter and histogram series perfkit stores: the input
+    /// [`super::openmetrics::from_prometheus_text`] turns into OpenMetrics. Not valid 0.0.4
+    /// text: the `_created` samples have no family of their own there.
+    pub(crate) fn render_with_created(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        self.render_with(&mut out, true);
+        out
+    }
+
+    fn render_with(&self, out: &mut String, created: bool) {
         // Gauges and counters read at scrape time, grouped per family so each family's
         // lines are contiguous as the format requires.
         let mut collection = Collection {
@@ -513,7 +543,7 @@ impl Registry {
             text::header(out, def);
             let header_len = out.len();
             if let Some(s) = stored {
-                s.render(out);
+                s.render(out, created);
             }
             for s in samples.into_iter().flatten() {
                 text::sample(out, def.name, "", def.labels, &s.labels, None, s.value);
@@ -557,16 +587,25 @@ impl Stored {
         }
     }
 
-    fn render(&self, out: &mut String) {
+    fn render(&self, out: &mut String, created: bool) {
         match self {
             Stored::Counter(f) => {
+                let times = created.then(|| lock(&f.created).clone());
+                let family = f.def.name.strip_suffix("_total").unwrap_or(f.def.name);
                 for (labels, c) in lock(&f.series).iter() {
                     text::sample_u64(out, f.def.name, f.def.labels, labels, c.get());
+                    if let Some(t) = times.as_ref().and_then(|t| t.get(labels)) {
+                        text::sample(out, family, "_created", f.def.labels, labels, None, *t);
+                    }
                 }
             }
             Stored::Histogram(f) => {
+                let times = created.then(|| lock(&f.created).clone());
                 for (labels, h) in lock(&f.series).iter() {
                     text::histogram(out, f.def, labels, &h.snapshot());
+                    if let Some(t) = times.as_ref().and_then(|t| t.get(labels)) {
+                        text::sample(out, f.def.name, "_created", f.def.labels, labels, None, *t);
+                    }
                 }
             }
         }

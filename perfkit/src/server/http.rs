@@ -136,10 +136,7 @@ fn accepts_gzip(value: Option<&HeaderValue>) -> bool {
 fn metrics_answer(gzip: bool, openmetrics: bool) -> Response<Body> {
     use crate::metrics::openmetrics;
     let (text, content_type) = if openmetrics {
-        (
-            openmetrics::from_prometheus_text(&crate::metrics::render()),
-            openmetrics::CONTENT_TYPE,
-        )
+        (crate::metrics::render_openmetrics(), openmetrics::CONTENT_TYPE)
     } else {
         (crate::metrics::render(), openmetrics::TEXT_CONTENT_TYPE)
     };

@@ -54,6 +54,7 @@
 //! | `deadpool` | no | [`resource::Resource::deadpool`]: a deadpool pool's figures |
 //! | `bb8` | no | [`resource::Resource::bb8`]: a bb8 pool's figures |
 //! | `sqlx` | no | [`resource::Resource::sqlx`]: an sqlx pool's figures |
+//! | `fleet` | no | [`fleet`]: the run report of every instance a Prometheus server scrapes, and the `perfkit-report` command |
 //! | `full` | no | every feature above |
 //!
 //! Features are additive. Without `server`, the metrics core still records and renders
@@ -70,6 +71,9 @@ mod macros;
 pub mod alloc;
 pub mod batch;
 mod clock;
+#[cfg(feature = "fleet")]
+#[cfg_attr(docsrs, doc(cfg(feature = "fleet")))]
+pub mod fleet;
 mod hot_path;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]

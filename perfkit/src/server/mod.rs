@@ -53,9 +53,9 @@ mod recent;
 mod sampler;
 #[cfg(any(feature = "cpu-profiling", feature = "heap-profiling"))]
 mod symbols;
-mod report;
+pub(crate) mod report;
 #[cfg(feature = "report-html")]
-mod report_html;
+pub(crate) mod report_html;
 pub(crate) mod timeline;
 
 use std::net::{Ipv4Addr, SocketAddr};

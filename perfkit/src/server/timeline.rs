@@ -101,6 +101,13 @@ const SIGNALS: &[Signal] = signals! {
     "http_routes" Rate("errors") => "errors_per_second" "count";
 };
 
+/// Every (section, signal) the timeline keeps, for code that fills a timeline from
+/// elsewhere (the fleet report reads them from Prometheus).
+#[cfg(all(test, feature = "fleet"))]
+pub(crate) fn signal_names() -> Vec<(&'static str, &'static str)> {
+    SIGNALS.iter().map(|s| (s.section, s.name)).collect()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Key {
     section: &'static str,

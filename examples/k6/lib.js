@@ -57,6 +57,11 @@ function randomUser() {
 
 /** POST /events with BATCH random events. */
 export function postEvents() {
+  postEventsTo(BASE_URL);
+}
+
+/** POST /events with BATCH random events to the service at `base`. */
+export function postEventsTo(base) {
   const events = [];
   for (let i = 0; i < BATCH; i += 1) {
     events.push({
@@ -65,7 +70,7 @@ export function postEvents() {
       value: 1 + Math.floor(Math.random() * 10),
     });
   }
-  const res = http.post(`${BASE_URL}/events`, JSON.stringify(events), {
+  const res = http.post(`${base}/events`, JSON.stringify(events), {
     headers: { 'Content-Type': 'application/json' },
     tags: { name: 'POST /events' },
   });
@@ -74,7 +79,12 @@ export function postEvents() {
 
 /** GET /v1/progress/{user} for a random user. */
 export function getProgress() {
-  const res = http.get(`${BASE_URL}/v1/progress/${randomUser()}`, {
+  getProgressFrom(BASE_URL);
+}
+
+/** GET /v1/progress/{user} for a random user from the service at `base`. */
+export function getProgressFrom(base) {
+  const res = http.get(`${base}/v1/progress/${randomUser()}`, {
     tags: { name: 'GET /v1/progress/{user}' },
   });
   check(res, { 'GET /v1/progress is 200': (r) => r.status === 200 });

@@ -422,11 +422,13 @@ for (const { fields } of SNAPSHOT_COUNTERS) {
     if (!counters[metric]) counters[metric] = new Counter(metric);
   }
 }
-// Last total seen per counter series, for deltas. Per VU: the poll scenario runs one VU.
+// Last total seen per counter series (and per instance polled), for deltas. Per VU: the
+// poll scenario runs one VU.
 const lastTotals = {};
 // Growth of live tracked tasks since the first poll, per task name: the leak signal.
 const taskGrowth = new Trend('perfkit_tasks_alive_growth');
-let taskBaseline = null;
+// Alive tasks per name at the first poll, per instance polled.
+const taskBaselines = {};
 
 /** A `constant-arrival-rate` scenario that runs `exec` (default `perfkitPoll`) `rate`/s. */
 export function pollScenario({ duration, rate = 1, exec = 'perfkitPoll', ...extra } = {}) {
@@ -527,8 +529,9 @@ export function captureProfiles({
 
 /** The longest window the server keeps, in seconds. */
 export const MAX_WINDOW_SECONDS = 300;
-// When this VU's previous poll was sent (ms since the epoch), for the next poll's window.
-let lastPollAt = null;
+// When this VU's previous poll of each URL was sent (ms since the epoch), for the next
+// poll's window.
+const lastPollAt = {};
 
 /**
  * The window a poll asks for: the whole seconds since this VU's previous poll, rounded up
@@ -547,18 +550,19 @@ export function poll({
   window = undefined,
 } = {}) {
   const now = Date.now();
-  const seconds = window === undefined ? pollWindow(now, lastPollAt) : window;
+  const base = url.replace(/\/+$/, '');
+  const seconds = window === undefined ? pollWindow(now, lastPollAt[base]) : window;
   if (!Number.isInteger(seconds) || seconds < 1 || seconds > MAX_WINDOW_SECONDS) {
     throw new Error(`perfkit.poll: window must be a whole number of seconds from 1 to ${MAX_WINDOW_SECONDS}, got ${window}`);
   }
-  lastPollAt = now;
+  lastPollAt[base] = now;
   const params = {
     tags: { perfkit: 'poll', name: `GET ${SNAPSHOT_PATH}` },
     responseType: 'text',
     timeout: '5s',
   };
   if (token) params.headers = { Authorization: `Bearer ${token}` };
-  const res = http.get(`${url.replace(/\/+$/, '')}${SNAPSHOT_PATH}?window=${seconds}`, params);
+  const res = http.get(`${base}${SNAPSHOT_PATH}?window=${seconds}`, params);
   if (res.status !== 200) {
     return failed(res.status === 0 ? 'network' : `status_${res.status}`);
   }
@@ -572,8 +576,113 @@ export function poll({
   polls.add(1);
   // Keep `perfkit_poll_errors` present (at 0) in the summary so `count==0` is evaluated.
   pollErrors.add(0);
-  record(snapshot, tags || {});
+  record(snapshot, tags || {}, base);
   return snapshot;
+}
+
+/** `host:port` of a URL, the `instance` tag `pollEach` gives its samples. */
+export function instanceOf(url) {
+  const m = /^[a-z]+:\/\/([^/]+)/i.exec(String(url));
+  return m ? m[1] : String(url);
+}
+
+/**
+ * Polls several instances' debug servers in turn (e.g. every replica behind a load
+ * balancer), each sample tagged `instance` (`host:port`, see `instanceOf`) besides `tags`.
+ * Deltas, windows and growth are kept per instance, so the thresholds hold every instance:
+ * `perfkit_queue_saturation: max<0.8` fails when any one crosses it, and
+ * `perfkit_queue_saturation{instance:10.0.0.7:6060}` names one. Returns the snapshots
+ * (null for an instance that failed to answer).
+ */
+export function pollEach({ urls, token = __ENV.PERFKIT_TOKEN, tags = {} } = {}) {
+  if (!Array.isArray(urls) || urls.length === 0) {
+    throw new Error('perfkit.pollEach: urls must be a non-empty array of debug server URLs');
+  }
+  return urls.map((url) => poll({ url, token, tags: Object.assign({}, tags, { instance: instanceOf(url) }) }));
+}
+
+/**
+ * What `pollPrometheus` reads: each row is a PromQL expression (`%S`: the selector's
+ * matchers, `%W`: the rate window) grouped by `instance` and the labels in `tags`, and the
+ * metric of this module it feeds, so the thresholds written for `poll()` hold unchanged.
+ * Trends take the value; counters (`counter: true`) take the increase of a total since the
+ * previous poll (the first poll, the whole total), like `poll()`.
+ */
+export const PROMETHEUS_SIGNALS = Object.freeze([
+  { metric: 'perfkit_queue_saturation', tags: ['queue'], expr: 'max by (instance, queue) (perfkit_queue_depth_max_10s{%S}) / max by (instance, queue) (perfkit_queue_capacity{%S})' },
+  { metric: 'perfkit_pool_saturation', tags: ['pool'], expr: 'sum by (instance, pool) (rate(perfkit_pool_busy_seconds_total{%S}[%W])) / max by (instance, pool) (perfkit_pool_workers{%S})' },
+  { metric: 'perfkit_resource_saturation', tags: ['resource'], expr: 'max by (instance, resource) (perfkit_resource_in_use_max_10s{%S}) / max by (instance, resource) (perfkit_resource_max{%S})' },
+  { metric: 'perfkit_semaphore_saturation', tags: ['semaphore'], expr: 'max by (instance, semaphore) (perfkit_semaphore_in_use_max_10s{%S}) / max by (instance, semaphore) (perfkit_semaphore_permits{%S})' },
+  { metric: 'perfkit_lock_wait_p99_seconds', tags: ['lock'], expr: 'histogram_quantile(0.99, sum by (instance, lock, le) (rate(perfkit_lock_wait_seconds_bucket{%S}[%W])))' },
+  { metric: 'perfkit_runtime_schedule_delay_p99_seconds', tags: ['runtime'], expr: 'histogram_quantile(0.99, sum by (instance, runtime, le) (rate(perfkit_runtime_schedule_delay_seconds_bucket{%S}[%W])))' },
+  { metric: 'perfkit_hot_path_p99_seconds', tags: ['function'], expr: 'histogram_quantile(0.99, sum by (instance, function, le) (rate(perfkit_hot_path_seconds_bucket{%S}[%W])))' },
+  { metric: 'perfkit_http_p99_seconds', tags: ['route'], expr: 'histogram_quantile(0.99, sum by (instance, method, route, le) (rate(http_server_request_duration_seconds_bucket{%S}[%W])))' },
+  { metric: 'perfkit_process_resident_memory_bytes', tags: [], expr: 'max by (instance) (process_resident_memory_bytes{%S})' },
+  { metric: 'perfkit_queue_dropped', tags: ['queue', 'reason'], counter: true, expr: 'sum by (instance, queue, reason) (perfkit_queue_dropped_total{%S,reason!="flush_failed"})' },
+  { metric: 'perfkit_queue_rejected', tags: ['queue'], counter: true, expr: 'sum by (instance, queue) (perfkit_queue_rejected_total{%S})' },
+  { metric: 'perfkit_pool_panics', tags: ['pool'], counter: true, expr: 'sum by (instance, pool) (perfkit_pool_tasks_total{%S,outcome="panic"})' },
+  { metric: 'perfkit_resource_timeouts', tags: ['resource'], counter: true, expr: 'sum by (instance, resource) (perfkit_resource_timeouts_total{%S})' },
+  { metric: 'perfkit_semaphore_timeouts', tags: ['semaphore'], counter: true, expr: 'sum by (instance, semaphore) (perfkit_semaphore_timeouts_total{%S})' },
+  { metric: 'perfkit_lock_panics', tags: ['lock'], counter: true, expr: 'sum by (instance, lock) (perfkit_lock_panics_total{%S})' },
+  { metric: 'perfkit_http_5xx', tags: ['route'], counter: true, expr: 'sum by (instance, method, route) (http_server_request_duration_seconds_count{%S,status=~"5.."})' },
+]);
+
+/** `expr` with the selector's matchers and the rate window put in. */
+export function promql(expr, selector = '', window = '15s') {
+  const q = expr.split('%W').join(window);
+  return selector ? q.split('%S').join(selector) : q.split('{%S,').join('{').split('{%S}').join('{}');
+}
+
+/**
+ * Reads perfkit's signals for every instance a Prometheus server scrapes, instead of each
+ * instance's debug server: for a distributed k6 run (k6-operator) whose runners cannot
+ * reach the instances, or a fleet too large to poll one by one. Feeds the same metrics as
+ * `poll()` (`PROMETHEUS_SIGNALS`), each sample tagged `instance` and the element's tag, so
+ * the same thresholds gate the fleet. `selector`: label matchers without braces (e.g.
+ * `job="ingest"`); `window`: the window of rates and quantiles, at least twice the scrape
+ * interval. Prometheus' figures lag the service by up to a scrape interval. Returns how many
+ * series were read, or null when Prometheus failed to answer (counted in
+ * `perfkit_poll_errors`).
+ */
+export function pollPrometheus({ url = __ENV.PROMETHEUS_URL || 'http://127.0.0.1:9090', selector = '', window = '15s', tags = {} } = {}) {
+  const base = url.replace(/\/+$/, '');
+  let n = 0;
+  for (const row of PROMETHEUS_SIGNALS) {
+    const q = encodeURIComponent(promql(row.expr, selector, window));
+    const res = http.get(`${base}/api/v1/query?query=${q}`, {
+      tags: { perfkit: 'poll', name: 'GET /api/v1/query' },
+      responseType: 'text',
+      timeout: '5s',
+    });
+    if (res.status !== 200) return failed(res.status === 0 ? 'network' : `status_${res.status}`);
+    let body;
+    try {
+      body = JSON.parse(res.body);
+    } catch (_) {
+      return failed('json');
+    }
+    if (!body || body.status !== 'success') return failed('prometheus');
+    for (const r of body.data.result || []) {
+      const m = r.metric || {};
+      const v = Number(r.value && r.value[1]);
+      if (!Number.isFinite(v)) continue;
+      const t = Object.assign({}, tags, { instance: String(m.instance) });
+      for (const k of row.tags) t[k] = k === 'route' ? `${m.method} ${m.route}` : String(m[k]);
+      if (row.counter) {
+        const key = `prometheus|${row.metric}|${JSON.stringify(t)}`;
+        const delta = v - (lastTotals[key] || 0);
+        lastTotals[key] = v;
+        counters[row.metric].add(delta >= 0 ? delta : v, t);
+      } else {
+        trends[row.metric].add(v, t);
+      }
+      n += 1;
+    }
+  }
+  polls.add(1);
+  pollErrors.add(0);
+  for (const c of Object.values(counters)) c.add(0, tags);
+  return n;
 }
 
 function failed(reason) {
@@ -581,17 +690,17 @@ function failed(reason) {
   return null;
 }
 
-function record(snapshot, extra) {
+function record(snapshot, extra, source) {
   for (const { section, tag, fields } of SNAPSHOT_TRENDS) {
     for (const [item, tags] of elements(snapshot, section, tag)) addFields(item, fields, Object.assign({}, tags, extra));
   }
   for (const { section, tag, fields } of SNAPSHOT_COUNTERS) {
-    for (const [item, tags] of elements(snapshot, section, tag)) addDeltas(item, fields, tags, extra);
+    for (const [item, tags] of elements(snapshot, section, tag)) addDeltas(item, fields, tags, extra, source);
   }
   // Keep every counter present (at 0) so `count==0` thresholds are evaluated.
   for (const c of Object.values(counters)) c.add(0, extra);
-  recordTaskGrowth(snapshot.tasks, extra);
-  recordGrowth(snapshot, extra);
+  recordTaskGrowth(snapshot.tasks, extra, source);
+  recordGrowth(snapshot, extra, source);
 }
 
 /** The `q`-quantile of sparse `[value, count]` buckets (sorted by value), or null if empty. */
@@ -717,7 +826,7 @@ export function thresholds(overrides = {}) {
  * Returns `thresholds`, so it can wrap the options in place.
  */
 export function checkThresholds(thresholds, extraTags = []) {
-  const always = ['scenario', 'perfkit', 'phase', ...extraTags];
+  const always = ['scenario', 'perfkit', 'phase', 'instance', ...extraTags];
   for (const key of Object.keys(thresholds)) {
     const m = /^(perfkit_[a-z0-9_]+)(?:\{(.*)\})?$/.exec(key);
     if (!m || !(m[1] in METRIC_TAGS)) continue;
@@ -734,20 +843,22 @@ export function checkThresholds(thresholds, extraTags = []) {
   return thresholds;
 }
 
-function recordGrowth(snapshot, extra) {
+function recordGrowth(snapshot, extra, source) {
   for (const [path, metric] of Object.entries(SNAPSHOT_GROWTH)) {
     const v = field(snapshot, path);
     if (typeof v !== 'number' || !Number.isFinite(v)) continue;
-    if (!(path in growthBaseline)) growthBaseline[path] = v;
-    growthTrends[metric].add(v - growthBaseline[path], extra);
+    const key = `${source}|${path}`;
+    if (!(key in growthBaseline)) growthBaseline[key] = v;
+    growthTrends[metric].add(v - growthBaseline[key], extra);
   }
 }
 
 /** Alive now minus alive at the first poll, per task name (0 for names first seen later). */
-function recordTaskGrowth(tasks, extra) {
+function recordTaskGrowth(tasks, extra, source) {
   if (!Array.isArray(tasks)) return;
-  const first = taskBaseline === null;
-  if (first) taskBaseline = {};
+  const first = !(source in taskBaselines);
+  if (first) taskBaselines[source] = {};
+  const taskBaseline = taskBaselines[source];
   let any = false;
   for (const t of tasks) {
     if (!t || typeof t.alive !== 'number') continue;
@@ -779,14 +890,14 @@ function field(obj, path) {
   return v;
 }
 
-function addDeltas(obj, fields, tags, pollTags) {
+function addDeltas(obj, fields, tags, pollTags, source) {
   if (obj == null || typeof obj !== 'object') return;
   for (const [path, [metric, extra]] of Object.entries(fields)) {
     const v = field(obj, path);
     if (typeof v !== 'number' || !Number.isFinite(v)) continue;
     const allTags = Object.assign({}, tags, extra);
     // Deltas are per series, whatever tags the poll adds (e.g. the phase it falls in).
-    const key = `${metric}|${JSON.stringify(allTags)}`;
+    const key = `${source}|${metric}|${JSON.stringify(allTags)}`;
     const delta = v - (lastTotals[key] || 0);
     lastTotals[key] = v;
     // A total that went down means the primitive was rebuilt: count it from zero again.

@@ -75,7 +75,7 @@ log "cargo clippy"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 log "feature combinations of perfkit build on their own"
-for features in "" server facade macros macros,tracing cpu-profiling heap-profiling http http,axum report-html deadpool bb8 sqlx; do
+for features in "" server facade macros macros,tracing cpu-profiling heap-profiling http http,axum report-html deadpool bb8 sqlx fleet; do
   cargo clippy -p perfkit --no-default-features --features "$features" -- -D warnings
 done
 
@@ -85,6 +85,10 @@ cargo test -p perfkit --no-default-features --features server --lib -- server::p
 log "building the example service (release)"
 cargo build --release -p perfkit-examples --bin ingest
 export INGEST_BIN="$PWD/target/release/ingest"
+
+log "building perfkit-report (the fleet report command)"
+cargo build -p perfkit --all-features --bin perfkit-report
+export PERFKIT_REPORT_BIN="$PWD/target/debug/perfkit-report"
 
 log "tests (including the real-client tests marked #[ignore])"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -20,9 +20,13 @@
 //   HTTP_P95_MS (250)     p(95) latency bound per scenario, in ms
 //   QUEUE_SATURATION_MAX (0.8), RESOURCE_SATURATION_MAX (1), POOL_SATURATION_MAX (0.9)
 //                         bounds every instance must hold (as in gate.js)
+//   INSTANCES             the `instance` tags to give a threshold of their own (queue, pool
+//                         and connection-pool saturation), so the summary names the one
+//                         that crossed; default: host:port of each of PERFKIT_URLS (the
+//                         label Prometheus gives a target it scrapes at that address)
 //   RESULTS_DIR (results) where fleet.json (the summary) goes
 
-import { checkThresholds, pollEach, pollPrometheus, pollScenario, summary, thresholds } from '../../perfkit/k6/perfkit.js';
+import { checkThresholds, instanceOf, pollEach, pollPrometheus, pollScenario, summary, thresholds } from '../../perfkit/k6/perfkit.js';
 import { arrival, getProgressFrom, httpThresholds, num, postEventsTo, str, SUMMARY_TREND_STATS } from './lib.js';
 
 const list = (v) => v.split(',').map((s) => s.trim().replace(/\/+$/, '')).filter((s) => s !== '');
@@ -38,7 +42,17 @@ const HTTP_P95_MS = num('HTTP_P95_MS', 250);
 const QUEUE_SATURATION_MAX = num('QUEUE_SATURATION_MAX', 0.8);
 const RESOURCE_SATURATION_MAX = num('RESOURCE_SATURATION_MAX', 1);
 const POOL_SATURATION_MAX = num('POOL_SATURATION_MAX', 0.9);
+const INSTANCES = list(str('INSTANCES', PERFKIT_URLS.map(instanceOf).join(',')));
 if (TARGETS.length === 0) throw new Error('fleet.js: TARGETS names no instance');
+
+// The same bounds once more per instance: the fleet-wide threshold says that one crossed,
+// these say which.
+const perInstance = {};
+for (const i of INSTANCES) {
+  perInstance[`perfkit_queue_saturation{instance:${i}}`] = [`max<${QUEUE_SATURATION_MAX}`];
+  perInstance[`perfkit_pool_saturation{instance:${i}}`] = [`p(95)<${POOL_SATURATION_MAX}`];
+  perInstance[`perfkit_resource_saturation{instance:${i}}`] = [`p(95)<${RESOURCE_SATURATION_MAX}`];
+}
 
 export const options = {
   discardResponseBodies: true,
@@ -56,6 +70,7 @@ export const options = {
       // Prometheus has no live-task growth or heap figure per poll; the snapshot poll does.
       ...(PROMETHEUS_URL ? { perfkit_tasks_alive_growth: null } : {}),
     }),
+    ...perInstance,
   }),
   summaryTrendStats: SUMMARY_TREND_STATS,
 };

@@ -95,7 +95,9 @@ pub enum FleetError {
         message: String,
     },
     /// No series matched the selector over the range.
-    #[error("no perfkit series matched {{{selector}}} between {from} and {to}: check the selector and that Prometheus scraped the instances then")]
+    #[error(
+        "no perfkit series matched {{{selector}}} between {from} and {to}: check the selector and that Prometheus scraped the instances then"
+    )]
     NoInstances {
         /// The selector.
         selector: String,
@@ -177,7 +179,10 @@ impl FleetReport {
             .as_array()?
             .iter()
             .find(|i| i["instance"] == instance)?;
-        Some(crate::server::report_html::render(&report["report"], timeline))
+        Some(crate::server::report_html::render(
+            &report["report"],
+            timeline,
+        ))
     }
 }
 
@@ -250,7 +255,8 @@ const SIGNALS: &[Signal] = signals! {
 
 /// The items each queue dropped over the range, by reason: the snapshot's `dropped`, which
 /// the report quotes.
-const DROPPED_BY_REASON: &str = "sum by (instance, queue, reason) (increase(perfkit_queue_dropped_total{%S}[%R]))";
+const DROPPED_BY_REASON: &str =
+    "sum by (instance, queue, reason) (increase(perfkit_queue_dropped_total{%S}[%R]))";
 
 /// `template` with the selector's matchers and the window put in.
 fn promql(template: &str, selector: &str, window: &str, range: &str) -> String {
@@ -336,7 +342,10 @@ async fn get(addr: &str, path: &str, token: Option<&str>) -> Result<Bytes, (Opti
         let req = req
             .body(Empty::<Bytes>::new())
             .map_err(|e| (None, e.to_string()))?;
-        let res = send.send_request(req).await.map_err(|e| (None, e.to_string()))?;
+        let res = send
+            .send_request(req)
+            .await
+            .map_err(|e| (None, e.to_string()))?;
         let status = res.status();
         let body = res
             .into_body()
@@ -363,26 +372,54 @@ fn message(status: StatusCode, body: &[u8]) -> String {
         .and_then(|v| v["error"].as_str().map(str::to_owned))
         .unwrap_or_else(|| {
             let text = String::from_utf8_lossy(body);
-            let line = text.lines().next().unwrap_or("").chars().take(200).collect::<String>();
-            if line.is_empty() { status.to_string() } else { line }
+            let line = text
+                .lines()
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(200)
+                .collect::<String>();
+            if line.is_empty() {
+                status.to_string()
+            } else {
+                line
+            }
         })
 }
 
 /// Runs `/api/v1/{kind}?{params}` and returns its `data.result`.
-async fn prometheus(addr: &str, prefix: &str, kind: &str, params: &str) -> Result<Vec<Value>, FleetError> {
+async fn prometheus(
+    addr: &str,
+    prefix: &str,
+    kind: &str,
+    params: &str,
+) -> Result<Vec<Value>, FleetError> {
     let path = format!("{prefix}/api/v1/{kind}?{params}");
     let url = format!("http://{addr}{path}");
-    let body = get(addr, &path, None).await.map_err(|(status, reason)| match status {
-        Some(status) => FleetError::Prometheus { url: url.clone(), status, message: reason },
-        None => FleetError::Unreachable { url: url.clone(), reason },
-    })?;
+    let body = get(addr, &path, None)
+        .await
+        .map_err(|(status, reason)| match status {
+            Some(status) => FleetError::Prometheus {
+                url: url.clone(),
+                status,
+                message: reason,
+            },
+            None => FleetError::Unreachable {
+                url: url.clone(),
+                reason,
+            },
+        })?;
     let v: Value = serde_json::from_slice(&body).map_err(|e| FleetError::Prometheus {
         url: url.clone(),
         status: 200,
         message: format!("not JSON: {e}"),
     })?;
     if v["status"] != "success" {
-        return Err(FleetError::Prometheus { url, status: 200, message: v["error"].to_string() });
+        return Err(FleetError::Prometheus {
+            url,
+            status: 200,
+            message: v["error"].to_string(),
+        });
     }
     Ok(v["data"]["result"].as_array().cloned().unwrap_or_default())
 }
@@ -396,7 +433,10 @@ fn sample(v: &Value) -> Option<f64> {
 pub async fn report(q: &FleetQuery) -> Result<FleetReport, FleetError> {
     let (addr, prefix) = split_url(&q.prometheus)?;
     if q.from >= q.to {
-        return Err(FleetError::BadRange { from: q.from, to: q.to });
+        return Err(FleetError::BadRange {
+            from: q.from,
+            to: q.to,
+        });
     }
     let seconds = q.to - q.from + 1;
     if seconds > MAX_RANGE_SECONDS {
@@ -413,9 +453,16 @@ pub async fn report(q: &FleetQuery) -> Result<FleetReport, FleetError> {
     let mut by_instance: BTreeMap<String, Series> = BTreeMap::new();
     for s in SIGNALS {
         let expr = promql(s.promql, &q.selector, &q.rate_window, &range);
-        let params = format!("query={}&start={}&end={}&step=1", encode(&expr), q.from, q.to);
+        let params = format!(
+            "query={}&start={}&end={}&step=1",
+            encode(&expr),
+            q.from,
+            q.to
+        );
         for r in prometheus(&addr, &prefix, "query_range", &params).await? {
-            let Some(instance) = r["metric"]["instance"].as_str() else { continue };
+            let Some(instance) = r["metric"]["instance"].as_str() else {
+                continue;
+            };
             let name = if s.labels.is_empty() {
                 "process".to_owned()
             } else {
@@ -427,7 +474,9 @@ pub async fn report(q: &FleetQuery) -> Result<FleetReport, FleetError> {
             };
             let mut values = vec![None; len];
             for point in r["values"].as_array().into_iter().flatten() {
-                let (Some(t), Some(v)) = (point[0].as_f64(), sample(&point[1])) else { continue };
+                let (Some(t), Some(v)) = (point[0].as_f64(), sample(&point[1])) else {
+                    continue;
+                };
                 let i = (t as u64).saturating_sub(q.from) as usize;
                 if i < len {
                     values[i] = Some(v);
@@ -442,18 +491,25 @@ pub async fn report(q: &FleetQuery) -> Result<FleetReport, FleetError> {
         }
     }
     if by_instance.is_empty() {
-        return Err(FleetError::NoInstances { selector: q.selector.clone(), from: q.from, to: q.to });
+        return Err(FleetError::NoInstances {
+            selector: q.selector.clone(),
+            from: q.from,
+            to: q.to,
+        });
     }
 
     // The drop reasons over the range, per instance, as the snapshot gives them.
     let expr = promql(DROPPED_BY_REASON, &q.selector, &q.rate_window, &range);
     let params = format!("query={}&time={}", encode(&expr), q.to);
-    let mut dropped: BTreeMap<String, BTreeMap<String, serde_json::Map<String, Value>>> = BTreeMap::new();
+    let mut dropped: BTreeMap<String, BTreeMap<String, serde_json::Map<String, Value>>> =
+        BTreeMap::new();
     for r in prometheus(&addr, &prefix, "query", &params).await? {
         let m = &r["metric"];
-        let (Some(instance), Some(queue), Some(reason)) =
-            (m["instance"].as_str(), m["queue"].as_str(), m["reason"].as_str())
-        else {
+        let (Some(instance), Some(queue), Some(reason)) = (
+            m["instance"].as_str(),
+            m["queue"].as_str(),
+            m["reason"].as_str(),
+        ) else {
             continue;
         };
         let n = sample(&r["value"][1]).unwrap_or(0.0).round().max(0.0) as u64;
@@ -563,7 +619,11 @@ fn fleet_findings(instances: &[Value], from: u64) -> Fleet {
             let id = r["bottleneck"].as_str()?;
             let f = r["findings"].as_array()?.iter().find(|f| f["id"] == id)?;
             let t0 = r["run"]["first_second"].as_u64().unwrap_or(from);
-            Some((t0 + f["started_at_seconds"].as_u64().unwrap_or(0), name_of(i), f.clone()))
+            Some((
+                t0 + f["started_at_seconds"].as_u64().unwrap_or(0),
+                name_of(i),
+                f.clone(),
+            ))
         })
         .collect();
     firsts.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
@@ -574,7 +634,12 @@ fn fleet_findings(instances: &[Value], from: u64) -> Fleet {
             let then: Vec<String> = firsts[1..]
                 .iter()
                 .map(|(t, i, f)| {
-                    format!("{i} at +{} s ({} `{}`)", t - at, what(f["section"].as_str().unwrap_or("")), f["name"].as_str().unwrap_or(""))
+                    format!(
+                        "{i} at +{} s ({} `{}`)",
+                        t - at,
+                        what(f["section"].as_str().unwrap_or("")),
+                        f["name"].as_str().unwrap_or("")
+                    )
                 })
                 .collect();
             let clean: Vec<String> = instances
@@ -617,9 +682,11 @@ fn fleet_findings(instances: &[Value], from: u64) -> Fleet {
     let mut bounds: BTreeMap<(String, String), BTreeMap<String, f64>> = BTreeMap::new();
     for i in instances {
         for h in i["report"]["headroom"].as_array().into_iter().flatten() {
-            let (Some(section), Some(name), Some(peak)) =
-                (h["section"].as_str(), h["name"].as_str(), h["peak_use"].as_f64())
-            else {
+            let (Some(section), Some(name), Some(peak)) = (
+                h["section"].as_str(),
+                h["name"].as_str(),
+                h["peak_use"].as_f64(),
+            ) else {
                 continue;
             };
             bounds
@@ -638,7 +705,8 @@ fn fleet_findings(instances: &[Value], from: u64) -> Fleet {
                 f["name"].as_str().unwrap_or("").to_owned(),
             );
             let title = f["title"].as_str().unwrap_or("");
-            if f["severity"] == "HIGH" && (title.contains("saturated") || title.contains("starved")) {
+            if f["severity"] == "HIGH" && (title.contains("saturated") || title.contains("starved"))
+            {
                 let list = saturated.entry(key).or_default();
                 if !list.contains(&name_of(i)) {
                     list.push(name_of(i));
@@ -724,7 +792,11 @@ fn fleet_findings(instances: &[Value], from: u64) -> Fleet {
             })
         })
         .collect();
-    Fleet { first, findings, bounds }
+    Fleet {
+        first,
+        findings,
+        bounds,
+    }
 }
 
 #[cfg(test)]
@@ -737,8 +809,14 @@ mod tests {
             promql("rate(x{%S,a=\"b\"}[%W]) / y{%S}", "job=\"j\"", "5s", "60s"),
             "rate(x{job=\"j\",a=\"b\"}[5s]) / y{job=\"j\"}"
         );
-        assert_eq!(promql("rate(x{%S,a=\"b\"}[%W]) / y{%S}", "", "5s", "60s"), "rate(x{a=\"b\"}[5s]) / y{}");
-        assert_eq!(promql("increase(x{%S}[%R])", "", "5s", "60s"), "increase(x{}[60s])");
+        assert_eq!(
+            promql("rate(x{%S,a=\"b\"}[%W]) / y{%S}", "", "5s", "60s"),
+            "rate(x{a=\"b\"}[5s]) / y{}"
+        );
+        assert_eq!(
+            promql("increase(x{%S}[%R])", "", "5s", "60s"),
+            "increase(x{}[60s])"
+        );
         for ok in ["5s", "1m", "1m30s", "500ms", "2h"] {
             assert!(is_duration(ok), "{ok}");
         }
@@ -749,11 +827,23 @@ mod tests {
 
     #[test]
     fn urls_split_into_address_and_prefix() {
-        assert_eq!(split_url("http://127.0.0.1:9090").unwrap(), ("127.0.0.1:9090".into(), "".into()));
-        assert_eq!(split_url("http://prom:9090/prometheus/").unwrap(), ("prom:9090".into(), "/prometheus".into()));
-        assert_eq!(split_url("http://prom").unwrap(), ("prom:80".into(), "".into()));
+        assert_eq!(
+            split_url("http://127.0.0.1:9090").unwrap(),
+            ("127.0.0.1:9090".into(), "".into())
+        );
+        assert_eq!(
+            split_url("http://prom:9090/prometheus/").unwrap(),
+            ("prom:9090".into(), "/prometheus".into())
+        );
+        assert_eq!(
+            split_url("http://prom").unwrap(),
+            ("prom:80".into(), "".into())
+        );
         for bad in ["https://prom:9090", "prom:9090", "", "ftp://x"] {
-            assert!(matches!(split_url(bad), Err(FleetError::BadUrl(_))), "{bad}");
+            assert!(
+                matches!(split_url(bad), Err(FleetError::BadUrl(_))),
+                "{bad}"
+            );
         }
     }
 
@@ -762,13 +852,28 @@ mod tests {
         // The report engine reads these (section, signal) pairs; a typo would drop a signal.
         let timeline = crate::server::timeline::signal_names();
         for s in SIGNALS {
-            assert!(timeline.contains(&(s.section, s.signal)), "{} {}", s.section, s.signal);
+            assert!(
+                timeline.contains(&(s.section, s.signal)),
+                "{} {}",
+                s.section,
+                s.signal
+            );
             assert!(s.promql.contains("instance"), "{} {}", s.section, s.signal);
         }
-        assert_eq!(SIGNALS.len(), timeline.len(), "every timeline signal has a PromQL equivalent");
+        assert_eq!(
+            SIGNALS.len(),
+            timeline.len(),
+            "every timeline signal has a PromQL equivalent"
+        );
     }
 
-    fn instance(name: &str, first_second: u64, findings: Value, bottleneck: Value, headroom: Value) -> Value {
+    fn instance(
+        name: &str,
+        first_second: u64,
+        findings: Value,
+        bottleneck: Value,
+        headroom: Value,
+    ) -> Value {
         json!({ "instance": name, "report": {
             "run": { "first_second": first_second },
             "findings": findings, "bottleneck": bottleneck, "headroom": headroom,
@@ -777,28 +882,56 @@ mod tests {
 
     #[test]
     fn the_first_instance_to_saturate_is_named_and_the_others_ordered() {
-        let sat = |id: &str, section: &str, name: &str, at: u64| {
-            json!({ "id": id, "severity": "HIGH", "section": section, "name": name, "title": format!("`{name}` saturated"), "evidence": "was full", "started_at_seconds": at })
-        };
+        let sat = |id: &str, section: &str, name: &str, at: u64| json!({ "id": id, "severity": "HIGH", "section": section, "name": name, "title": format!("`{name}` saturated"), "evidence": "was full", "started_at_seconds": at });
         let instances = vec![
-            instance("a:1", 100, json!([sat("F1", "resources", "db", 30)]), json!("F1"),
-                json!([{ "section": "resources", "name": "db", "peak_use": 1.0 }])),
-            instance("b:1", 100, json!([sat("F1", "resources", "db", 12)]), json!("F1"),
-                json!([{ "section": "resources", "name": "db", "peak_use": 1.0 }])),
-            instance("c:1", 100, json!([]), json!(null),
-                json!([{ "section": "resources", "name": "db", "peak_use": 0.25 }])),
+            instance(
+                "a:1",
+                100,
+                json!([sat("F1", "resources", "db", 30)]),
+                json!("F1"),
+                json!([{ "section": "resources", "name": "db", "peak_use": 1.0 }]),
+            ),
+            instance(
+                "b:1",
+                100,
+                json!([sat("F1", "resources", "db", 12)]),
+                json!("F1"),
+                json!([{ "section": "resources", "name": "db", "peak_use": 1.0 }]),
+            ),
+            instance(
+                "c:1",
+                100,
+                json!([]),
+                json!(null),
+                json!([{ "section": "resources", "name": "db", "peak_use": 0.25 }]),
+            ),
         ];
         let f = fleet_findings(&instances, 100);
         assert_eq!(f.first["instance"], "b:1");
         assert_eq!(f.first["at"], 112);
         let top = &f.findings[0];
-        assert_eq!(top["title"], "instance b:1 saturated its connection pool `db` first", "{top}");
+        assert_eq!(
+            top["title"], "instance b:1 saturated its connection pool `db` first",
+            "{top}"
+        );
         let ev = top["evidence"].as_str().unwrap();
-        assert!(ev.starts_with("at 12 s into the range: was full; then a:1 at +18 s"), "{ev}");
+        assert!(
+            ev.starts_with("at 12 s into the range: was full; then a:1 at +18 s"),
+            "{ev}"
+        );
         assert!(ev.ends_with("no bound saturated on c:1"), "{ev}");
         let uneven = &f.findings[1];
-        assert_eq!(uneven["title"], "connection pool `db` saturated on 2 of 3 instances", "{uneven}");
-        assert!(uneven["evidence"].as_str().unwrap().contains("c:1 peaked at 25%"), "{uneven}");
+        assert_eq!(
+            uneven["title"], "connection pool `db` saturated on 2 of 3 instances",
+            "{uneven}"
+        );
+        assert!(
+            uneven["evidence"]
+                .as_str()
+                .unwrap()
+                .contains("c:1 peaked at 25%"),
+            "{uneven}"
+        );
         assert_eq!(f.bounds[0]["fleet_max"], 1.0);
         assert_eq!(f.bounds[0]["saturated_on"], json!(["a:1", "b:1"]));
     }
@@ -806,8 +939,20 @@ mod tests {
     #[test]
     fn a_healthy_fleet_has_no_findings() {
         let instances = vec![
-            instance("a:1", 100, json!([]), json!(null), json!([{ "section": "queues", "name": "q", "peak_use": 0.1 }])),
-            instance("b:1", 100, json!([]), json!(null), json!([{ "section": "queues", "name": "q", "peak_use": 0.3 }])),
+            instance(
+                "a:1",
+                100,
+                json!([]),
+                json!(null),
+                json!([{ "section": "queues", "name": "q", "peak_use": 0.1 }]),
+            ),
+            instance(
+                "b:1",
+                100,
+                json!([]),
+                json!(null),
+                json!([{ "section": "queues", "name": "q", "peak_use": 0.3 }]),
+            ),
         ];
         let f = fleet_findings(&instances, 100);
         assert!(f.first.is_null());

@@ -8,51 +8,12 @@ mod common;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::ingest::start_service;
-
-/// Percent-encodes a query parameter value.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-struct Prometheus {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Prometheus {
-    fn get(&self, path: &str) -> serde_json::Value {
-        let r = common::get(self.addr, path);
-        assert_eq!(r.status, 200, "{path}: {}", r.text());
-        r.json()
-    }
-
-    /// The instant vector `query` evaluates to now.
-    fn query(&self, query: &str) -> Vec<serde_json::Value> {
-        let v = self.get(&format!("/api/v1/query?query={}", encode(query)));
-        assert_eq!(v["status"], "success", "{query}: {v}");
-        v["data"]["result"].as_array().cloned().unwrap_or_default()
-    }
-}
+use common::prometheus::Prometheus;
 
 fn post_events(addr: SocketAddr, n: usize, user: &str) {
     let event = format!(r#"{{"user_id":"{user}","stat":"kills","value":1}}"#);
@@ -72,48 +33,10 @@ fn post_events(addr: SocketAddr, n: usize, user: &str) {
 #[test]
 #[ignore = "needs Debian's prometheus and a built ingest binary; scripts/test.sh installs and builds them and runs ignored tests"]
 fn a_real_prometheus_evaluates_the_shipped_rules_on_the_example() {
-    let bin = common::tool("PROMETHEUS", "prometheus", &[]);
     let dir = common::results_dir("prometheus_server");
     let svc = start_service(&dir.join("ingest.log"), &[]);
     let rules_path = common::workspace_root().join("docs/prometheus/perfkit-rules.yml");
-    let port = common::free_port();
-    std::fs::write(
-        dir.join("prometheus.yml"),
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: perfkit\n    static_configs:\n      - targets: ['{}']\n",
-            rules_path.display(),
-            svc.debug
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
-    let prom = Prometheus {
-        child: Command::new(&bin)
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start prometheus"),
-        addr: format!("127.0.0.1:{port}").parse().unwrap(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect(prom.addr).is_err() || common::get(prom.addr, "/-/ready").status != 200
-    {
-        assert!(
-            Instant::now() < deadline,
-            "prometheus did not get ready: {}",
-            std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let prom = Prometheus::start(&dir, "perfkit", &[svc.debug], &[&rules_path]);
 
     // Load: events and reads, so every primitive's series move.
     let stop = Arc::new(AtomicBool::new(false));

@@ -65,11 +65,16 @@ fn main() -> ExitCode {
 fn run() -> Result<ExitCode, String> {
     let now = now();
     let mut q = FleetQuery::new("http://127.0.0.1:9090", now.saturating_sub(600), now);
-    q.token = std::env::var("PERFKIT_TOKEN").ok().filter(|t| !t.is_empty());
+    q.token = std::env::var("PERFKIT_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
     let mut out = PathBuf::from("results/fleet");
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
+        let mut value = |name: &str| {
+            args.next()
+                .ok_or_else(|| format!("{name} needs a value\n{USAGE}"))
+        };
         match a.as_str() {
             "--prometheus" => q.prometheus = value("--prometheus")?,
             "--selector" => q.selector = value("--selector")?,
@@ -96,19 +101,29 @@ fn run() -> Result<ExitCode, String> {
     std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     let json = r.json();
     let instances = r.instances();
-    println!("fleet: {} instance(s) from {} to {}: {}", instances.len(), q.from, q.to, instances.join(", "));
+    println!(
+        "fleet: {} instance(s) from {} to {}: {}",
+        instances.len(),
+        q.from,
+        q.to,
+        instances.join(", ")
+    );
     println!("fleet: report: {}", path.display());
     #[cfg(feature = "report-html")]
     for i in &instances {
         if let Some(page) = r.instance_html(i) {
             let file = out.join(format!("{}.html", i.replace([':', '/'], "_")));
-            std::fs::write(&file, page).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+            std::fs::write(&file, page)
+                .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
             println!("fleet: {i}: {}", file.display());
         }
     }
     for i in json["instances"].as_array().into_iter().flatten() {
         if let Some(e) = i["inventory_error"].as_str() {
-            println!("fleet: {}: no inventory ({e})", i["instance"].as_str().unwrap_or(""));
+            println!(
+                "fleet: {}: no inventory ({e})",
+                i["instance"].as_str().unwrap_or("")
+            );
         }
     }
     let findings = json["findings"].as_array().cloned().unwrap_or_default();
@@ -127,10 +142,19 @@ fn run() -> Result<ExitCode, String> {
         .as_array()
         .into_iter()
         .flatten()
-        .flat_map(|i| i["report"]["findings"].as_array().cloned().unwrap_or_default())
+        .flat_map(|i| {
+            i["report"]["findings"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
         .chain(findings)
         .any(|f| f["severity"] == "HIGH" || f["severity"] == "CRITICAL");
-    Ok(if serious { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if serious {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 #[cfg(test)]

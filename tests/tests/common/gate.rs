@@ -21,6 +21,16 @@ pub fn run_k6(
     results: &Path,
     extra: &[&str],
 ) -> (i32, serde_json::Value) {
+    let base = format!("BASE_URL={}", svc.base_url);
+    let perfkit = format!("PERFKIT_URL={}", svc.perfkit_url);
+    let mut all = vec![base.as_str(), perfkit.as_str()];
+    all.extend_from_slice(extra);
+    run_script(script, results, &all)
+}
+
+/// Runs `examples/k6/<script>.js` with only the given `-e` settings (and `RESULTS_DIR`), and
+/// returns k6's exit code and the summary JSON (`<script>.json`).
+pub fn run_script(script: &str, results: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
     let root = super::workspace_root();
     let k6 = super::k6();
     std::fs::create_dir_all(results).unwrap(); // k6 does not create it for handleSummary
@@ -29,8 +39,6 @@ pub fn run_k6(
         // No REST API server: k6 runs in parallel tests would race for its port (6565),
         // and the loser logs "Error from API server".
         .args(["run", "--quiet", "--no-usage-report", "--address", ""])
-        .args(["-e", &format!("BASE_URL={}", svc.base_url)])
-        .args(["-e", &format!("PERFKIT_URL={}", svc.perfkit_url)])
         .args(["-e", &format!("RESULTS_DIR={}", results.display())])
         // k6's web dashboard, exported when the run ends (port -1: no server), as
         // scripts/gate.sh does.

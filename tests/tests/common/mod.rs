@@ -6,6 +6,7 @@ pub mod browser;
 pub mod gate;
 pub mod ingest;
 pub mod postgres;
+pub mod prometheus;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -91,6 +91,20 @@
  * `pollWindow(nowMs, previousMs)`
  *     The window `poll` asks for by default: ceil((now - previous) / 1 s) within 1..=300.
  *
+ * `pollEach({ urls, token = PERFKIT_TOKEN, tags = {} })`
+ *     `poll` on each of several debug servers (the replicas of a service), every sample also
+ *     tagged `instance` (`host:port`, `instanceOf(url)`). Windows, counter deltas and growth
+ *     baselines are kept per URL, so the thresholds hold every instance and
+ *     `perfkit_queue_saturation{instance:10.0.0.7:6060}` names one. docs/fleet.md.
+ *
+ * `pollPrometheus({ url = PROMETHEUS_URL, selector = '', window = '15s', tags = {} })`
+ *     The same metrics read from a Prometheus server that scrapes the instances
+ *     (`PROMETHEUS_SIGNALS`: PromQL per metric, `%S` the `selector`'s matchers, `%W` the
+ *     rate window), each sample tagged `instance` and the element's tag: for runners that
+ *     cannot reach the instances. Counters take the increase of the totals between polls.
+ *     No task or memory growth. Returns the number of series read, or null on failure
+ *     (`perfkit_poll_errors`).
+ *
  * `bucketDelta(now, before)`, `bucketQuantile(buckets, q)`
  *     For windows of your own from the sparse `buckets` ([value, count], counts only grow)
  *     every snapshot histogram carries: the difference of two polls, and its quantile.

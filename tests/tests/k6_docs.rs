@@ -8,8 +8,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// Tags every run's samples may carry besides the metric's own.
-const ALWAYS: &[&str] = &["scenario", "perfkit", "phase"];
+/// Tags every run's samples may carry besides the metric's own (`instance` when polled
+/// with `pollEach` or `pollPrometheus`).
+const ALWAYS: &[&str] = &["scenario", "perfkit", "phase", "instance"];
 
 fn run_script(dir: &Path, script: &str) -> (i32, String) {
     common::run_k6_script(dir, script)

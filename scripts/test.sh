@@ -82,6 +82,9 @@ done
 log "without the profiling and report-html features, their endpoints answer 501 naming them"
 cargo test -p perfkit --no-default-features --features server --lib -- server::pprof server::http
 
+log "the profile module builds and its tests pass without the server feature"
+cargo test -p perfkit --no-default-features --features cpu-profiling,heap-profiling --lib profile
+
 log "building the example service (release)"
 cargo build --release -p perfkit-examples --bin ingest
 export INGEST_BIN="$PWD/target/release/ingest"

@@ -4,7 +4,7 @@
 //! amount of integer work in a few nested calls, like a request handler would; one
 //! iteration is 100 such calls per thread) with
 //! * `off` — no profile running (the baseline);
-//! * `sampling_99hz` — the same work while `perfkit::server::CpuProfiler` samples at 99 Hz,
+//! * `sampling_99hz` — the same work while `perfkit::profile::CpuProfiler` samples at 99 Hz,
 //!   the debug server's default; the profiler starts before and is finished (symbolized)
 //!   after each measured batch, outside the timed region.
 //!
@@ -76,7 +76,7 @@ fn timed_churn(iters: u64) -> Duration {
 
 fn sampled(f: fn(u64) -> Duration) -> impl FnMut(u64) -> Duration {
     move |iters| {
-        let p = perfkit::server::CpuProfiler::start(99, 60).expect("start the CPU profiler");
+        let p = perfkit::profile::CpuProfiler::start(99, 60).expect("start the CPU profiler");
         let elapsed = f(iters);
         black_box(p.finish().samples());
         elapsed

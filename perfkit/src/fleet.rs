@@ -6,7 +6,7 @@
 //! For each signal the in-process timeline keeps, one `query_range` (step 1 s) reads its
 //! Prometheus equivalent for every instance at once, grouped by `instance`: a queue's
 //! `perfkit_queue_depth_max_10s / perfkit_queue_capacity`, a route's p99 from its histogram
-//! buckets, and so on ([`SIGNALS`]). Each instance's figures become a timeline, and the
+//! buckets, and so on. Each instance's figures become a timeline, and the
 //! report engine the debug server uses turns it, with the instance's inventory (read from
 //! its `/debug/perfkit/inventory`, the `instance` label being the debug server's address),
 //! into that instance's report. Nothing is computed twice: the fleet findings compare the

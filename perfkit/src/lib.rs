@@ -47,8 +47,8 @@
 //! | `facade` | yes | installs `metrics-exporter-prometheus` as the `metrics` recorder so the service's own metrics appear on `/metrics` ([`metrics::facade`]) |
 //! | `macros` | yes | `#[hot_path]` ([`hot_path`]) |
 //! | `tracing` | no | `#[hot_path]` also opens a `tracing` span per call (`hot_path`, INFO, fields `function` and `module`) |
-//! | `cpu-profiling` | no | `/debug/pprof/profile`: CPU profiles (Linux, `SIGPROF` sampling) as pprof or SVG flame graphs |
-//! | `heap-profiling` | no | `/debug/pprof/heap` and `/allocs` from jemalloc, jemalloc figures on `/metrics`, and [`jemalloc_profiling!`] to install it |
+//! | `cpu-profiling` | no | CPU profiles (Linux, `SIGPROF` sampling) as pprof or SVG flame graphs: [`profile::CpuProfiler`], and `/debug/pprof/profile` with `server` |
+//! | `heap-profiling` | no | heap profiles from jemalloc ([`profile::heap`]; `/debug/pprof/heap` and `/allocs` with `server`), jemalloc figures on `/metrics`, and [`jemalloc_profiling!`] to install it |
 //! | `http` | no | [`http::MetricsLayer`], a tower layer recording HTTP server metrics by route template |
 //! | `axum` | no | the HTTP layer takes route templates from axum's `MatchedPath` |
 //! | `deadpool` | no | [`resource::Resource::deadpool`]: a deadpool pool's figures |
@@ -82,6 +82,23 @@ pub(crate) mod loom;
 mod memcheck;
 pub mod metrics;
 pub mod pool;
+#[cfg(all(
+    not(loom),
+    any(
+        feature = "server",
+        feature = "cpu-profiling",
+        feature = "heap-profiling"
+    )
+))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(
+        feature = "server",
+        feature = "cpu-profiling",
+        feature = "heap-profiling"
+    )))
+)]
+pub mod profile;
 pub mod queue;
 #[cfg(not(loom))]
 pub mod resource;

@@ -104,7 +104,7 @@ pub(crate) fn live_heap_bytes() -> Option<u64> {
         return Some(s.allocated_bytes);
     }
     #[cfg(feature = "heap-profiling")]
-    if let Some(a) = crate::server::heap::jemalloc_allocated_bytes() {
+    if let Some(a) = crate::profile::heap::jemalloc_allocated_bytes() {
         return Some(a);
     }
     None

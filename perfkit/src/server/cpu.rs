@@ -1,111 +1,22 @@
 //! `/debug/pprof/profile` and `/debug/pprof/profile/last`: CPU profiles as gzipped pprof or
-//! SVG flame graphs.
+//! SVG flame graphs. Sampling and symbolizing are `crate::profile`'s; this module parses the
+//! request, runs one profile at a time and answers.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
 
 use super::http::{Body, Query, State, error};
-use super::profile::Profile;
-use super::sampler;
-use super::symbols::{self, Symbols};
+use crate::profile::cpu::{self as cpu, CpuProfile, CpuProfiler, StartError};
 
 /// Go's default profile length.
 pub(crate) const DEFAULT_SECONDS: u64 = 30;
 
-/// A finished, symbolized CPU profile.
-pub struct CpuProfile {
-    pprof: Bytes,
-    folded: Vec<(String, i64)>,
-    title: String,
-    samples: u64,
-}
-
-impl CpuProfile {
-    /// The profile as gzipped pprof protobuf, as `go tool pprof` reads it.
-    pub fn pprof(&self) -> &[u8] {
-        &self.pprof
-    }
-
-    /// Samples taken.
-    pub fn samples(&self) -> u64 {
-        self.samples
-    }
-
-    /// The profile as an SVG flame graph.
-    ///
-    /// # Errors
-    /// When the flame graph cannot be drawn (the reason as text).
-    pub fn flamegraph(&self) -> Result<Vec<u8>, String> {
-        symbols::flamegraph(&self.title, "samples", &self.folded)
-    }
-}
-
-impl std::fmt::Debug for CpuProfile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CpuProfile")
-            .field("title", &self.title)
-            .field("samples", &self.samples)
-            .field("pprof_bytes", &self.pprof.len())
-            .finish_non_exhaustive()
-    }
-}
-
-/// A CPU profile taken from code rather than over HTTP, e.g. around a benchmark. It shares
-/// the process-wide sampler with `/debug/pprof/profile`: one profile at a time.
-///
-/// ```no_run
-/// # fn work() {}
-/// let profiler = perfkit::server::CpuProfiler::start(99, 10)?;
-/// work();
-/// let profile = profiler.finish();
-/// std::fs::write("cpu.pb.gz", profile.pprof())?;
-/// # Ok::<(), std::io::Error>(())
-/// ```
-pub struct CpuProfiler(sampler::Session);
-
-impl CpuProfiler {
-    /// Starts sampling at `frequency_hz` (1..=1000) with room for `expected_seconds` of
-    /// samples (later samples are counted as lost).
-    ///
-    /// # Errors
-    /// `ResourceBusy` when another CPU profile is running, `InvalidInput` for a frequency
-    /// out of range, `Other` when the signal handler or timer cannot be set up.
-    pub fn start(frequency_hz: u32, expected_seconds: u64) -> std::io::Result<CpuProfiler> {
-        if !(1..=1000).contains(&frequency_hz) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "the frequency must be between 1 and 1000 Hz",
-            ));
-        }
-        sampler::start(frequency_hz, expected_seconds.max(1)).map(CpuProfiler).map_err(|e| match e {
-            sampler::StartError::Busy => std::io::Error::new(std::io::ErrorKind::ResourceBusy, e.to_string()),
-            sampler::StartError::Setup(_) => std::io::Error::other(e.to_string()),
-        })
-    }
-
-    /// Stops sampling and symbolizes what was collected.
-    pub fn finish(self) -> CpuProfile {
-        build(self.0.stop())
-    }
-}
-
-impl std::fmt::Debug for CpuProfiler {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CpuProfiler").finish_non_exhaustive()
-    }
-}
-
-type Completed = CpuProfile;
-
-static LAST: Mutex<Option<Arc<Completed>>> = Mutex::new(None);
 /// When the running profile started and how long it was asked to run.
 static RUNNING: Mutex<Option<(Instant, Duration)>> = Mutex::new(None);
 
-#[cfg(test)]
-pub(crate) static TEST_LOCK: Mutex<()> = Mutex::new(());
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -180,20 +91,16 @@ pub(crate) async fn profile(state: Arc<State>, q: Query) -> Response<Body> {
         *running = Some((Instant::now(), Duration::from_secs(secs)));
         RunningSlot
     };
-    let session = match sampler::start(state.profile_frequency, secs) {
+    let session = match CpuProfiler::start_sampling(state.profile_frequency, secs) {
         Ok(s) => s,
-        Err(e @ sampler::StartError::Busy) => return error(StatusCode::CONFLICT, &e.to_string()),
+        Err(e @ StartError::Busy) => return error(StatusCode::CONFLICT, &e.to_string()),
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &format!("cannot start the CPU profiler: {e}")),
     };
     tokio::time::sleep(Duration::from_secs(secs)).await;
     let samples = session.stop();
     drop(slot);
     // The samples are taken: symbolizing waits for its turn rather than be refused.
-    super::lane::queued("a CPU profile", move || {
-        let completed = Arc::new(build(samples));
-        *LAST.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&completed));
-        render(&completed, fmt)
-    })
+    super::lane::queued("a CPU profile", move || render(&cpu::finish_kept(samples), fmt))
     .await
 }
 
@@ -202,11 +109,11 @@ pub(crate) async fn last(_: Arc<State>, q: Query) -> Response<Body> {
         Ok(f) => f,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e),
     };
-    let last = LAST.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let last = cpu::last();
     match (last, fmt) {
         (Some(c), Format::Pprof) => render(&c, fmt),
         (Some(c), Format::Flamegraph) => {
-            let key = format!("last flamegraph {}", c.title);
+            let key = format!("last flamegraph {}", c.title());
             super::lane::exclusive(key, "a CPU profile flame graph", move || render(&c, fmt)).await
         }
         (None, _) => error(
@@ -217,62 +124,16 @@ pub(crate) async fn last(_: Arc<State>, q: Query) -> Response<Body> {
 }
 
 /// The answer in the format asked for; drawing a flame graph is the expensive part.
-fn render(c: &Completed, fmt: Format) -> Response<Body> {
+fn render(c: &CpuProfile, fmt: Format) -> Response<Body> {
     match fmt {
-        Format::Pprof => super::pprof::attachment("profile", c.pprof.clone()),
-        Format::Flamegraph => match symbols::flamegraph(&c.title, "samples", &c.folded) {
+        Format::Pprof => super::pprof::attachment("profile", c.pprof_bytes()),
+        Format::Flamegraph => match c.flamegraph() {
             Ok(svg) => super::http::response(StatusCode::OK, "image/svg+xml", Bytes::from(svg)),
             Err(e) => error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &format!("drawing the flame graph failed: {e}"),
             ),
         },
-    }
-}
-
-/// Symbolizes the samples into a pprof profile (and the folded lines of a flame graph).
-fn build(s: sampler::Samples) -> Completed {
-    let period = 1_000_000_000 / i64::from(s.frequency.max(1));
-    let mut p = Profile::new(&[("samples", "count"), ("cpu", "nanoseconds")], period);
-    p.set_period(("cpu", "nanoseconds"), period);
-    p.set_time(s.start_time, s.duration);
-    p.comment(&format!(
-        "perfkit CPU profile: {} samples at {} Hz over {:.1}s; {} lost (arena of {} KiB full), {} without callers",
-        s.samples,
-        s.frequency,
-        s.duration.as_secs_f64(),
-        s.lost,
-        s.arena_bytes / 1024,
-        s.leaf_only
-    ));
-    let stacks: Vec<(Vec<usize>, Vec<i64>)> = s
-        .stacks
-        .into_iter()
-        .map(|(ips, n)| {
-            let n = n as i64;
-            (ips, vec![n, n * period])
-        })
-        .collect();
-    let mut syms = Symbols::default();
-    let named = symbols::add_stacks(&mut p, &mut syms, &stacks, symbols::Addr::Exact, &|_| false);
-    let folded = symbols::folded(&named, 0);
-    drop(syms);
-    let unix = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-    let start = unix(s.start_time);
-    super::recent::cpu(super::recent::Summary::of(&named, 0, start, start + s.duration.as_secs_f64()));
-    let stamp = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    Completed {
-        samples: s.samples,
-        pprof: Bytes::from(p.encode_gzip()),
-        folded,
-        title: format!(
-            "CPU: {} samples at {} Hz over {:.1}s (unix time {stamp})",
-            s.samples,
-            s.frequency,
-            s.duration.as_secs_f64()
-        ),
     }
 }
 

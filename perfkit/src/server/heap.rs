@@ -1,37 +1,15 @@
-//! `/debug/pprof/heap` and `/debug/pprof/allocs` from jemalloc's sampling heap profiler, and
-//! jemalloc's own figures on `/metrics`.
-//!
-//! jemalloc samples one allocation per `2^lg_prof_sample` bytes on average and remembers the
-//! stack of each sampled allocation. A dump lists, per stack, the sampled objects and bytes
-//! still live and (with `prof_accum:true`) those allocated since the start. perfkit reads the
-//! dump, scales the sampled figures up the way Go and jeprof do, symbolizes the stacks in the
-//! process, drops the allocator's own frames from the leaf end, and writes a profile with
-//! Go's four heap sample types.
+//! `/debug/pprof/heap` and `/debug/pprof/allocs`: the request's parameters, one expensive
+//! answer at a time, and the answer's form. The profile is `crate::profile::heap`'s.
 
-use std::io::Read;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
 
 use super::http::{Body, Query, State, error, text};
-use super::profile::Profile;
-use super::symbols::{self, Named, Symbols};
-use crate::metrics::names;
-use crate::metrics::{Collection, Collector, Sections};
+use crate::profile::heap::{self, HeapForm, HeapKind};
 
-/// Which figures the endpoint leads with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    /// `/heap`: live objects (`inuse_space` by default).
-    Inuse,
-    /// `/allocs`: everything allocated since start (`alloc_space` by default).
-    Allocs,
-}
-
-const ENABLE: &str = "make jemalloc the global allocator with `perfkit::jemalloc_profiling!();` (it sets prof:true,prof_active:true,prof_accum:true), or set those in _RJEM_MALLOC_CONF";
-
-pub(crate) async fn serve(_: Arc<State>, q: Query, kind: Kind) -> Response<Body> {
+pub(crate) async fn serve(_: Arc<State>, q: Query, kind: HeapKind) -> Response<Body> {
     // `gc` is accepted for Go compatibility and ignored: there is no collector to run.
     let debug = match q.get("debug").unwrap_or("0") {
         "0" => false,
@@ -48,339 +26,28 @@ pub(crate) async fn serve(_: Arc<State>, q: Query, kind: Kind) -> Response<Body>
             );
         }
     };
-    if let Err(reason) = check(kind) {
-        return error(StatusCode::NOT_IMPLEMENTED, &reason);
+    if let Err(reason) = heap::check(kind) {
+        return error(StatusCode::NOT_IMPLEMENTED, &reason.to_string());
     }
-    let what = if kind == Kind::Inuse { "a heap profile" } else { "an allocation profile" };
+    let what = if kind == HeapKind::Inuse { "a heap profile" } else { "an allocation profile" };
     let key = format!("{kind:?} debug={debug} flamegraph={flamegraph}");
-    super::lane::exclusive(key, what, move || match build_answer(kind, debug, flamegraph) {
-        Ok(r) => r,
+    let form = match (debug, flamegraph) {
+        (true, _) => HeapForm::Text,
+        (false, true) => HeapForm::Flamegraph,
+        (false, false) => HeapForm::Pprof,
+    };
+    super::lane::exclusive(key, what, move || match heap::heap(kind, form) {
+        Ok(bytes) => match form {
+            HeapForm::Text => text(StatusCode::OK, String::from_utf8_lossy(&bytes).into_owned()),
+            HeapForm::Flamegraph => {
+                super::http::response(StatusCode::OK, "image/svg+xml", Bytes::from(bytes))
+            }
+            _ => {
+                let name = if kind == HeapKind::Inuse { "heap" } else { "allocs" };
+                super::pprof::attachment(name, Bytes::from(bytes))
+            }
+        },
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("heap profile failed: {e}")),
     })
     .await
-}
-
-/// Dumps, parses and symbolizes jemalloc's profile into the answer asked for.
-fn build_answer(kind: Kind, debug: bool, flamegraph: bool) -> Result<Response<Body>, String> {
-    let dump = dump()?;
-    let parsed = parse(&dump)?;
-    drop(dump);
-    let (profile, named) = build(&parsed, kind);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64());
-    // Live bytes by allocation site, for the run report's heap growth.
-    super::recent::heap(super::recent::Summary::of(&named, 3, now, now));
-    let index = if kind == Kind::Inuse { 3 } else { 1 };
-    if debug {
-        return Ok(text(StatusCode::OK, summary(&parsed, &named, kind)));
-    }
-    if flamegraph {
-        let title = if kind == Kind::Inuse { "inuse_space" } else { "alloc_space" };
-        let svg = symbols::flamegraph(title, "bytes", &symbols::folded(&named, index))?;
-        return Ok(super::http::response(StatusCode::OK, "image/svg+xml", Bytes::from(svg)));
-    }
-    let name = if kind == Kind::Inuse { "heap" } else { "allocs" };
-    Ok(super::pprof::attachment(name, Bytes::from(profile.encode_gzip())))
-}
-
-/// Whether jemalloc is profiling, and for `/allocs` whether it keeps cumulative counts.
-fn check(kind: Kind) -> Result<(), String> {
-    // SAFETY: documented read-only boolean options.
-    let prof: bool = unsafe { tikv_jemalloc_ctl::raw::read(b"opt.prof\0") }.unwrap_or(false);
-    if !prof {
-        return Err(format!("jemalloc heap profiling is off: {ENABLE}"));
-    }
-    let active: bool = unsafe { tikv_jemalloc_ctl::raw::read(b"prof.active\0") }.unwrap_or(false);
-    if !active {
-        return Err(format!("jemalloc heap profiling is built in but not active: {ENABLE}"));
-    }
-    if kind == Kind::Allocs {
-        let accum: bool = unsafe { tikv_jemalloc_ctl::raw::read(b"opt.prof_accum\0") }.unwrap_or(false);
-        if !accum {
-            return Err(
-                "cumulative allocations need jemalloc's prof_accum:true, which is off in this process (perfkit::jemalloc_profiling!() sets it)"
-                    .into(),
-            );
-        }
-    }
-    Ok(())
-}
-
-fn dump() -> Result<String, String> {
-    let ctl = jemalloc_pprof::PROF_CTL
-        .as_ref()
-        .ok_or_else(|| format!("jemalloc heap profiling is off: {ENABLE}"))?;
-    let mut file = ctl.blocking_lock().dump().map_err(|e| format!("jemalloc prof.dump: {e}"))?;
-    let mut s = String::new();
-    file.read_to_string(&mut s).map_err(|e| format!("reading the jemalloc dump: {e}"))?;
-    Ok(s)
-}
-
-/// One stack of a jemalloc dump with its sampled figures.
-#[derive(Debug, Default, Clone, PartialEq)]
-struct Site {
-    addrs: Vec<usize>, // leaf first
-    live_objects: f64,
-    live_bytes: f64,
-    total_objects: f64,
-    total_bytes: f64,
-}
-
-#[derive(Debug, Default, PartialEq)]
-struct Dump {
-    rate: f64,
-    sites: Vec<Site>,
-}
-
-/// Parses jemalloc's `heap_v2` dump format:
-///
-/// ```text
-/// heap_v2/524288
-///   t*: 28106: 56637512 [0: 0]
-///   ...
-/// @ 0x55d1c0 0x55d0a0 ...
-///   t*: 13: 6688 [13: 6688]
-///   t3: 12: 6656 [12: 6656]
-/// MAPPED_LIBRARIES:
-/// ...
-/// ```
-/// `t*:` lines give live objects and bytes, then (in brackets) cumulative ones.
-fn parse(dump: &str) -> Result<Dump, String> {
-    let mut lines = dump.lines();
-    let first = lines.next().ok_or("the jemalloc dump is empty")?;
-    let rate: f64 = first
-        .trim()
-        .strip_prefix("heap_v2/")
-        .and_then(|r| r.parse().ok())
-        .ok_or_else(|| format!("unexpected jemalloc dump header {first:?}"))?;
-    let mut out = Dump { rate, sites: Vec::new() };
-    let mut current: Option<Vec<usize>> = None;
-    for line in lines {
-        let line = line.trim();
-        if line.starts_with("MAPPED_LIBRARIES") {
-            break;
-        }
-        if let Some(rest) = line.strip_prefix('@') {
-            let addrs = rest
-                .split_ascii_whitespace()
-                .map(|w| usize::from_str_radix(w.trim_start_matches("0x"), 16))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("bad address in jemalloc dump line {line:?}: {e}"))?;
-            current = Some(addrs);
-        } else if let Some(rest) = line.strip_prefix("t*:") {
-            let Some(addrs) = current.take() else {
-                continue; // the process-wide totals before the first stack
-            };
-            let nums: Vec<f64> = rest
-                .split(|c: char| c == ':' || c == '[' || c == ']' || c.is_ascii_whitespace())
-                .filter(|w| !w.is_empty())
-                .map(|w| w.parse::<f64>())
-                .collect::<Result<_, _>>()
-                .map_err(|e| format!("bad counts in jemalloc dump line {line:?}: {e}"))?;
-            if nums.len() < 2 {
-                return Err(format!("bad counts in jemalloc dump line {line:?}"));
-            }
-            out.sites.push(Site {
-                addrs,
-                live_objects: nums[0],
-                live_bytes: nums[1],
-                total_objects: nums.get(2).copied().unwrap_or(0.0),
-                total_bytes: nums.get(3).copied().unwrap_or(0.0),
-            });
-        }
-    }
-    Ok(out)
-}
-
-/// Scales sampled figures up to estimates of the real ones: a sample of `count` objects of
-/// average size `s` stands for `1 / (1 - e^(-s/rate))` times as many (Go's scaleHeapSample).
-fn unsample(count: f64, bytes: f64, rate: f64) -> (i64, i64) {
-    if count <= 0.0 || bytes <= 0.0 || rate <= 1.0 {
-        return (count as i64, bytes as i64);
-    }
-    let avg = bytes / count;
-    let scale = 1.0 / (1.0 - (-avg / rate).exp());
-    ((count * scale) as i64, (bytes * scale) as i64)
-}
-
-/// Whether a frame belongs to the allocator or to Rust's allocation plumbing rather than to
-/// the code that asked for memory.
-pub(crate) fn allocator_frame(name: &str) -> bool {
-    const PREFIXES: &[&str] = &[
-        "prof_", "je_", "_rjem_", "imalloc", "ialloc", "irealloc", "iralloc", "ipalloc", "arena_", "tcache_",
-        "malloc", "calloc", "realloc", "posix_memalign", "aligned_alloc", "mallocx", "rallocx", "do_rallocx", "__rustc::", "__rust_alloc",
-        "__rust_realloc", "__rust_alloc_zeroed", "__rdl_", "__rg_", "tikv_jemallocator::", "alloc::", "core::alloc::",
-        "std::alloc::", "perfkit::alloc::",
-    ];
-    let bare = name.strip_prefix('<').unwrap_or(name);
-    PREFIXES.iter().any(|p| bare.starts_with(p)) || name.contains(" as alloc::") || name.contains(" as core::alloc::")
-}
-
-fn build(d: &Dump, kind: Kind) -> (Profile, Named) {
-    let mut p = Profile::new(
-        &[
-            ("alloc_objects", "count"),
-            ("alloc_space", "bytes"),
-            ("inuse_objects", "count"),
-            ("inuse_space", "bytes"),
-        ],
-        d.rate as i64,
-    );
-    p.set_period(("space", "bytes"), d.rate as i64);
-    p.set_default_sample_type(if kind == Kind::Inuse { "inuse_space" } else { "alloc_space" });
-    p.comment(&format!(
-        "perfkit heap profile from jemalloc: one sample per {} bytes on average, figures scaled up to estimates",
-        d.rate
-    ));
-    let stacks: Vec<(Vec<usize>, Vec<i64>)> = d
-        .sites
-        .iter()
-        .map(|s| {
-            let (ao, ab) = unsample(s.total_objects, s.total_bytes, d.rate);
-            let (io, ib) = unsample(s.live_objects, s.live_bytes, d.rate);
-            (s.addrs.clone(), vec![ao, ab, io, ib])
-        })
-        .filter(|(_, v)| v.iter().any(|&x| x != 0))
-        .collect();
-    let mut syms = Symbols::default();
-    let named = symbols::add_stacks(&mut p, &mut syms, &stacks, symbols::Addr::Return, &allocator_frame);
-    (p, named)
-}
-
-/// The text answer of `debug=1`: totals and the top 20 allocating functions.
-fn summary(d: &Dump, named: &Named, kind: Kind) -> String {
-    use std::collections::HashMap;
-    let mut by_leaf: HashMap<&str, [i64; 4]> = HashMap::new();
-    let mut total = [0i64; 4];
-    for (names, v) in named {
-        let leaf = names.last().map_or("?", String::as_str);
-        let e = by_leaf.entry(leaf).or_default();
-        for i in 0..4 {
-            e[i] += v[i];
-            total[i] += v[i];
-        }
-    }
-    let key = if kind == Kind::Inuse { 3 } else { 1 };
-    let mut rows: Vec<_> = by_leaf.into_iter().collect();
-    rows.sort_by(|a, b| b.1[key].cmp(&a.1[key]).then(a.0.cmp(b.0)));
-    let mut s = format!(
-        "heap profile: {} bytes in {} objects live, {} bytes in {} objects allocated since start\n\
-         # estimates from jemalloc's sampling (one sample per {} bytes on average)\n\
-         # top {} functions by {}:\n\
-         # {:>14} {:>12} {:>14} {:>12}  function\n",
-        total[3],
-        total[2],
-        total[1],
-        total[0],
-        d.rate,
-        rows.len().min(20),
-        if kind == Kind::Inuse { "inuse_space" } else { "alloc_space" },
-        "inuse_bytes",
-        "inuse_objs",
-        "alloc_bytes",
-        "alloc_objs"
-    );
-    for (leaf, v) in rows.iter().take(20) {
-        s.push_str(&format!("  {:>14} {:>12} {:>14} {:>12}  {leaf}\n", v[3], v[2], v[1], v[0]));
-    }
-    s
-}
-
-/// jemalloc's allocated / active / resident bytes on `/metrics`, when jemalloc serves the
-/// process's allocations.
-pub(crate) struct JemallocStats;
-
-/// jemalloc's `stats.allocated` when jemalloc serves the allocations.
-pub(crate) fn jemalloc_allocated_bytes() -> Option<u64> {
-    JemallocStats::read().map(|[allocated, _, _]| allocated)
-}
-
-impl JemallocStats {
-    fn read() -> Option<[u64; 3]> {
-        tikv_jemalloc_ctl::epoch::advance().ok()?;
-        let allocated = tikv_jemalloc_ctl::stats::allocated::read().ok()? as u64;
-        if allocated == 0 {
-            return None; // linked in, but not the allocator in use
-        }
-        let active = tikv_jemalloc_ctl::stats::active::read().ok()? as u64;
-        let resident = tikv_jemalloc_ctl::stats::resident::read().ok()? as u64;
-        Some([allocated, active, resident])
-    }
-}
-
-impl Collector for JemallocStats {
-    fn collect(&self, out: &mut Collection) {
-        if let Some([allocated, active, resident]) = Self::read() {
-            out.push(&names::JEMALLOC_ALLOCATED_BYTES, &[], allocated as f64);
-            out.push(&names::JEMALLOC_ACTIVE_BYTES, &[], active as f64);
-            out.push(&names::JEMALLOC_RESIDENT_BYTES, &[], resident as f64);
-        }
-    }
-
-    fn snapshot(&self, out: &mut Sections) {
-        if let Some([allocated, active, resident]) = Self::read() {
-            out.push(
-                "heap",
-                serde_json::json!({
-                    "allocated_bytes": allocated,
-                    "active_bytes": active,
-                    "resident_bytes": resident,
-                }),
-            );
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const DUMP: &str = "heap_v2/524288\n  t*: 3: 1572864 [9: 4718592]\n  t0: 3: 1572864 [9: 4718592]\n@ 0x10 0x20 0x30\n  t*: 2: 1048576 [6: 3145728]\n  t0: 2: 1048576 [6: 3145728]\n@ 0x11 0x21\n  t*: 1: 524288 [3: 1572864]\nMAPPED_LIBRARIES:\n55d1c0000000-55d1c0001000 r--p 00000000 08:01 1 /bin/x\n";
-
-    #[test]
-    fn parses_live_and_cumulative_counts() {
-        let d = parse(DUMP).unwrap();
-        assert_eq!(d.rate, 524_288.0);
-        assert_eq!(d.sites.len(), 2);
-        assert_eq!(d.sites[0].addrs, vec![0x10, 0x20, 0x30]);
-        assert_eq!(d.sites[0].live_objects, 2.0);
-        assert_eq!(d.sites[0].live_bytes, 1_048_576.0);
-        assert_eq!(d.sites[0].total_objects, 6.0);
-        assert_eq!(d.sites[1].total_bytes, 1_572_864.0);
-        assert!(parse("nonsense\n").is_err());
-        assert!(parse("heap_v2/1\n@ 0xzz\n").is_err());
-    }
-
-    #[test]
-    fn unsampling_scales_small_objects_up_and_big_ones_barely() {
-        // One sampled 64-byte object at a 512 KiB rate stands for ~8 193 of them.
-        let (n, b) = unsample(1.0, 64.0, 524_288.0);
-        assert!((8000..8400).contains(&n), "{n}");
-        assert!((512_000..540_000).contains(&b), "{b}");
-        // A 64 MiB object is always sampled.
-        assert_eq!(unsample(1.0, 67_108_864.0, 524_288.0), (1, 67_108_864));
-    }
-
-    #[test]
-    fn allocator_frames() {
-        for f in [
-            "prof_backtrace_impl",
-            "_rjem_je_prof_backtrace",
-            "_rjem_calloc",
-            "malloc",
-            "<tikv_jemallocator::Jemalloc as core::alloc::global::GlobalAlloc>::alloc_zeroed",
-            "__rust_alloc_zeroed",
-            "__rustc::__rust_alloc",
-            "do_rallocx",
-            "alloc::raw_vec::RawVecInner<A>::try_allocate_in",
-            "<T as alloc::vec::spec_from_elem::SpecFromElem>::from_elem",
-            "alloc::vec::from_elem",
-        ] {
-            assert!(allocator_frame(f), "{f}");
-        }
-        for f in ["heap_profile::hold_64mib", "std::collections::hash::map::HashMap<K,V,S>::insert", "main"] {
-            assert!(!allocator_frame(f), "{f}");
-        }
-    }
 }

@@ -378,7 +378,7 @@ fn report(state: &State, q: &Query) -> Response<Body> {
     }
     let mut report = super::report::build(&timeline, &inventory, &registry.snapshot());
     let t0 = report["run"]["first_second"].as_u64().unwrap_or(from);
-    report["profiles"] = super::recent::section(from, to, t0);
+    report["profiles"] = crate::profile::recent::section(from, to, t0);
     report["run"]["phases"] = phases
         .iter()
         .map(|(name, at)| serde_json::json!({ "name": name, "start": at, "start_at_seconds": *at as i64 - t0 as i64 }))

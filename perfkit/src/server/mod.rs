@@ -41,18 +41,12 @@ mod accept;
 mod cpu;
 mod error;
 #[cfg(feature = "heap-profiling")]
-pub(crate) mod heap;
+mod heap;
 mod http;
 #[cfg(any(feature = "cpu-profiling", feature = "heap-profiling"))]
 mod lane;
 mod mutex;
 pub(crate) mod pprof;
-mod profile;
-mod recent;
-#[cfg(feature = "cpu-profiling")]
-mod sampler;
-#[cfg(any(feature = "cpu-profiling", feature = "heap-profiling"))]
-mod symbols;
 pub(crate) mod report;
 #[cfg(feature = "report-html")]
 pub(crate) mod report_html;
@@ -66,7 +60,14 @@ use std::time::Duration;
 pub use error::BuildError;
 #[cfg(feature = "cpu-profiling")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cpu-profiling")))]
-pub use cpu::{CpuProfile, CpuProfiler};
+/// Moved to [`crate::profile::CpuProfile`].
+#[cfg(feature = "cpu-profiling")]
+#[deprecated(since = "0.1.0", note = "moved to perfkit::profile::CpuProfile")]
+pub type CpuProfile = crate::profile::CpuProfile;
+/// Moved to [`crate::profile::CpuProfiler`].
+#[cfg(feature = "cpu-profiling")]
+#[deprecated(since = "0.1.0", note = "moved to perfkit::profile::CpuProfiler")]
+pub type CpuProfiler = crate::profile::CpuProfiler;
 
 /// Default debug server address.
 pub const DEFAULT_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 6060);
@@ -305,7 +306,7 @@ impl Builder {
             registry.set_cardinality_cap(cap);
         }
         #[cfg(feature = "heap-profiling")]
-        registry.register_owned("jemalloc".into(), Arc::new(heap::JemallocStats));
+        registry.register_owned("jemalloc".into(), Arc::new(crate::profile::heap::JemallocStats));
         for (name, handle) in &self.runtimes {
             registry.register_runtime(name, handle.clone());
         }

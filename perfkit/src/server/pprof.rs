@@ -9,7 +9,6 @@ use http::header::{self, HeaderValue};
 use std::sync::Arc;
 
 use super::http::{Body, Query, Reply, State, error, html, response, text};
-use super::profile::Profile;
 
 /// An entry of the index page: link, name and one-line description, like Go's.
 struct Entry {
@@ -131,20 +130,8 @@ pub(crate) fn goroutine(_: &State, q: &Query) -> Response<Body> {
     }
 }
 
-/// Live tracked tasks as a pprof profile: one sample per (name, spawn site) with the task
-/// count as value; the stack is the task name (leaf) above its spawn site.
 fn goroutine_profile() -> Response<Body> {
-    let mut p = Profile::new(&[("goroutine", "count")], 1);
-    for (count, name, site) in crate::task::grouped() {
-        let (file, line) = match site.rsplit_once(':') {
-            Some((f, l)) => (f.to_owned(), l.parse().unwrap_or(0)),
-            None => (site.clone(), 0),
-        };
-        let leaf = p.location(name, &file, line);
-        let root = p.location(&format!("spawned at {site}"), &file, line);
-        p.sample(vec![leaf, root], vec![count as i64]);
-    }
-    attachment("goroutine", Bytes::from(p.encode_gzip()))
+    attachment("goroutine", Bytes::from(crate::profile::goroutine::pprof()))
 }
 
 /// A gzipped pprof profile, with Go's headers.
@@ -179,7 +166,7 @@ pub(crate) fn profile_last(state: Arc<State>, q: Query) -> Reply {
 
 pub(crate) fn heap(state: Arc<State>, q: Query) -> Reply {
     #[cfg(feature = "heap-profiling")]
-    return Box::pin(super::heap::serve(state, q, super::heap::Kind::Inuse));
+    return Box::pin(super::heap::serve(state, q, crate::profile::HeapKind::Inuse));
     #[cfg(not(feature = "heap-profiling"))]
     {
         let _ = (state, q);
@@ -189,7 +176,7 @@ pub(crate) fn heap(state: Arc<State>, q: Query) -> Reply {
 
 pub(crate) fn allocs(state: Arc<State>, q: Query) -> Reply {
     #[cfg(feature = "heap-profiling")]
-    return Box::pin(super::heap::serve(state, q, super::heap::Kind::Allocs));
+    return Box::pin(super::heap::serve(state, q, crate::profile::HeapKind::Allocs));
     #[cfg(not(feature = "heap-profiling"))]
     {
         let _ = (state, q);

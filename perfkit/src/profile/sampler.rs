@@ -105,7 +105,8 @@ pub(crate) fn start(frequency: u32, seconds: u64) -> Result<Session, StartError>
     // sample is written into them.
     let zeroed = vec![0usize; words].into_boxed_slice();
     // SAFETY: AtomicUsize has the same size, alignment and bit validity as usize.
-    let words: Box<[AtomicUsize]> = unsafe { Box::from_raw(Box::into_raw(zeroed) as *mut [AtomicUsize]) };
+    let words: Box<[AtomicUsize]> =
+        unsafe { Box::from_raw(Box::into_raw(zeroed) as *mut [AtomicUsize]) };
     let arena_bytes = words.len() * std::mem::size_of::<usize>();
     let arena = Box::into_raw(Box::new(Arena {
         words,
@@ -116,7 +117,12 @@ pub(crate) fn start(frequency: u32, seconds: u64) -> Result<Session, StartError>
         leaf_ranges: leaf_only_ranges(),
     }));
     if ARENA
-        .compare_exchange(std::ptr::null_mut(), arena, Ordering::SeqCst, Ordering::SeqCst)
+        .compare_exchange(
+            std::ptr::null_mut(),
+            arena,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        )
         .is_err()
     {
         // SAFETY: never published, still ours.
@@ -132,7 +138,9 @@ pub(crate) fn start(frequency: u32, seconds: u64) -> Result<Session, StartError>
     };
     if let Err(e) = set_timer(frequency) {
         drop(session); // unpublishes the arena
-        return Err(StartError::Setup(format!("setitimer(ITIMER_PROF) failed: {e}")));
+        return Err(StartError::Setup(format!(
+            "setitimer(ITIMER_PROF) failed: {e}"
+        )));
     }
     Ok(session)
 }
@@ -206,7 +214,10 @@ fn install_handler() -> Result<(), String> {
     unsafe {
         let mut old: libc::sigaction = std::mem::zeroed();
         if libc::sigaction(libc::SIGPROF, std::ptr::null(), &mut old) != 0 {
-            return Err(format!("reading the SIGPROF handler failed: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "reading the SIGPROF handler failed: {}",
+                std::io::Error::last_os_error()
+            ));
         }
         if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN {
             return Err("SIGPROF already has a handler in this process (another profiler?)".into());
@@ -216,7 +227,10 @@ fn install_handler() -> Result<(), String> {
         action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
         libc::sigemptyset(&mut action.sa_mask);
         if libc::sigaction(libc::SIGPROF, &action, std::ptr::null_mut()) != 0 {
-            return Err(format!("installing the SIGPROF handler failed: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "installing the SIGPROF handler failed: {}",
+                std::io::Error::last_os_error()
+            ));
         }
     }
     *installed = true;
@@ -233,11 +247,17 @@ fn set_timer(frequency: u32) -> std::io::Result<()> {
 }
 
 fn clear_timer() -> std::io::Result<()> {
-    itimer(libc::timeval { tv_sec: 0, tv_usec: 0 })
+    itimer(libc::timeval {
+        tv_sec: 0,
+        tv_usec: 0,
+    })
 }
 
 fn itimer(tv: libc::timeval) -> std::io::Result<()> {
-    let value = libc::itimerval { it_interval: tv, it_value: tv };
+    let value = libc::itimerval {
+        it_interval: tv,
+        it_value: tv,
+    };
     // SAFETY: valid pointer to a local; the old value is not requested.
     if unsafe { libc::setitimer(libc::ITIMER_PROF, &value, std::ptr::null_mut()) } == 0 {
         Ok(())
@@ -268,7 +288,11 @@ fn record(arena: &Arena, pc: usize) {
         arena.lost.fetch_add(1, Ordering::Relaxed);
         return;
     }
-    if arena.leaf_ranges.iter().any(|&(lo, hi)| pc >= lo && pc < hi) {
+    if arena
+        .leaf_ranges
+        .iter()
+        .any(|&(lo, hi)| pc >= lo && pc < hi)
+    {
         stack[0] = pc;
         n = 1;
         arena.leaf_only.fetch_add(1, Ordering::Relaxed);
@@ -307,7 +331,10 @@ fn record(arena: &Arena, pc: usize) {
         arena.lost.fetch_add(1, Ordering::Relaxed);
         return;
     }
-    for (slot, &ip) in arena.words[start + 1..start + 1 + n].iter().zip(&stack[..n]) {
+    for (slot, &ip) in arena.words[start + 1..start + 1 + n]
+        .iter()
+        .zip(&stack[..n])
+    {
         slot.store(ip, Ordering::Relaxed);
     }
     arena.words[start].store(n, Ordering::Relaxed);
@@ -325,7 +352,10 @@ fn interrupted_pc(context: *mut c_void) -> usize {
     #[cfg(all(target_os = "linux", target_arch = "aarch64"))]
     // SAFETY: as above.
     return unsafe { (*uc).uc_mcontext.pc as usize };
-    #[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
+    #[cfg(not(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    )))]
     {
         let _ = uc;
         0
@@ -338,25 +368,39 @@ fn leaf_only_ranges() -> [(usize, usize); MAX_RANGES] {
         ranges: [(usize, usize); MAX_RANGES],
         len: usize,
     }
-    unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _: libc::size_t, data: *mut c_void) -> c_int {
+    unsafe extern "C" fn each(
+        info: *mut libc::dl_phdr_info,
+        _: libc::size_t,
+        data: *mut c_void,
+    ) -> c_int {
         // SAFETY: dl_iterate_phdr passes valid info for the duration of the call.
         let (info, found) = unsafe { (&*info, &mut *(data as *mut Found)) };
         let name = if info.dlpi_name.is_null() {
             ""
         } else {
             // SAFETY: a NUL-terminated path owned by the loader.
-            unsafe { CStr::from_ptr(info.dlpi_name) }.to_str().unwrap_or("")
+            unsafe { CStr::from_ptr(info.dlpi_name) }
+                .to_str()
+                .unwrap_or("")
         };
-        let risky = ["libgcc_s", "ld-linux", "ld64.so", "linux-vdso", "linux-gate", "libunwind"]
-            .iter()
-            .any(|k| name.contains(k));
+        let risky = [
+            "libgcc_s",
+            "ld-linux",
+            "ld64.so",
+            "linux-vdso",
+            "linux-gate",
+            "libunwind",
+        ]
+        .iter()
+        .any(|k| name.contains(k));
         if !risky || info.dlpi_phdr.is_null() {
             return 0;
         }
         for i in 0..usize::from(info.dlpi_phnum) {
             // SAFETY: dlpi_phdr points at dlpi_phnum headers.
             let ph = unsafe { &*info.dlpi_phdr.add(i) };
-            if ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_X != 0 && found.len < MAX_RANGES {
+            if ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_X != 0 && found.len < MAX_RANGES
+            {
                 let lo = info.dlpi_addr as usize + ph.p_vaddr as usize;
                 found.ranges[found.len] = (lo, lo + ph.p_memsz as usize);
                 found.len += 1;
@@ -372,6 +416,10 @@ fn leaf_only_ranges() -> [(usize, usize); MAX_RANGES] {
     unsafe { libc::dl_iterate_phdr(Some(each), &mut found as *mut Found as *mut c_void) };
     found.ranges
 }
+
+/// Serializes this module's tests: the sampler is process-wide.
+#[cfg(test)]
+static TEST_LOCK: Mutex<()> = Mutex::new(());
 
 #[cfg(test)]
 mod tests {
@@ -390,15 +438,24 @@ mod tests {
 
     #[test]
     fn samples_a_busy_thread_and_frees_the_arena() {
-        let _serial = crate::server::cpu::TEST_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let _serial = TEST_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         let session = start(250, 1).expect("profiler starts");
         assert!(start(250, 1).is_err(), "a second profile is refused");
         spin(Instant::now() + Duration::from_millis(400));
         let s = session.stop();
         assert!(s.samples >= 20, "{s:?}");
         assert_eq!(s.lost, 0);
-        let deep = s.stacks.iter().filter(|(st, _)| st.len() > 3).map(|(_, c)| c).sum::<u64>();
-        assert!(deep * 2 > s.samples, "most samples have callers: {deep} of {}", s.samples);
+        let deep = s
+            .stacks
+            .iter()
+            .filter(|(st, _)| st.len() > 3)
+            .map(|(_, c)| c)
+            .sum::<u64>();
+        assert!(
+            deep * 2 > s.samples,
+            "most samples have callers: {deep} of {}",
+            s.samples
+        );
         assert!(ARENA.load(Ordering::SeqCst).is_null());
         // Another profile can start after the first ended.
         drop(start(99, 1).expect("restart"));

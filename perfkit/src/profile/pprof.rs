@@ -3,6 +3,9 @@
 //! stacks and values, mappings, locations with their address and lines, functions and the
 //! string table.
 
+// Some writers (named locations, a delta's span) only serve the debug server's profiles.
+#![cfg_attr(not(feature = "server"), allow(dead_code))]
+
 use std::collections::HashMap;
 use std::io::Write;
 
@@ -17,10 +20,16 @@ pub(crate) struct Profile {
     /// (start, limit, file offset, filename)
     mappings: Vec<(u64, u64, u64, i64)>,
     /// Mapping ids by the caller's key for the object (an index of loaded objects).
-    #[cfg_attr(not(any(feature = "cpu-profiling", feature = "heap-profiling")), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "cpu-profiling", feature = "heap-profiling")),
+        allow(dead_code)
+    )]
     mapping_ids: HashMap<usize, Option<u64>>,
     location_ids: HashMap<(u64, i64), u64>,
-    #[cfg_attr(not(any(feature = "cpu-profiling", feature = "heap-profiling")), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "cpu-profiling", feature = "heap-profiling")),
+        allow(dead_code)
+    )]
     keyed_locations: HashMap<u64, u64>,
     samples: Vec<(Vec<u64>, Vec<i64>)>,
     period_type: (i64, i64),
@@ -40,7 +49,10 @@ struct Location {
 }
 
 /// One line of a location: function name, its system (full) name, file and line number.
-#[cfg_attr(not(any(feature = "cpu-profiling", feature = "heap-profiling")), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "cpu-profiling", feature = "heap-profiling")),
+    allow(dead_code)
+)]
 pub(crate) type Line<'a> = (&'a str, &'a str, &'a str, i64);
 
 impl Profile {
@@ -68,7 +80,10 @@ impl Profile {
             comments: Vec::new(),
             default_sample_type: 0,
         };
-        p.sample_types = sample_types.iter().map(|(t, u)| (p.string(t), p.string(u))).collect();
+        p.sample_types = sample_types
+            .iter()
+            .map(|(t, u)| (p.string(t), p.string(u)))
+            .collect();
         p.period_type = p.sample_types.first().copied().unwrap_or((0, 0));
         p
     }
@@ -136,7 +151,11 @@ impl Profile {
         if let Some(&id) = self.function_ids.get(&key) {
             return id;
         }
-        let (n, sn, f) = (self.string(function), self.string(system_name), self.string(file));
+        let (n, sn, f) = (
+            self.string(function),
+            self.string(system_name),
+            self.string(file),
+        );
         self.functions.push((n, sn, f, line));
         let id = self.functions.len() as u64;
         self.function_ids.insert(key, id);
@@ -250,7 +269,11 @@ impl Profile {
         }
         uint(&mut out, 9, self.time_nanos as u64);
         uint(&mut out, 10, self.duration_nanos as u64);
-        message(&mut out, 11, &value_type(self.period_type.0, self.period_type.1));
+        message(
+            &mut out,
+            11,
+            &value_type(self.period_type.0, self.period_type.1),
+        );
         uint(&mut out, 12, self.period as u64);
         packed(&mut out, 13, self.comments.iter().map(|&c| c as u64));
         uint(&mut out, 14, self.default_sample_type as u64);

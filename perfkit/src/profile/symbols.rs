@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::ffi::{CStr, c_int, c_void};
 use std::path::{Path, PathBuf};
 
-use super::profile::{Line, Profile};
+use super::pprof::{Line, Profile};
 
 /// One source frame of an address; several when functions were inlined.
 #[derive(Debug, Clone)]
@@ -41,7 +41,9 @@ pub(crate) fn display_name(full: &str) -> String {
     let mut name = full.to_owned();
     // `<A as B>::rest` and `<A>::rest` -> `A::rest`, repeatedly for `<<A as B>::C as D>::rest`.
     while name.starts_with('<') {
-        let Some((close, as_at)) = impl_header(&name) else { break };
+        let Some((close, as_at)) = impl_header(&name) else {
+            break;
+        };
         if !name[close + 1..].starts_with("::") {
             break;
         }
@@ -66,7 +68,9 @@ fn impl_header(name: &str) -> Option<(usize, Option<usize>)> {
                     return Some((i, as_at));
                 }
             }
-            b' ' if depth == 1 && as_at.is_none() && name[i..].starts_with(" as ") => as_at = Some(i),
+            b' ' if depth == 1 && as_at.is_none() && name[i..].starts_with(" as ") => {
+                as_at = Some(i)
+            }
             _ => {}
         }
     }
@@ -112,7 +116,9 @@ impl Symbols {
     pub(crate) fn resolve(&mut self, ip: usize, at: Addr) -> &[Frame] {
         let probe = at.probe(ip);
         if !self.cache.contains_key(&probe) {
-            let frames = self.in_shared_object(probe).unwrap_or_else(|| in_executable(probe));
+            let frames = self
+                .in_shared_object(probe)
+                .unwrap_or_else(|| in_executable(probe));
             self.cache.insert(probe, frames);
         }
         &self.cache[&probe]
@@ -175,7 +181,10 @@ fn in_executable(probe: usize) -> Vec<Frame> {
         frames.push(Frame {
             name: display_name(&full),
             full,
-            file: s.filename().map(|f| f.display().to_string()).unwrap_or_default(),
+            file: s
+                .filename()
+                .map(|f| f.display().to_string())
+                .unwrap_or_default(),
             line: s.lineno().unwrap_or(0),
         });
     });
@@ -202,7 +211,9 @@ pub(crate) struct Loaded {
 
 impl Loaded {
     fn contains(&self, addr: usize) -> bool {
-        self.segments.iter().any(|&(lo, hi)| (lo..hi).contains(&addr))
+        self.segments
+            .iter()
+            .any(|&(lo, hi)| (lo..hi).contains(&addr))
     }
 
     /// What a profile's mapping says about this object: the addresses its executable
@@ -236,7 +247,11 @@ pub(crate) struct Mapping {
 
 /// Every object the dynamic loader has mapped, with its executable segments.
 fn loaded_objects() -> Vec<Loaded> {
-    unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _: libc::size_t, data: *mut c_void) -> c_int {
+    unsafe extern "C" fn each(
+        info: *mut libc::dl_phdr_info,
+        _: libc::size_t,
+        data: *mut c_void,
+    ) -> c_int {
         // SAFETY: dl_iterate_phdr passes valid info for the duration of the call, and
         // `data` is the vector handed to it below.
         let (info, out) = unsafe { (&*info, &mut *(data as *mut Vec<Loaded>)) };
@@ -244,7 +259,9 @@ fn loaded_objects() -> Vec<Loaded> {
             ""
         } else {
             // SAFETY: a NUL-terminated path owned by the loader.
-            unsafe { CStr::from_ptr(info.dlpi_name) }.to_str().unwrap_or("")
+            unsafe { CStr::from_ptr(info.dlpi_name) }
+                .to_str()
+                .unwrap_or("")
         };
         let mut segments = Vec::new();
         let mut offset = None;
@@ -288,7 +305,11 @@ impl SymbolTable {
         let build_id = read_symbols(path, &mut symbols)?;
         if let Some(id) = build_id.filter(|id| id.len() > 1) {
             let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-            let debug = PathBuf::from(format!("/usr/lib/debug/.build-id/{}/{}.debug", &hex[..2], &hex[2..]));
+            let debug = PathBuf::from(format!(
+                "/usr/lib/debug/.build-id/{}/{}.debug",
+                &hex[..2],
+                &hex[2..]
+            ));
             if debug.is_file() {
                 read_symbols(&debug, &mut symbols);
             }
@@ -305,7 +326,10 @@ impl SymbolTable {
         let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
         let range = maps.lines().find(|l| l.trim_end().ends_with("[vdso]"))?;
         let (lo, hi) = range.split_whitespace().next()?.split_once('-')?;
-        let (lo, hi) = (usize::from_str_radix(lo, 16).ok()?, usize::from_str_radix(hi, 16).ok()?);
+        let (lo, hi) = (
+            usize::from_str_radix(lo, 16).ok()?,
+            usize::from_str_radix(hi, 16).ok()?,
+        );
         // SAFETY: the kernel maps the vDSO readable for the life of the process, at exactly
         // this range, and nothing writes it.
         let image = unsafe { std::slice::from_raw_parts(lo as *const u8, hi.checked_sub(lo)?) };
@@ -318,7 +342,10 @@ impl SymbolTable {
 
     /// The function containing `addr` (an address in the file), if a symbol covers it.
     fn lookup(&self, addr: u64) -> Option<&str> {
-        let i = self.symbols.partition_point(|s| s.0 <= addr).checked_sub(1)?;
+        let i = self
+            .symbols
+            .partition_point(|s| s.0 <= addr)
+            .checked_sub(1)?;
         let (start, size, name) = &self.symbols[i];
         (*size == 0 || addr < start + size).then_some(&**name)
     }
@@ -407,12 +434,24 @@ pub(crate) fn add_stacks(
             stripping = false;
             let lines: Vec<Line<'_>> = kept
                 .iter()
-                .map(|f| (f.name.as_str(), f.full.as_str(), f.file.as_str(), i64::from(f.line)))
+                .map(|f| {
+                    (
+                        f.name.as_str(),
+                        f.full.as_str(),
+                        f.file.as_str(),
+                        i64::from(f.line),
+                    )
+                })
                 .collect();
-            let mapping = object.map(|i| profile.mapping(i, || symbols.object(i).map(Loaded::mapping)));
+            let mapping =
+                object.map(|i| profile.mapping(i, || symbols.object(i).map(Loaded::mapping)));
             // One location per instruction; a location trimmed at the leaf is a different
             // location from the whole one.
-            let key = if skip > 0 { probe as u64 | 1 << 63 } else { probe as u64 };
+            let key = if skip > 0 {
+                probe as u64 | 1 << 63
+            } else {
+                probe as u64
+            };
             locations.push(profile.location_at(key, probe as u64, mapping.flatten(), &lines));
             names.extend(kept.iter().map(|f| f.name.clone()));
         }
@@ -446,9 +485,21 @@ pub(crate) fn folded(stacks: &Named, index: usize) -> Vec<(String, i64)> {
         .collect()
 }
 
+/// A flame graph could not be drawn.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct FlamegraphError(#[from] std::io::Error);
+
 /// An SVG flame graph of folded lines.
-pub(crate) fn flamegraph(title: &str, count_name: &str, folded: &[(String, i64)]) -> Result<Vec<u8>, String> {
-    let lines: Vec<String> = folded.iter().map(|(stack, v)| format!("{stack} {v}")).collect();
+pub(crate) fn flamegraph(
+    title: &str,
+    count_name: &str,
+    folded: &[(String, i64)],
+) -> Result<Vec<u8>, FlamegraphError> {
+    let lines: Vec<String> = folded
+        .iter()
+        .map(|(stack, v)| format!("{stack} {v}"))
+        .collect();
     let mut opts = inferno::flamegraph::Options::default();
     opts.title = title.to_owned();
     opts.count_name = count_name.to_owned();
@@ -456,13 +507,11 @@ pub(crate) fn flamegraph(title: &str, count_name: &str, folded: &[(String, i64)]
     if lines.is_empty() {
         // inferno refuses empty input; an empty graph with the title says the same.
         opts.subtitle = Some("no samples".to_owned());
-        return inferno::flamegraph::from_lines(&mut opts, ["no-samples 1"], &mut svg)
-            .map(|()| svg)
-            .map_err(|e| e.to_string());
+        inferno::flamegraph::from_lines(&mut opts, ["no-samples 1"], &mut svg)?;
+        return Ok(svg);
     }
-    inferno::flamegraph::from_lines(&mut opts, lines.iter().map(String::as_str), &mut svg)
-        .map(|()| svg)
-        .map_err(|e| e.to_string())
+    inferno::flamegraph::from_lines(&mut opts, lines.iter().map(String::as_str), &mut svg)?;
+    Ok(svg)
 }
 
 #[cfg(test)]
@@ -477,7 +526,10 @@ mod tests {
         let frames = syms.resolve(ip, Addr::Return).to_vec();
         assert_eq!(frames.len(), 1, "{frames:?}");
         assert!(frames[0].name.contains("getpid"), "{frames:?}");
-        assert!(frames[0].file.is_empty(), "no DWARF is read for shared objects: {frames:?}");
+        assert!(
+            frames[0].file.is_empty(),
+            "no DWARF is read for shared objects: {frames:?}"
+        );
         // The executable's own functions still go through its own symbols.
         #[inline(never)]
         fn marker_for_the_symbolizer_test() -> usize {
@@ -486,7 +538,9 @@ mod tests {
         let start = marker_for_the_symbolizer_test as *const () as usize;
         let frames = syms.resolve(start + 1, Addr::Return).to_vec();
         assert!(
-            frames.iter().any(|f| f.name.contains("marker_for_the_symbolizer_test")),
+            frames
+                .iter()
+                .any(|f| f.name.contains("marker_for_the_symbolizer_test")),
             "{frames:?}"
         );
         // An interrupted first instruction is its own function's, whether in the
@@ -494,12 +548,18 @@ mod tests {
         // to whatever precedes it.
         let frames = syms.resolve(start, Addr::Exact).to_vec();
         assert!(
-            frames.iter().any(|f| f.name.contains("marker_for_the_symbolizer_test")),
+            frames
+                .iter()
+                .any(|f| f.name.contains("marker_for_the_symbolizer_test")),
             "{frames:?}"
         );
         let getpid = libc::getpid as *const () as usize;
         assert!(syms.resolve(getpid, Addr::Exact)[0].name.contains("getpid"));
-        assert!(!syms.resolve(getpid, Addr::Return)[0].name.contains("getpid"));
+        assert!(
+            !syms.resolve(getpid, Addr::Return)[0]
+                .name
+                .contains("getpid")
+        );
         // The vDSO has no file; its functions are named from its image in memory.
         let vdso = SymbolTable::load_vdso().expect("a vDSO with symbols");
         assert!(
@@ -507,7 +567,11 @@ mod tests {
             "{:?}",
             vdso.symbols
         );
-        let (at, _, name) = vdso.symbols.iter().find(|s| s.2.contains("clock_gettime")).unwrap();
+        let (at, _, name) = vdso
+            .symbols
+            .iter()
+            .find(|s| s.2.contains("clock_gettime"))
+            .unwrap();
         let name = name.to_string();
         let bias = syms
             .objects
@@ -534,8 +598,14 @@ mod tests {
                 "<F as core::ops::function::FnOnce<()>>::call_once{{vtable.shim}}",
                 "F::call_once{{vtable.shim}}",
             ),
-            ("<fn() -> u8 as x::Tr>::m::{{closure}}", "fn() -> u8::m::{{closure}}"),
-            ("core::ptr::drop_in_place<perfkit::pool::Pool>", "core::ptr::drop_in_place<perfkit::pool::Pool>"),
+            (
+                "<fn() -> u8 as x::Tr>::m::{{closure}}",
+                "fn() -> u8::m::{{closure}}",
+            ),
+            (
+                "core::ptr::drop_in_place<perfkit::pool::Pool>",
+                "core::ptr::drop_in_place<perfkit::pool::Pool>",
+            ),
             ("<[T]>::len", "[T]::len"),
             (
                 "<std::sys::thread::unix::Thread>::new::thread_start",

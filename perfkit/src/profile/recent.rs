@@ -5,8 +5,15 @@
 //!
 //! Fixed memory: the last [`KEEP`] summaries of each kind, [`TOP`] functions per list.
 
-// Without a profiling feature nothing is ever kept, and the report's section is empty.
-#![cfg_attr(not(any(feature = "cpu-profiling", feature = "heap-profiling")), allow(dead_code))]
+// Without a profiling feature nothing is ever kept, and the report's section is empty;
+// without the server there is no report to read it.
+#![cfg_attr(
+    not(all(
+        feature = "server",
+        any(feature = "cpu-profiling", feature = "heap-profiling")
+    )),
+    allow(dead_code)
+)]
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -35,7 +42,12 @@ pub(crate) struct Summary {
 
 impl Summary {
     /// Summarizes named stacks (root first) by the value at `index`.
-    pub(crate) fn of(stacks: &[(Vec<String>, Vec<i64>)], index: usize, start: f64, end: f64) -> Summary {
+    pub(crate) fn of(
+        stacks: &[(Vec<String>, Vec<i64>)],
+        index: usize,
+        start: f64,
+        end: f64,
+    ) -> Summary {
         let mut flat: HashMap<&str, i64> = HashMap::new();
         let mut cum: HashMap<&str, i64> = HashMap::new();
         let mut total = 0;
@@ -57,7 +69,13 @@ impl Summary {
                 }
             }
         }
-        Summary { start, end, total, flat: top(flat), cum: top(cum) }
+        Summary {
+            start,
+            end,
+            total,
+            flat: top(flat),
+            cum: top(cum),
+        }
     }
 }
 
@@ -73,7 +91,10 @@ struct Kept {
     heap: Vec<Summary>,
 }
 
-static KEPT: Mutex<Kept> = Mutex::new(Kept { cpu: Vec::new(), heap: Vec::new() });
+static KEPT: Mutex<Kept> = Mutex::new(Kept {
+    cpu: Vec::new(),
+    heap: Vec::new(),
+});
 
 fn push(list: &mut Vec<Summary>, s: Summary) {
     if list.len() == KEEP {
@@ -206,9 +227,16 @@ mod tests {
             15.0,
         );
         assert_eq!(s.total, 45);
-        assert_eq!(s.flat, vec![("parse".to_owned(), 35), ("encode".to_owned(), 10)]);
+        assert_eq!(
+            s.flat,
+            vec![("parse".to_owned(), 35), ("encode".to_owned(), 10)]
+        );
         assert_eq!(s.cum[0], ("main".to_owned(), 45));
-        assert!(s.cum.contains(&("rec".to_owned(), 5)), "a recursive frame counts once: {:?}", s.cum);
+        assert!(
+            s.cum.contains(&("rec".to_owned(), 5)),
+            "a recursive frame counts once: {:?}",
+            s.cum
+        );
     }
 
     #[test]
@@ -216,9 +244,24 @@ mod tests {
         let _g = crate::loom::lock_unpoisoned(&TEST_LOCK);
         clear();
         cpu(Summary::of(&[stack(&["a", "old"], 9)], 0, 100.0, 105.0));
-        cpu(Summary::of(&[stack(&["a", "hot"], 7), stack(&["a", "cold"], 1)], 0, 200.0, 205.0));
-        heap(Summary::of(&[stack(&["m", "keep"], 1000), stack(&["m", "gone"], 50)], 0, 201.0, 201.0));
-        heap(Summary::of(&[stack(&["m", "keep"], 5000), stack(&["m", "new"], 700)], 0, 230.0, 230.0));
+        cpu(Summary::of(
+            &[stack(&["a", "hot"], 7), stack(&["a", "cold"], 1)],
+            0,
+            200.0,
+            205.0,
+        ));
+        heap(Summary::of(
+            &[stack(&["m", "keep"], 1000), stack(&["m", "gone"], 50)],
+            0,
+            201.0,
+            201.0,
+        ));
+        heap(Summary::of(
+            &[stack(&["m", "keep"], 5000), stack(&["m", "new"], 700)],
+            0,
+            230.0,
+            230.0,
+        ));
         let s = section(190, 240, 190);
         assert_eq!(s["cpu"]["started_at_seconds"], 10, "{s:#}");
         // `a` is on every stack: not in the cumulative list.
@@ -248,12 +291,18 @@ mod tests {
         let _g = crate::loom::lock_unpoisoned(&TEST_LOCK);
         clear();
         for i in 0..100 {
-            let stacks: Vec<_> = (0..200).map(|j| (vec![format!("f{j}")], vec![i64::from(j) + 1])).collect();
+            let stacks: Vec<_> = (0..200)
+                .map(|j| (vec![format!("f{j}")], vec![i64::from(j) + 1]))
+                .collect();
             cpu(Summary::of(&stacks, 0, f64::from(i), f64::from(i) + 1.0));
         }
         let k = crate::loom::lock_unpoisoned(&KEPT);
         assert_eq!(k.cpu.len(), KEEP);
-        assert!(k.cpu.iter().all(|s| s.flat.len() == TOP && s.cum.len() == TOP));
+        assert!(
+            k.cpu
+                .iter()
+                .all(|s| s.flat.len() == TOP && s.cum.len() == TOP)
+        );
         assert_eq!(k.cpu[0].start, 92.0);
         drop(k);
         clear();

@@ -272,28 +272,10 @@ pub(crate) fn allocator_frame(name: &str) -> bool {
         || name.contains(" as core::alloc::")
 }
 
-fn build(d: &Dump, kind: HeapKind) -> (Profile, Named) {
-    let mut p = Profile::new(
-        &[
-            ("alloc_objects", "count"),
-            ("alloc_space", "bytes"),
-            ("inuse_objects", "count"),
-            ("inuse_space", "bytes"),
-        ],
-        d.rate as i64,
-    );
-    p.set_period(("space", "bytes"), d.rate as i64);
-    p.set_default_sample_type(if kind == HeapKind::Inuse {
-        "inuse_space"
-    } else {
-        "alloc_space"
-    });
-    p.comment(&format!(
-        "perfkit heap profile from jemalloc: one sample per {} bytes on average, figures scaled up to estimates",
-        d.rate
-    ));
-    let stacks: Vec<(Vec<usize>, Vec<i64>)> = d
-        .sites
+/// The dump's stacks with their figures scaled up: alloc objects and bytes, in-use objects
+/// and bytes.
+fn scaled(d: &Dump) -> Vec<(Vec<usize>, Vec<i64>)> {
+    d.sites
         .iter()
         .map(|s| {
             let (ao, ab) = unsample(s.total_objects, s.total_bytes, d.rate);
@@ -301,12 +283,104 @@ fn build(d: &Dump, kind: HeapKind) -> (Profile, Named) {
             (s.addrs.clone(), vec![ao, ab, io, ib])
         })
         .filter(|(_, v)| v.iter().any(|&x| x != 0))
+        .collect()
+}
+
+fn build(d: &Dump, kind: HeapKind) -> (Profile, Named) {
+    let comment = format!(
+        "perfkit heap profile from jemalloc: one sample per {} bytes on average, figures scaled up to estimates",
+        d.rate
+    );
+    profile_of(&scaled(d), d.rate, kind, None, &comment)
+}
+
+/// A heap taken twice, for a delta profile.
+#[derive(Debug)]
+pub(crate) struct HeapSnapshot(Dump);
+
+/// Dumps and parses the heap now; symbolizing waits for [`delta_pprof`].
+pub(crate) fn snapshot(kind: HeapKind) -> Result<HeapSnapshot, HeapError> {
+    check(kind)?;
+    let text = dump()?;
+    Ok(HeapSnapshot(parse(&text)?))
+}
+
+/// What changed between two snapshots, as Go's delta profiles give it: every figure of
+/// `after` minus `before`, per stack (a stack whose figures did not change is left out;
+/// in-use figures may be negative where memory was freed). Gzipped pprof, its time and
+/// duration the span's.
+pub(crate) fn delta_pprof(
+    before: &HeapSnapshot,
+    after: &HeapSnapshot,
+    kind: HeapKind,
+    span: (std::time::SystemTime, std::time::Duration),
+) -> Vec<u8> {
+    use std::collections::HashMap;
+    let mut by_stack: HashMap<Vec<usize>, Vec<i64>> = scaled(&after.0).into_iter().collect();
+    for (addrs, v) in scaled(&before.0) {
+        let e = by_stack.entry(addrs).or_insert_with(|| vec![0; 4]);
+        for (x, y) in e.iter_mut().zip(v) {
+            *x -= y;
+        }
+    }
+    let mut stacks: Vec<(Vec<usize>, Vec<i64>)> = by_stack
+        .into_iter()
+        .filter(|(_, v)| v.iter().any(|&x| x != 0))
         .collect();
+    stacks.sort();
+    let comment = format!(
+        "perfkit heap delta profile from jemalloc over {:.1}s: figures at the end minus figures at the start, one sample per {} bytes on average",
+        span.1.as_secs_f64(),
+        after.0.rate
+    );
+    let (p, _) = profile_of(&stacks, after.0.rate, kind, Some(span), &comment);
+    p.encode_gzip()
+}
+
+/// Like [`heap`] in pprof form, but what changed over `period`: two dumps `period` apart
+/// and their difference, as Go's `/debug/pprof/heap?seconds=N`. Blocks for `period`.
+///
+/// # Errors
+/// As [`heap`].
+pub fn heap_delta(kind: HeapKind, period: std::time::Duration) -> Result<Vec<u8>, HeapError> {
+    let start = std::time::SystemTime::now();
+    let before = snapshot(kind)?;
+    std::thread::sleep(period);
+    let after = snapshot(kind)?;
+    Ok(delta_pprof(&before, &after, kind, (start, period)))
+}
+
+fn profile_of(
+    stacks: &[(Vec<usize>, Vec<i64>)],
+    rate: f64,
+    kind: HeapKind,
+    span: Option<(std::time::SystemTime, std::time::Duration)>,
+    comment: &str,
+) -> (Profile, Named) {
+    let mut p = Profile::new(
+        &[
+            ("alloc_objects", "count"),
+            ("alloc_space", "bytes"),
+            ("inuse_objects", "count"),
+            ("inuse_space", "bytes"),
+        ],
+        rate as i64,
+    );
+    p.set_period(("space", "bytes"), rate as i64);
+    p.set_default_sample_type(if kind == HeapKind::Inuse {
+        "inuse_space"
+    } else {
+        "alloc_space"
+    });
+    if let Some((start, duration)) = span {
+        p.set_time(start, duration);
+    }
+    p.comment(comment);
     let mut syms = Symbols::default();
     let named = symbols::add_stacks(
         &mut p,
         &mut syms,
-        &stacks,
+        stacks,
         symbols::Addr::Return,
         &allocator_frame,
     );

@@ -46,7 +46,7 @@ pub(crate) mod symbols;
 pub use cpu::{CpuProfile, CpuProfiler};
 #[cfg(feature = "heap-profiling")]
 #[cfg_attr(docsrs, doc(cfg(feature = "heap-profiling")))]
-pub use heap::{HeapError, HeapForm, HeapKind, heap};
+pub use heap::{HeapError, HeapForm, HeapKind, heap, heap_delta};
 #[cfg(any(feature = "cpu-profiling", feature = "heap-profiling"))]
 #[cfg_attr(
     docsrs,

@@ -45,6 +45,7 @@ mod heap;
 mod http;
 #[cfg(any(feature = "cpu-profiling", feature = "heap-profiling"))]
 mod lane;
+mod delta;
 mod mutex;
 pub(crate) mod pprof;
 pub(crate) mod report;

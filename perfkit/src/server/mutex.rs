@@ -35,25 +35,10 @@ fn parse(q: &Query, max: u64) -> Result<Ask, String> {
         Some("1") => true,
         Some(other) => return Err(format!("invalid debug={other:?}: expected 0 or 1")),
     };
-    let Some(raw) = q.get("seconds") else {
-        return Ok(Ask::Cumulative { debug });
-    };
-    let n: i64 = raw
-        .trim()
-        .parse()
-        .map_err(|_| format!("invalid seconds={raw:?}: must be a positive whole number"))?;
-    if n <= 0 {
-        return Err(format!("invalid seconds={n}: must be a positive whole number"));
-    }
-    if n as u64 > max {
-        return Err(format!(
-            "seconds={n} is above this server's maximum of {max} (Builder::profile_max_seconds)"
-        ));
-    }
-    if debug {
-        return Err("seconds and debug are incompatible: a delta profile is pprof only".into());
-    }
-    Ok(Ask::Delta(n as u64))
+    Ok(match super::delta::seconds(q, max, debug)? {
+        Some(n) => Ask::Delta(n),
+        None => Ask::Cumulative { debug },
+    })
 }
 
 pub(crate) fn serve(state: Arc<State>, q: Query) -> Reply {
@@ -65,6 +50,10 @@ pub(crate) fn serve(state: Arc<State>, q: Query) -> Reply {
         let (profile, debug, span) = match ask {
             Ask::Cumulative { debug } => (crate::sync::contention_snapshot(), debug, None),
             Ask::Delta(n) => {
+                let _claim = match super::delta::claim("mutex", n) {
+                    Ok(c) => c,
+                    Err(busy) => return busy.response(),
+                };
                 let start = std::time::SystemTime::now();
                 let before = crate::sync::contention_snapshot();
                 tokio::time::sleep(Duration::from_secs(n)).await;

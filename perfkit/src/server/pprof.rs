@@ -21,12 +21,12 @@ const ENTRIES: &[Entry] = &[
     Entry {
         href: "allocs?debug=1",
         name: "allocs",
-        description: "A sampling of all past memory allocations (jemalloc, feature heap-profiling).",
+        description: "A sampling of all past memory allocations (jemalloc, feature heap-profiling). seconds=N gives the delta over N seconds.",
     },
     Entry {
         href: "heap?debug=1",
         name: "heap",
-        description: "A sampling of memory allocations of live objects (jemalloc, feature heap-profiling). gc is accepted and ignored.",
+        description: "A sampling of memory allocations of live objects (jemalloc, feature heap-profiling). gc is accepted and ignored. seconds=N gives the delta over N seconds.",
     },
     Entry {
         href: "mutex?debug=1",
@@ -41,7 +41,12 @@ const ENTRIES: &[Entry] = &[
     Entry {
         href: "goroutine?debug=1",
         name: "goroutine",
-        description: "Live tracked tasks (perfkit::task), counted by name and spawn site. debug=2 lists every task with its age; without debug, a pprof profile for go tool pprof.",
+        description: "Live tracked tasks (perfkit::task), counted by name and spawn site. debug=2 lists every task with its age; without debug, a pprof profile for go tool pprof; seconds=N gives the delta over N seconds.",
+    },
+    Entry {
+        href: "",
+        name: "threadcreate",
+        description: "Not served: Go counts the OS threads its runtime created, which here are tokio's fixed worker and blocking threads (process_threads on /metrics counts them). Tracked tasks are under goroutine.",
     },
     Entry {
         href: "cmdline",
@@ -85,6 +90,13 @@ pub(crate) fn index(_: &State, _: &Query) -> Response<Body> {
         "<html>\n<head>\n<title>/debug/pprof/</title>\n<style>\n.profile-name{display:inline-block;width:10rem;}\n</style>\n</head>\n<body>\n/debug/pprof/\n<br>\n<p>Endpoints available:</p>\n<ul>\n",
     );
     for e in ENTRIES {
+        if e.href.is_empty() {
+            s.push_str(&format!(
+                "<li><div class=profile-name>{}:</div> {}</li>\n",
+                e.name, e.description
+            ));
+            continue;
+        }
         s.push_str(&format!(
             "<li><div class=profile-name><a href=\"{}\">{}</a>:</div> {}</li>\n",
             e.href, e.name, e.description
@@ -101,7 +113,36 @@ pub(crate) fn cmdline(_: &State, _: &Query) -> Response<Body> {
     text(StatusCode::OK, args.join("\0"))
 }
 
-pub(crate) fn goroutine(_: &State, q: &Query) -> Response<Body> {
+/// `/debug/pprof/goroutine`: `debug=0` (pprof), `1` (counts by name and site), `2` (every
+/// task), or `seconds=N` (the difference of two counts N seconds apart).
+pub(crate) fn goroutine(state: Arc<State>, q: Query) -> Reply {
+    let debug = !matches!(q.get("debug"), None | Some("0"));
+    match super::delta::seconds(&q, state.profile_max_seconds, debug) {
+        Err(reason) => {
+            let r = error(StatusCode::BAD_REQUEST, &reason);
+            Box::pin(async move { r })
+        }
+        Ok(None) => {
+            let r = goroutine_now(&q);
+            Box::pin(async move { r })
+        }
+        Ok(Some(n)) => Box::pin(async move {
+            let _claim = match super::delta::claim("goroutine", n) {
+                Ok(c) => c,
+                Err(busy) => return busy.response(),
+            };
+            let start = std::time::SystemTime::now();
+            let before = crate::profile::goroutine::counts();
+            tokio::time::sleep(std::time::Duration::from_secs(n)).await;
+            let after = crate::profile::goroutine::counts();
+            let span = (start, std::time::Duration::from_secs(n));
+            let gz = crate::profile::goroutine::delta_pprof(&before, &after, span);
+            attachment("goroutine", Bytes::from(gz))
+        }),
+    }
+}
+
+fn goroutine_now(q: &Query) -> Response<Body> {
     match q.get("debug").unwrap_or("0") {
         "0" => goroutine_profile(),
         "1" => {

@@ -117,7 +117,9 @@
  * `profile({ url = PERFKIT_URL, token = PERFKIT_TOKEN, seconds = 5, heap = true } = {})`
  *     GETs `/debug/pprof/profile?seconds=N` (tagged `{ perfkit: 'profile' }`) and discards
  *     the answer: the server keeps it for `/debug/pprof/profile/last` and for the run
- *     report's top functions. Returns the status (409 if another profile was running, 501
+ *     report's top functions. Returns the status (200 also when it joined a profile already
+ *     running, e.g. a continuous profiler's, and got that one; 409 if one started from code
+ *     was running; 501
  *     without the `cpu-profiling` feature). With `heap`, first takes a heap profile
  *     (`/debug/pprof/heap?debug=1`), so the report can show the live heap's growth by
  *     allocation site up to the one `captureProfiles` takes at the end.

@@ -97,20 +97,41 @@ fn go_tool_pprof_finds_the_burning_function_in_the_top_three() {
 }
 
 #[test]
-fn two_concurrent_profiles_one_answers_the_other_gets_409() {
+fn a_second_request_joins_the_running_profile_and_gets_the_same_one() {
     let _one = PROFILING.lock().unwrap_or_else(|p| p.into_inner());
     let srv = server();
     let addr = srv.local_addr();
-    let ask = move || common::get(addr, "/debug/pprof/profile?seconds=2");
-    let a = std::thread::spawn(ask);
-    let b = std::thread::spawn(ask);
-    let (a, b) = (a.join().unwrap(), b.join().unwrap());
-    let (ok, busy) = if a.status == 200 { (a, b) } else { (b, a) };
-    assert_eq!((ok.status, busy.status), (200, 409), "{}", busy.text());
+    let first = std::thread::spawn(move || common::get(addr, "/debug/pprof/profile?seconds=2"));
+    std::thread::sleep(Duration::from_millis(500));
+    // A continuous profiler's scrape arriving mid-profile, asking for another length.
+    let joined = common::get(addr, "/debug/pprof/profile?seconds=5");
+    let ok = first.join().unwrap();
+    assert_eq!((ok.status, joined.status), (200, 200), "{}", joined.text());
+    assert_eq!(
+        joined.body, ok.body,
+        "both get the profile that was running"
+    );
+    let how = joined.header("x-perfkit-profile-joined").unwrap_or("");
+    assert!(how.ends_with("s of 2s"), "{how}");
+    assert!(ok.header("x-perfkit-profile-joined").is_none());
+    // Joining in the other form draws the same profile.
+    let first = std::thread::spawn(move || common::get(addr, "/debug/pprof/profile?seconds=1"));
+    std::thread::sleep(Duration::from_millis(300));
+    let svg = common::get(addr, "/debug/pprof/profile?seconds=1&format=flamegraph");
+    assert_eq!(first.join().unwrap().status, 200);
+    assert_eq!(svg.status, 200, "{}", svg.text());
+    assert!(svg.text().contains("<svg"));
+
+    // A profile started from code cannot be joined: a request gets 409 with the reason.
+    let code = perfkit::profile::CpuProfiler::start(99, 2).unwrap();
+    let busy = common::get(addr, "/debug/pprof/profile?seconds=1");
+    drop(code.finish());
+    assert_eq!(busy.status, 409, "{}", busy.text());
     assert_eq!(busy.header("x-go-pprof"), Some("1"));
     assert_eq!(busy.text().lines().count(), 1, "{}", busy.text());
-    assert!(busy.text().contains("already running"), "{}", busy.text());
 
+    let ok = common::get(addr, "/debug/pprof/profile?seconds=1");
+    assert_eq!(ok.status, 200, "{}", ok.text());
     assert_eq!(ok.header("content-type"), Some("application/octet-stream"));
     assert_eq!(
         ok.header("content-disposition"),

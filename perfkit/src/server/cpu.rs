@@ -7,16 +7,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
+use tokio::sync::watch;
 
 use super::http::{Body, Query, State, error};
 use crate::profile::cpu::{self as cpu, CpuProfile, CpuProfiler, StartError};
 
 /// Go's default profile length.
 pub(crate) const DEFAULT_SECONDS: u64 = 30;
-
-/// When the running profile started and how long it was asked to run.
-static RUNNING: Mutex<Option<(Instant, Duration)>> = Mutex::new(None);
-
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -57,6 +54,23 @@ fn seconds(q: &Query, max: u64) -> Result<u64, String> {
     Ok(n)
 }
 
+/// A profile requested over HTTP that is running: when it started, how long it was asked to
+/// run, and where its outcome will be announced to the requests that joined it.
+struct Running {
+    since: Instant,
+    length: Duration,
+    outcome: watch::Receiver<Option<Outcome>>,
+}
+
+/// How a running profile ended, for the requests that joined it.
+#[derive(Clone)]
+enum Outcome {
+    Done(Arc<CpuProfile>),
+    Refused(StatusCode, String),
+}
+
+static RUNNING: Mutex<Option<Running>> = Mutex::new(None);
+
 /// Frees the "running" slot however the request ends, including a client that disconnects.
 struct RunningSlot;
 
@@ -66,6 +80,13 @@ impl Drop for RunningSlot {
     }
 }
 
+/// `/debug/pprof/profile?seconds=N`. One profile runs at a time. A request that arrives
+/// while one (started over HTTP) runs *joins* it: it waits for that profile to end and gets
+/// the same profile, in its own `format`, with the header `X-Perfkit-Profile-Joined` giving
+/// how far that profile was when the request came (`1.2s of 5s`). So a continuous profiler's
+/// periodic scrape and a load test's own profile both get an answer where Go answers the
+/// second with an error. A profile started from code ([`crate::profile::CpuProfiler`])
+/// cannot be joined: a request then gets `409`.
 pub(crate) async fn profile(state: Arc<State>, q: Query) -> Response<Body> {
     let fmt = match format(&q) {
         Ok(f) => f,
@@ -75,33 +96,78 @@ pub(crate) async fn profile(state: Arc<State>, q: Query) -> Response<Body> {
         Ok(s) => s,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e),
     };
-    let slot = {
+    let claimed = {
         let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((since, length)) = *running {
-            let ran = since.elapsed();
-            return error(
-                StatusCode::CONFLICT,
-                &format!(
-                    "a CPU profile is already running (started {:.1}s ago, {:.1}s left); one runs at a time",
-                    ran.as_secs_f64(),
-                    length.saturating_sub(ran).as_secs_f64()
-                ),
-            );
+        match running.as_ref() {
+            Some(r) => Err((r.outcome.clone(), r.since.elapsed(), r.length)),
+            None => {
+                let (tx, rx) = watch::channel(None);
+                *running = Some(Running {
+                    since: Instant::now(),
+                    length: Duration::from_secs(secs),
+                    outcome: rx,
+                });
+                Ok((tx, RunningSlot))
+            }
         }
-        *running = Some((Instant::now(), Duration::from_secs(secs)));
-        RunningSlot
+    };
+    let (tx, slot) = match claimed {
+        Ok(c) => c,
+        Err((rx, ran, length)) => return join(rx, ran, length, fmt).await,
     };
     let session = match CpuProfiler::start_sampling(state.profile_frequency, secs) {
         Ok(s) => s,
-        Err(e @ StartError::Busy) => return error(StatusCode::CONFLICT, &e.to_string()),
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &format!("cannot start the CPU profiler: {e}")),
+        Err(e) => {
+            let (status, reason) = match e {
+                StartError::Busy => (StatusCode::CONFLICT, e.to_string()),
+                _ => (StatusCode::SERVICE_UNAVAILABLE, format!("cannot start the CPU profiler: {e}")),
+            };
+            let _ = tx.send(Some(Outcome::Refused(status, reason.clone())));
+            return error(status, &reason);
+        }
     };
     tokio::time::sleep(Duration::from_secs(secs)).await;
     let samples = session.stop();
     drop(slot);
     // The samples are taken: symbolizing waits for its turn rather than be refused.
-    super::lane::queued("a CPU profile", move || render(&cpu::finish_kept(samples), fmt))
+    super::lane::queued("a CPU profile", move || {
+        let completed = cpu::finish_kept(samples);
+        let _ = tx.send(Some(Outcome::Done(Arc::clone(&completed))));
+        render(&completed, fmt)
+    })
     .await
+}
+
+/// Waits for the running profile a request joined, and answers with it.
+async fn join(
+    mut rx: watch::Receiver<Option<Outcome>>,
+    ran: Duration,
+    length: Duration,
+    fmt: Format,
+) -> Response<Body> {
+    let outcome = match rx.wait_for(Option::is_some).await {
+        Ok(v) => v.clone(),
+        Err(_) => None,
+    };
+    let mut r = match outcome {
+        Some(Outcome::Done(c)) => match fmt {
+            Format::Pprof => render(&c, fmt),
+            // Drawing waits for its turn, as the profile it joined did.
+            Format::Flamegraph => super::lane::queued("a CPU profile flame graph", move || render(&c, fmt)).await,
+        },
+        Some(Outcome::Refused(status, reason)) => return error(status, &reason),
+        None => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the CPU profile this request joined stopped before it ended (its client went away); ask again",
+            );
+        }
+    };
+    let joined = format!("{:.1}s of {}s", ran.as_secs_f64(), length.as_secs());
+    if let Ok(v) = http::HeaderValue::from_str(&joined) {
+        r.headers_mut().insert("x-perfkit-profile-joined", v);
+    }
+    r
 }
 
 pub(crate) async fn last(_: Arc<State>, q: Query) -> Response<Body> {

@@ -66,6 +66,112 @@ pub enum HeapError {
     /// The flame graph could not be drawn.
     #[error(transparent)]
     Flamegraph(#[from] FlamegraphError),
+    /// A sampling rate out of range.
+    #[error("lg_sample must be 0 to {MAX_LG_SAMPLE} (one sample per 2^lg_sample bytes), got {0}")]
+    BadSampleRate(u32),
+    /// jemalloc refused a control write.
+    #[error("jemalloc {name}: {reason}")]
+    Control {
+        /// The control written.
+        name: &'static str,
+        /// jemalloc's error.
+        reason: String,
+    },
+}
+
+/// The sparsest sampling [`set_heap_sample_rate`] accepts: one sample per GiB on average.
+pub const MAX_LG_SAMPLE: u32 = 30;
+
+/// jemalloc's heap sampling now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HeapSampling {
+    /// Whether allocations are being sampled (`prof.active`).
+    pub active: bool,
+    /// One sample per `2^lg_sample` allocated bytes on average (`prof.lg_sample`).
+    pub lg_sample: u32,
+}
+
+impl HeapSampling {
+    /// The average number of bytes between two samples.
+    pub fn sample_bytes(&self) -> u64 {
+        1u64 << self.lg_sample.min(63)
+    }
+
+    /// As JSON, for the inventory and the debug server.
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "active": self.active,
+            "lg_sample": self.lg_sample,
+            "sample_bytes": self.sample_bytes(),
+        })
+    }
+}
+
+/// Whether jemalloc profiling was switched on at start (`opt.prof`): it cannot be later.
+fn built_in() -> bool {
+    // SAFETY: `opt.prof` is a documented read-only boolean option.
+    unsafe { tikv_jemalloc_ctl::raw::read(b"opt.prof\0") }.unwrap_or(false)
+}
+
+/// jemalloc's heap sampling now.
+///
+/// # Errors
+/// [`HeapError::Off`] when jemalloc's profiling was not switched on at start.
+pub fn heap_sampling() -> Result<HeapSampling, HeapError> {
+    if !built_in() {
+        return Err(HeapError::Off);
+    }
+    // SAFETY: `prof.active` is a documented boolean, `prof.lg_sample` a documented
+    // `size_t`; both readable whenever `opt.prof` is on.
+    let active: bool = unsafe { tikv_jemalloc_ctl::raw::read(b"prof.active\0") }.unwrap_or(false);
+    // SAFETY: as above.
+    let lg: usize = unsafe { tikv_jemalloc_ctl::raw::read(b"prof.lg_sample\0") }.unwrap_or(0);
+    Ok(HeapSampling {
+        active,
+        lg_sample: u32::try_from(lg).unwrap_or(u32::MAX),
+    })
+}
+
+/// Starts (`true`) or pauses (`false`) sampling allocations; the profile keeps what it has.
+/// Returns the sampling before the change. A paused heap profile answers
+/// [`HeapError::Inactive`] until sampling resumes.
+///
+/// # Errors
+/// [`HeapError::Off`] when jemalloc's profiling was not switched on at start; `Control`
+/// when jemalloc refuses the write.
+pub fn set_heap_sampling(active: bool) -> Result<HeapSampling, HeapError> {
+    let before = heap_sampling()?;
+    // SAFETY: `prof.active` is a documented writable boolean while `opt.prof` is on.
+    unsafe { tikv_jemalloc_ctl::raw::write(b"prof.active\0", active) }.map_err(|e| {
+        HeapError::Control {
+            name: "prof.active",
+            reason: e.to_string(),
+        }
+    })?;
+    Ok(before)
+}
+
+/// Samples one allocation per `2^lg_sample` bytes on average from now on (jemalloc's
+/// `prof.reset`, which also clears what was sampled so far: live and cumulative figures
+/// start again from zero). Returns the sampling before the change.
+///
+/// # Errors
+/// [`HeapError::BadSampleRate`] above [`MAX_LG_SAMPLE`]; `Off` and `Control` as
+/// [`set_heap_sampling`].
+pub fn set_heap_sample_rate(lg_sample: u32) -> Result<HeapSampling, HeapError> {
+    if lg_sample > MAX_LG_SAMPLE {
+        return Err(HeapError::BadSampleRate(lg_sample));
+    }
+    let before = heap_sampling()?;
+    // SAFETY: `prof.reset` is a documented write-only `size_t` while `opt.prof` is on.
+    unsafe { tikv_jemalloc_ctl::raw::write(b"prof.reset\0", lg_sample as usize) }.map_err(|e| {
+        HeapError::Control {
+            name: "prof.reset",
+            reason: e.to_string(),
+        }
+    })?;
+    Ok(before)
 }
 
 /// Dumps, parses and symbolizes jemalloc's profile into the answer asked for.

@@ -46,7 +46,10 @@ pub(crate) mod symbols;
 pub use cpu::{CpuProfile, CpuProfiler};
 #[cfg(feature = "heap-profiling")]
 #[cfg_attr(docsrs, doc(cfg(feature = "heap-profiling")))]
-pub use heap::{HeapError, HeapForm, HeapKind, heap, heap_delta};
+pub use heap::{
+    HeapError, HeapForm, HeapKind, HeapSampling, MAX_LG_SAMPLE, heap, heap_delta, heap_sampling,
+    set_heap_sample_rate, set_heap_sampling,
+};
 #[cfg(any(feature = "cpu-profiling", feature = "heap-profiling"))]
 #[cfg_attr(
     docsrs,

@@ -41,8 +41,10 @@ enum Handler {
     Now(fn(&State, &Query) -> Response<Body>),
     /// Answers later without holding up other requests.
     Later(fn(Arc<State>, Query) -> Reply),
+    /// Reads a setting with `GET`, changes it with `POST` (the `bool`); on the server thread.
+    Setting(fn(&State, &Query, bool) -> Response<Body>),
 }
-use Handler::{Later, Now};
+use Handler::{Later, Now, Setting};
 
 const ROUTES: &[Route] = &[
     Route { path: "/metrics", params: &[], handler: Now(metrics) },
@@ -59,6 +61,7 @@ const ROUTES: &[Route] = &[
     Route { path: "/debug/perfkit/timeline", params: &["from", "to"], handler: Now(timeline) },
     Route { path: "/debug/perfkit/report", params: &["from", "to", "format", "phases"], handler: Now(report) },
     Route { path: "/debug/perfkit/k6.js", params: &[], handler: Now(k6_js) },
+    Route { path: "/debug/perfkit/heap-sampling", params: &["active", "lg_sample"], handler: Setting(pprof::heap_sampling) },
 ];
 
 pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
@@ -85,12 +88,15 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
             &format!("unknown path {path}; see /debug/pprof/ for the endpoints"),
         );
     };
-    if req.method() != Method::GET {
+    let setting = matches!(route.handler, Setting(_));
+    let post = setting && req.method() == Method::POST;
+    if req.method() != Method::GET && !post {
+        let allow = if setting { "GET, POST" } else { "GET" };
         let mut r = error(
             StatusCode::METHOD_NOT_ALLOWED,
-            &format!("method {} not allowed on {path}; use GET", req.method()),
+            &format!("method {} not allowed on {path}; use {allow}", req.method()),
         );
-        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET"));
+        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
         return r;
     }
     let query = match Query::parse(req.uri().query().unwrap_or(""), route) {
@@ -111,6 +117,7 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
     match route.handler {
         Now(f) => f(&state, &query),
         Later(f) => f(state, query).await,
+        Setting(f) => f(&state, &query, post),
     }
 }
 
@@ -288,7 +295,7 @@ pub(crate) fn error(status: StatusCode, reason: &str) -> Response<Body> {
     r
 }
 
-fn json(value: &serde_json::Value) -> Response<Body> {
+pub(crate) fn json(value: &serde_json::Value) -> Response<Body> {
     match serde_json::to_vec(value) {
         Ok(body) => response(StatusCode::OK, "application/json", Bytes::from(body)),
         Err(e) => error(
@@ -450,6 +457,7 @@ fn server_settings(state: &State) -> serde_json::Value {
         "mutex_profile_rate": crate::sync::mutex_profile_rate(),
         "cpu_profiling": cfg!(feature = "cpu-profiling"),
         "heap_profiling": cfg!(feature = "heap-profiling"),
+        "heap_sampling": pprof::heap_sampling_json(),
     })
 }
 

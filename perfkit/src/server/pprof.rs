@@ -79,6 +79,11 @@ const ENTRIES: &[Entry] = &[
         description: "The run report over the timeline (from, to; format=json or html; phases=name@unix_seconds,...): configuration, ranked findings, bottleneck, headroom, timelines, profiles.",
     },
     Entry {
+        href: "/debug/perfkit/heap-sampling",
+        name: "heap sampling",
+        description: "JSON: jemalloc's heap sampling (feature heap-profiling). POST active=true|false pauses or resumes it; POST lg_sample=N samples one allocation per 2^N bytes (and restarts the figures).",
+    },
+    Entry {
         href: "/debug/perfkit/k6.js",
         name: "k6 helper",
         description: "The k6 module that polls the snapshot and turns it into k6 metrics, matching this build.",
@@ -223,6 +228,87 @@ pub(crate) fn allocs(state: Arc<State>, q: Query) -> Reply {
         let _ = (state, q);
         Box::pin(async { not_built("allocation profiles", "heap-profiling") })
     }
+}
+
+/// `/debug/perfkit/heap-sampling`: jemalloc's heap sampling (`GET`), switched on or off
+/// (`POST ?active=true|false`) or set to one sample per `2^N` bytes (`POST ?lg_sample=N`,
+/// which also restarts the profile's figures from zero).
+pub(crate) fn heap_sampling(_: &State, q: &Query, post: bool) -> Response<Body> {
+    #[cfg(feature = "heap-profiling")]
+    {
+        use crate::profile::{self as profile, HeapError};
+        let active = match q.get("active") {
+            None => None,
+            Some("true" | "1") => Some(true),
+            Some("false" | "0") => Some(false),
+            Some(other) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("invalid active={other:?}: expected true or false"),
+                );
+            }
+        };
+        let lg = match q.get("lg_sample").map(str::parse::<u32>) {
+            None => None,
+            Some(Ok(n)) => Some(n),
+            Some(Err(_)) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!(
+                        "invalid lg_sample={:?}: expected a whole number from 0 to {}",
+                        q.get("lg_sample").unwrap_or(""),
+                        profile::MAX_LG_SAMPLE
+                    ),
+                );
+            }
+        };
+        if !post && (active.is_some() || lg.is_some()) {
+            return error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "changing heap sampling needs POST; GET only reads it",
+            );
+        }
+        if post && active.is_none() && lg.is_none() {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "nothing to change: give active=true|false, lg_sample=N, or both",
+            );
+        }
+        let status = |e: &HeapError| match e {
+            HeapError::Off => StatusCode::NOT_IMPLEMENTED,
+            HeapError::BadSampleRate(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if let Some(n) = lg {
+            if let Err(e) = profile::set_heap_sample_rate(n) {
+                return error(status(&e), &e.to_string());
+            }
+        }
+        if let Some(on) = active {
+            if let Err(e) = profile::set_heap_sampling(on) {
+                return error(status(&e), &e.to_string());
+            }
+        }
+        match profile::heap_sampling() {
+            Ok(now) => super::http::json(&now.json()),
+            Err(e) => error(status(&e), &e.to_string()),
+        }
+    }
+    #[cfg(not(feature = "heap-profiling"))]
+    {
+        let _ = (q, post);
+        not_built("Heap profiles", "heap-profiling")
+    }
+}
+
+/// The inventory's `server.heap_sampling`: jemalloc's sampling now, or `null` when heap
+/// profiling is not built in or not switched on.
+pub(crate) fn heap_sampling_json() -> serde_json::Value {
+    #[cfg(feature = "heap-profiling")]
+    if let Ok(s) = crate::profile::heap_sampling() {
+        return s.json();
+    }
+    serde_json::Value::Null
 }
 
 #[cfg(not(all(feature = "cpu-profiling", feature = "heap-profiling")))]

@@ -55,6 +55,16 @@ struct Location {
 )]
 pub(crate) type Line<'a> = (&'a str, &'a str, &'a str, i64);
 
+#[cfg(any(feature = "cpu-profiling", feature = "heap-profiling"))]
+/// A profile mapping: the addresses an object's code spans and where it comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Mapping {
+    pub(crate) start: u64,
+    pub(crate) limit: u64,
+    pub(crate) offset: u64,
+    pub(crate) file: String,
+}
+
 impl Profile {
     /// An empty profile whose samples carry one value per `(type, unit)` pair. The period
     /// type is the first sample type until [`Profile::set_period`] says otherwise.
@@ -116,7 +126,7 @@ impl Profile {
     pub(crate) fn mapping(
         &mut self,
         key: usize,
-        describe: impl FnOnce() -> Option<super::symbols::Mapping>,
+        describe: impl FnOnce() -> Option<Mapping>,
     ) -> Option<u64> {
         if let Some(&id) = self.mapping_ids.get(&key) {
             return id;

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::ffi::{CStr, c_int, c_void};
 use std::path::{Path, PathBuf};
 
-use super::pprof::{Line, Profile};
+use super::pprof::{Line, Mapping, Profile};
 
 /// One source frame of an address; several when functions were inlined.
 #[derive(Debug, Clone)]
@@ -234,15 +234,6 @@ impl Loaded {
             file,
         }
     }
-}
-
-/// A profile mapping: the addresses an object's code spans and where it comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Mapping {
-    pub(crate) start: u64,
-    pub(crate) limit: u64,
-    pub(crate) offset: u64,
-    pub(crate) file: String,
 }
 
 /// Every object the dynamic loader has mapped, with its executable segments.

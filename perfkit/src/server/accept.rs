@@ -32,7 +32,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::AbortHandle;
 
-use super::http::{State, handle};
+use super::reply::State;
+use super::router::handle;
 
 /// Connections past the cap being answered with a 503 at any one time.
 const REJECTING_MAX: usize = 16;

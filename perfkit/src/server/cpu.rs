@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use tokio::sync::watch;
 
-use super::http::{Body, Query, State, error};
+use super::reply::{Body, Query, State, error};
 use crate::profile::cpu::{self as cpu, CpuProfile, CpuProfiler, StartError};
 
 /// Go's default profile length.
@@ -192,9 +192,9 @@ pub(crate) async fn last(_: Arc<State>, q: Query) -> Response<Body> {
 /// The answer in the format asked for; drawing a flame graph is the expensive part.
 fn render(c: &CpuProfile, fmt: Format) -> Response<Body> {
     match fmt {
-        Format::Pprof => super::pprof::attachment("profile", c.pprof_bytes()),
+        Format::Pprof => super::reply::attachment("profile", c.pprof_bytes()),
         Format::Flamegraph => match c.flamegraph() {
-            Ok(svg) => super::http::response(StatusCode::OK, "image/svg+xml", Bytes::from(svg)),
+            Ok(svg) => super::reply::response(StatusCode::OK, "image/svg+xml", Bytes::from(svg)),
             Err(e) => error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &format!("drawing the flame graph failed: {e}"),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use http::{Response, StatusCode};
 
-use super::http::{Body, Query, error};
+use super::reply::{Body, Query, error};
 
 /// The delta's length asked for in `q`, or `None` for none. `debug` is whether the request
 /// asked for text (`debug` other than 0), which a delta cannot be.

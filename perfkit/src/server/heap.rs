@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 
-use super::http::{Body, Query, State, error, text};
+use super::reply::{Body, Query, State, error, text};
 use crate::profile::heap::{self, HeapForm, HeapKind};
 
 pub(crate) async fn serve(state: Arc<State>, q: Query, kind: HeapKind) -> Response<Body> {
@@ -53,11 +53,11 @@ pub(crate) async fn serve(state: Arc<State>, q: Query, kind: HeapKind) -> Respon
         Ok(bytes) => match form {
             HeapForm::Text => text(StatusCode::OK, String::from_utf8_lossy(&bytes).into_owned()),
             HeapForm::Flamegraph => {
-                super::http::response(StatusCode::OK, "image/svg+xml", Bytes::from(bytes))
+                super::reply::response(StatusCode::OK, "image/svg+xml", Bytes::from(bytes))
             }
             _ => {
                 let name = if kind == HeapKind::Inuse { "heap" } else { "allocs" };
-                super::pprof::attachment(name, Bytes::from(bytes))
+                super::reply::attachment(name, Bytes::from(bytes))
             }
         },
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("heap profile failed: {e}")),
@@ -87,7 +87,7 @@ async fn serve_delta(kind: HeapKind, n: u64) -> Response<Body> {
     let what = if kind == HeapKind::Inuse { "a heap delta profile" } else { "an allocation delta profile" };
     // The second dump and the symbolizing wait for their turn rather than be refused.
     super::lane::queued(what, move || match heap::snapshot(kind) {
-        Ok(after) => super::pprof::attachment(name, Bytes::from(heap::delta_pprof(&before, &after, kind, span))),
+        Ok(after) => super::reply::attachment(name, Bytes::from(heap::delta_pprof(&before, &after, kind, span))),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("heap profile failed: {e}")),
     })
     .await

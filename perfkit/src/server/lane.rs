@@ -23,7 +23,7 @@ use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tokio::sync::watch;
 
-use super::http::{Body, error};
+use super::reply::{Body, error};
 
 /// The turn: held by whoever is building an expensive answer.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -189,7 +189,7 @@ mod tests {
         move || {
             runs.fetch_add(1, Ordering::SeqCst);
             std::thread::sleep(Duration::from_millis(200));
-            super::super::http::text(StatusCode::OK, text.to_owned())
+            super::super::reply::text(StatusCode::OK, text.to_owned())
         }
     }
 

@@ -42,7 +42,8 @@ mod cpu;
 mod error;
 #[cfg(feature = "heap-profiling")]
 mod heap;
-mod http;
+mod reply;
+mod router;
 #[cfg(any(feature = "cpu-profiling", feature = "heap-profiling"))]
 mod lane;
 mod delta;
@@ -333,7 +334,7 @@ impl Builder {
             .local_addr()
             .map_err(|source| BuildError::Bind { addr: self.addr, source })?;
 
-        let state = Arc::new(http::State {
+        let state = Arc::new(reply::State {
             token: self.token.map(String::into_bytes),
             local_addr,
             max_connections: self.max_connections,

@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 
-use super::http::{Body, Query, Reply, State, error, text};
+use super::reply::{Body, Query, Reply, State, error, text};
 use crate::profile::contention::{self, Rendered};
 use crate::sync::ContentionProfile;
 
@@ -79,7 +79,7 @@ async fn answer(profile: ContentionProfile, debug: bool, span: Option<Span>) -> 
 fn respond(profile: &ContentionProfile, debug: bool, span: Option<Span>) -> Response<Body> {
     match contention::render(profile, debug, span) {
         Rendered::Text(s) => text(StatusCode::OK, s),
-        Rendered::Pprof(gz) => super::pprof::attachment("mutex", Bytes::from(gz)),
+        Rendered::Pprof(gz) => super::reply::attachment("mutex", Bytes::from(gz)),
     }
 }
 

@@ -4,11 +4,10 @@ use http::StatusCode;
 use http::Response;
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
 
 use std::sync::Arc;
 
-use super::http::{Body, Query, Reply, State, error, html, response, text};
+use super::reply::{Body, Query, Reply, State, attachment, error, html, text};
 
 /// An entry of the index page: link, name and one-line description, like Go's.
 struct Entry {
@@ -180,16 +179,6 @@ fn goroutine_profile() -> Response<Body> {
     attachment("goroutine", Bytes::from(crate::profile::goroutine::pprof()))
 }
 
-/// A gzipped pprof profile, with Go's headers.
-pub(crate) fn attachment(name: &'static str, body: Bytes) -> Response<Body> {
-    let mut r = response(StatusCode::OK, "application/octet-stream", body);
-    let disposition = format!("attachment; filename=\"{name}\"");
-    if let Ok(v) = HeaderValue::from_str(&disposition) {
-        r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
-    }
-    r
-}
-
 pub(crate) fn profile(state: Arc<State>, q: Query) -> Reply {
     #[cfg(feature = "cpu-profiling")]
     return Box::pin(super::cpu::profile(state, q));
@@ -290,7 +279,7 @@ pub(crate) fn heap_sampling(_: &State, q: &Query, post: bool) -> Response<Body> 
             }
         }
         match profile::heap_sampling() {
-            Ok(now) => super::http::json(&now.json()),
+            Ok(now) => super::reply::json(&now.json()),
             Err(e) => error(status(&e), &e.to_string()),
         }
     }

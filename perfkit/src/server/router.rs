@@ -1,32 +1,15 @@
-//! Routing and the request-level safety rules (connections are [`super::accept`]'s).
+//! Routing and the request-level safety rules (connections are [`super::accept`]'s), and
+//! the `/metrics` and `/debug/perfkit/*` endpoints. Handlers speak [`super::reply`].
 
-use std::future::Future;
-use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
 use hyper::body::Incoming;
 
 use super::pprof;
-
-pub(crate) struct State {
-    pub(crate) token: Option<Vec<u8>>,
-    pub(crate) local_addr: SocketAddr,
-    pub(crate) max_connections: usize,
-    pub(crate) header_read_timeout: Duration,
-    pub(crate) profile_max_seconds: u64,
-    pub(crate) profile_frequency: u32,
-}
-
-pub(crate) type Body = Full<Bytes>;
-
-/// The answer of a handler that waits (a CPU profile) or works off the server thread.
-pub(crate) type Reply = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+use super::reply::{Body, Query, Reply, State, error, json, response, text};
 
 /// A route: its path, the query parameters it accepts, and what answers it.
 struct Route {
@@ -99,7 +82,7 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
         r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
         return r;
     }
-    let query = match Query::parse(req.uri().query().unwrap_or(""), route) {
+    let query = match Query::parse(req.uri().query().unwrap_or(""), route.path, route.params) {
         Ok(q) => q,
         Err(reason) => return error(StatusCode::BAD_REQUEST, &reason),
     };
@@ -191,118 +174,6 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     }
     let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
     std::hint::black_box(diff) == 0
-}
-
-/// Validated query parameters of one request.
-#[derive(Debug, Default)]
-pub(crate) struct Query {
-    pairs: Vec<(String, String)>,
-}
-
-impl Query {
-    fn parse(raw: &str, route: &Route) -> Result<Query, String> {
-        let mut pairs: Vec<(String, String)> = Vec::new();
-        for piece in raw.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = piece.split_once('=').unwrap_or((piece, ""));
-            let k = percent_decode(k).ok_or_else(|| format!("malformed query parameter name {k:?}"))?;
-            let v = percent_decode(v)
-                .ok_or_else(|| format!("malformed value for query parameter `{k}`"))?;
-            if !route.params.contains(&k.as_str()) {
-                let accepted = if route.params.is_empty() {
-                    "none".to_owned()
-                } else {
-                    route.params.join(", ")
-                };
-                return Err(format!(
-                    "unknown query parameter `{k}` for {}; accepted: {accepted}",
-                    route.path
-                ));
-            }
-            if pairs.iter().any(|(seen, _)| *seen == k) {
-                return Err(format!("query parameter `{k}` given more than once"));
-            }
-            pairs.push((k, v));
-        }
-        Ok(Query { pairs })
-    }
-
-    #[cfg(test)]
-    pub(crate) fn from_pairs(pairs: &[(&str, &str)]) -> Query {
-        Query {
-            pairs: pairs.iter().map(|&(k, v)| (k.to_owned(), v.to_owned())).collect(),
-        }
-    }
-
-    /// The value of `key`, if given.
-    pub(crate) fn get(&self, key: &str) -> Option<&str> {
-        self.pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-    }
-}
-
-/// Decodes `%XX` escapes and `+` as space; `None` on a bad escape or invalid UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-pub(crate) fn response(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
-    let mut r = Response::new(Full::new(body));
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    r
-}
-
-pub(crate) fn text(status: StatusCode, body: String) -> Response<Body> {
-    response(status, "text/plain; charset=utf-8", Bytes::from(body))
-}
-
-pub(crate) fn html(body: String) -> Response<Body> {
-    response(StatusCode::OK, "text/html; charset=utf-8", Bytes::from(body))
-}
-
-/// An error response: a one-line reason. `X-Go-Pprof: 1` makes `go tool pprof` print it.
-pub(crate) fn error(status: StatusCode, reason: &str) -> Response<Body> {
-    let line: String = reason.lines().next().unwrap_or("").to_owned() + "\n";
-    let mut r = text(status, line);
-    r.headers_mut()
-        .insert("x-go-pprof", HeaderValue::from_static("1"));
-    r
-}
-
-pub(crate) fn json(value: &serde_json::Value) -> Response<Body> {
-    match serde_json::to_vec(value) {
-        Ok(body) => response(StatusCode::OK, "application/json", Bytes::from(body)),
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("could not encode JSON: {e}"),
-        ),
-    }
 }
 
 /// Reached only without request headers (the route table's entry); `handle` answers
@@ -497,7 +368,7 @@ mod tests {
 
     fn query(raw: &str) -> Query {
         let route = ROUTES.iter().find(|r| r.path == "/debug/perfkit/report").unwrap();
-        Query::parse(raw, route).unwrap()
+        Query::parse(raw, route.path, route.params).unwrap()
     }
 
     #[cfg(not(feature = "report-html"))]
@@ -507,7 +378,7 @@ mod tests {
             token: None,
             local_addr: "127.0.0.1:0".parse().unwrap(),
             max_connections: 64,
-            header_read_timeout: Duration::from_secs(5),
+            header_read_timeout: std::time::Duration::from_secs(5),
             profile_max_seconds: 60,
             profile_frequency: 99,
         };
@@ -549,22 +420,10 @@ mod tests {
     }
 
     #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode("a%20b+c").as_deref(), Some("a b c"));
-        assert_eq!(percent_decode("%zz"), None);
-        assert_eq!(percent_decode("%2"), None);
-        assert_eq!(percent_decode("%ff"), None); // not UTF-8
-    }
-
-    #[test]
     fn query_validation() {
         let route = &ROUTES[0];
-        assert!(Query::parse("", route).is_ok());
-        let e = Query::parse("x=1", route).unwrap_err();
+        assert!(Query::parse("", route.path, route.params).is_ok());
+        let e = Query::parse("x=1", route.path, route.params).unwrap_err();
         assert!(e.contains("unknown query parameter `x`"), "{e}");
-        let r = Route { path: "/p", params: &["seconds"], handler: Now(metrics) };
-        assert_eq!(Query::parse("seconds=5", &r).unwrap().get("seconds"), Some("5"));
-        assert!(Query::parse("seconds=1&seconds=2", &r).unwrap_err().contains("more than once"));
-        assert!(Query::parse("seconds=%G1", &r).unwrap_err().contains("malformed"));
     }
 }

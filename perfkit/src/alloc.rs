@@ -69,7 +69,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
 use serde::Serialize;
 
-use crate::metrics::{Collection, names};
+use crate::metrics::{Collection, Collector, Sections, names};
 
 /// A [`GlobalAlloc`] that forwards every call to `A` and counts it.
 ///
@@ -217,6 +217,25 @@ pub fn stats() -> Option<AllocStats> {
 }
 
 /// Adds the heap series to a scrape, when a counting allocator is in use.
+/// The counting allocator's figures as a collector, registered with every registry
+/// ([`crate::metrics::Registry::new`]): the `perfkit_heap_*` series and the snapshot's
+/// `heap.counting` object when [`Counting`] is the global allocator.
+#[derive(Debug)]
+pub(crate) struct AllocCollector;
+
+impl Collector for AllocCollector {
+    fn collect(&self, out: &mut Collection) {
+        collect(out);
+    }
+
+    fn snapshot(&self, out: &mut Sections) {
+        let counting = snapshot();
+        if !counting.is_null() {
+            out.push("heap_counting", counting);
+        }
+    }
+}
+
 pub(crate) fn collect(out: &mut Collection) {
     // One series for the live heap, whichever allocator reports it.
     if let Some(live) = crate::metrics::live_heap_bytes() {

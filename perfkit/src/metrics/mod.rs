@@ -36,6 +36,8 @@
 //! assert!(text.contains("perfkit_queue_wait_seconds_count{queue=\"events\"} 1"));
 //! ```
 
+mod builtin;
+mod collector;
 mod histogram;
 pub mod names;
 pub mod openmetrics;
@@ -51,16 +53,16 @@ cfg_facade! {
     pub mod facade;
 }
 
+pub use builtin::registry;
+pub use collector::{Collection, Collector, Sections};
 pub(crate) use histogram::ArcLocalHistogram;
 pub use histogram::{Histogram, HistogramSnapshot, LocalHistogram};
 pub use process::{ProcessStats, read as process_stats};
-pub use registry::{
-    Collection, Collector, DEFAULT_CARDINALITY_CAP, OVERFLOW_LABEL, Registry, Sections, registry,
-};
+pub use registry::{DEFAULT_CARDINALITY_CAP, OVERFLOW_LABEL, Registry};
 pub(crate) use shard::{ArcLocalCounter, SyncedCell};
 pub use shard::{Counter, LocalCounter};
 
-pub(crate) use snapshot::live_heap_bytes;
+pub(crate) use process::live_heap_bytes;
 pub use snapshot::{SCHEMA_VERSION, SECTIONS};
 pub use window::{MAX_WINDOW_SECONDS, Tick, Window, WindowMax, WindowTotal};
 

@@ -4,8 +4,9 @@
 
 use serde::Serialize;
 
+use super::collector::{Collection, Collector, Sections};
 use super::names;
-use super::registry::Collection;
+use super::window::{Tick, WindowMax};
 
 /// A point-in-time reading of the process's resource use.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -51,6 +52,90 @@ pub(crate) fn collect(out: &mut Collection, s: &ProcessStats) {
     for (def, v) in pairs {
         if let Some(v) = v {
             out.push(def, &[], v);
+        }
+    }
+}
+
+/// The live heap in bytes: the counting allocator's figure when it is the global allocator,
+/// else jemalloc's `stats.allocated` when jemalloc serves the allocations (feature
+/// `heap-profiling`); `None` with neither. The one figure behind
+/// `perfkit_heap_allocated_bytes` and the snapshot's `heap.allocated_bytes`.
+///
+/// The counting allocator comes first because its use is certain (it saw the allocations),
+/// while a jemalloc linked into the binary but not installed still reports its own few
+/// internal kilobytes.
+pub(crate) fn live_heap_bytes() -> Option<u64> {
+    if let Some(s) = crate::alloc::stats() {
+        return Some(s.allocated_bytes);
+    }
+    #[cfg(feature = "heap-profiling")]
+    if let Some(a) = crate::profile::heap::jemalloc_allocated_bytes() {
+        return Some(a);
+    }
+    None
+}
+
+/// The process's own figures as a collector: the `process_*` gauges, the 10 s peak of
+/// resident memory, and in the snapshot the `process` object and, over a window, the peaks
+/// of resident memory and live heap (`window`). It keeps one second's peak of each in a
+/// ring, ticked with every other collector.
+#[derive(Debug)]
+pub(crate) struct ProcessCollector {
+    rss: WindowMax,
+    heap: WindowMax,
+}
+
+impl ProcessCollector {
+    pub(crate) fn new() -> Self {
+        ProcessCollector {
+            rss: WindowMax::new(),
+            heap: WindowMax::new(),
+        }
+    }
+}
+
+impl Collector for ProcessCollector {
+    fn collect(&self, out: &mut Collection) {
+        let process = read();
+        collect(out, &process);
+        if let (Some(w), Some(rss)) = (out.window().copied(), process.resident_memory_bytes) {
+            let max = self.rss.max(&w).max(rss);
+            out.push(
+                &names::PROCESS_RESIDENT_MEMORY_MAX_10S_BYTES,
+                &[],
+                max as f64,
+            );
+        }
+    }
+
+    fn snapshot(&self, out: &mut Sections) {
+        let process = read();
+        if let Some(w) = out.window().copied() {
+            let rss = process
+                .resident_memory_bytes
+                .map(|now| self.rss.max(&w).max(now));
+            let heap = live_heap_bytes().map(|now| self.heap.max(&w).max(now));
+            out.set_top(
+                "window",
+                serde_json::json!({
+                    "seconds": w.seconds(),
+                    "resident_memory_bytes_max": rss,
+                    "heap_allocated_bytes_max": heap,
+                }),
+            );
+        }
+        out.set_top(
+            "process",
+            serde_json::to_value(&process).unwrap_or(serde_json::Value::Null),
+        );
+    }
+
+    fn tick(&self, tick: &Tick) {
+        if let Some(rss) = read().resident_memory_bytes {
+            self.rss.tick(tick, rss);
+        }
+        if let Some(heap) = live_heap_bytes() {
+            self.heap.tick(tick, heap);
         }
     }
 }

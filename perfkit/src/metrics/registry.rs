@@ -2,133 +2,21 @@
 //! and the Prometheus text renderer.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use super::collector::{Collection, Collector, Sample, check_labels};
 use super::histogram::Histogram;
 use super::names::{self, Kind, MetricDef};
 use super::shard::Counter;
 use super::text;
-use super::window::{Tick, Window, WindowMax};
+use super::window::{Tick, Window};
 
 /// Label value that stands in for every label set past a family's cardinality cap.
 pub const OVERFLOW_LABEL: &str = "__overflow__";
 
 /// Default cap on distinct label sets per metric family.
 pub const DEFAULT_CARDINALITY_CAP: usize = 1_000;
-
-/// A source of values read at scrape time: the pull side of the metrics model.
-///
-/// Primitives implement this over their own state (depth, capacity, busy workers, ...) and
-/// register it with [`Registry::register_collector`]; the registry holds it weakly, so a
-/// dropped primitive disappears from `/metrics` and the snapshot at the next scrape.
-pub trait Collector: Send + Sync {
-    /// Writes current gauge and counter values.
-    fn collect(&self, out: &mut Collection);
-
-    /// Adds this primitive's current figures to the JSON snapshot. The default adds nothing.
-    fn snapshot(&self, out: &mut Sections) {
-        let _ = out;
-    }
-
-    /// Adds this primitive's configuration to the JSON inventory. The default adds nothing.
-    fn inventory(&self, out: &mut Sections) {
-        let _ = out;
-    }
-
-    /// Called once a second by the registry's window clock (see [`super::window`]): moves
-    /// this primitive's windowed gauges and totals on. The default does nothing.
-    fn tick(&self, tick: &Tick) {
-        let _ = tick;
-    }
-}
-
-/// Values gathered from collectors during one scrape.
-#[derive(Debug, Default)]
-pub struct Collection {
-    samples: Vec<Sample>,
-    window: Option<Window>,
-}
-
-#[derive(Debug)]
-struct Sample {
-    def: &'static MetricDef,
-    labels: Vec<String>,
-    value: f64,
-}
-
-impl Collection {
-    /// The window of the `*_max_10s` gauges
-    /// ([`METRICS_WINDOW_SECONDS`](super::window::METRICS_WINDOW_SECONDS)), when the
-    /// registry renders; `None` in a collection built elsewhere.
-    pub fn window(&self) -> Option<&Window> {
-        self.window.as_ref()
-    }
-
-    /// Adds one sample of a gauge or counter family. `labels` are the values for
-    /// `def.labels`, in order.
-    ///
-    /// # Panics
-    /// If `def` is a histogram or the number of label values does not match `def.labels`.
-    pub fn push(&mut self, def: &'static MetricDef, labels: &[&str], value: f64) {
-        assert!(
-            def.kind != Kind::Histogram,
-            "{}: histograms are not collected",
-            def.name
-        );
-        check_labels(def, labels.len());
-        self.samples.push(Sample {
-            def,
-            labels: labels.iter().map(|s| (*s).to_owned()).collect(),
-            value,
-        });
-    }
-}
-
-/// Named lists of JSON entries that collectors fill for the snapshot and inventory.
-#[derive(Debug, Default)]
-pub struct Sections {
-    map: BTreeMap<&'static str, Vec<serde_json::Value>>,
-    window: Option<Window>,
-    /// The registry's clock when the snapshot was taken.
-    clock: Option<Window>,
-}
-
-impl Sections {
-    /// Sections for a snapshot read at `clock`, reporting figures over `window` too.
-    pub(crate) fn with_window(clock: Window, window: Option<Window>) -> Self {
-        Sections {
-            map: BTreeMap::new(),
-            window,
-            clock: Some(clock),
-        }
-    }
-
-    /// The last `seconds` at the snapshot's clock, for figures every snapshot reports over
-    /// a fixed window (a pool's `saturation_avg`). `None` outside a registry's snapshot.
-    pub(crate) fn over(&self, seconds: u32) -> Option<Window> {
-        self.clock.map(|mut w| {
-            w.seconds = seconds;
-            w
-        })
-    }
-
-    /// The window the reader asked for (`?window=N` on the snapshot): entries add their
-    /// figures over it as a `window` object. `None` for a plain snapshot and the inventory.
-    pub fn window(&self) -> Option<&Window> {
-        self.window.as_ref()
-    }
-
-    /// Adds an entry to a section (`"queues"`, `"batchers"`, `"pools"`, `"tasks"`,
-    /// `"hot_paths"`, `"runtimes"`, ...).
-    pub fn push(&mut self, section: &'static str, entry: serde_json::Value) {
-        self.map.entry(section).or_default().push(entry);
-    }
-
-    pub(crate) fn take(&mut self, section: &str) -> Vec<serde_json::Value> {
-        self.map.remove(section).unwrap_or_default()
-    }
-}
 
 /// One metric family: its series keyed by label values, with a cardinality cap.
 struct Family<T> {
@@ -143,16 +31,6 @@ fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
-}
-
-fn check_labels(def: &MetricDef, n: usize) {
-    assert!(
-        n == def.labels.len(),
-        "{}: expected {} label values ({:?}), got {n}",
-        def.name,
-        def.labels.len(),
-        def.labels
-    );
 }
 
 use crate::loom::lock_unpoisoned as lock;
@@ -171,14 +49,12 @@ pub struct Registry {
     started_at: SystemTime,
     /// The second of the last window tick, held while a tick runs.
     last_tick: Mutex<Option<u64>>,
-    /// Process figures sampled at each tick.
-    pub(crate) rss: WindowMax,
-    pub(crate) heap: WindowMax,
 }
 
 impl Registry {
-    /// An empty registry with the default cardinality cap.
-    pub fn new() -> Self {
+    /// A registry with no collector at all, not even the process's: [`Registry::new`]
+    /// adds the built-in ones.
+    pub(crate) fn bare() -> Self {
         Registry {
             counters: Mutex::default(),
             histograms: Mutex::default(),
@@ -193,8 +69,6 @@ impl Registry {
             started: Instant::now(),
             started_at: SystemTime::now(),
             last_tick: Mutex::new(None),
-            rss: WindowMax::new(),
-            heap: WindowMax::new(),
         }
     }
 
@@ -373,19 +247,6 @@ impl Registry {
         owned.push((key, collector));
     }
 
-    /// Registers a tokio runtime: its stable runtime metrics appear under
-    /// `tokio_runtime_*{runtime="<name>"}`, and a probe task spawned on it (a tracked task
-    /// named `perfkit.runtime.probe`, waking every 100 ms) records its scheduling delay in
-    /// `perfkit_runtime_schedule_delay_seconds{runtime="<name>"}`. Registering the same name
-    /// again replaces it (and stops the old probe).
-    pub fn register_runtime(&self, name: &str, handle: tokio::runtime::Handle) {
-        let delay = self.histogram(&super::names::RUNTIME_SCHEDULE_DELAY_SECONDS, &[name]);
-        self.register_owned(
-            format!("runtime/{name}"),
-            Arc::new(super::runtime::RuntimeCollector::new(name, handle, delay)),
-        );
-    }
-
     /// Every live collector, strong references taken for the duration of one scrape.
     pub(crate) fn collectors(&self) -> Vec<Arc<dyn Collector>> {
         let mut out: Vec<Arc<dyn Collector>> = lock(&self.owned)
@@ -428,13 +289,6 @@ impl Registry {
         }
         for c in self.collectors() {
             c.tick(&tick);
-        }
-        let p = super::process::read();
-        if let Some(rss) = p.resident_memory_bytes {
-            self.rss.tick(&tick, rss);
-        }
-        if let Some(heap) = super::snapshot::live_heap_bytes() {
-            self.heap.tick(&tick, heap);
         }
     }
 
@@ -488,28 +342,13 @@ impl Registry {
     fn render_with(&self, out: &mut String, created: bool) {
         // Gauges and counters read at scrape time, grouped per family so each family's
         // lines are contiguous as the format requires.
-        let mut collection = Collection {
-            samples: Vec::new(),
-            window: Some(self.window(super::window::METRICS_WINDOW_SECONDS)),
-        };
-        let process = super::process::read();
-        super::process::collect(&mut collection, &process);
-        if let Some(w) = collection.window {
-            if let Some(rss) = process.resident_memory_bytes {
-                let max = self.rss.max(&w).max(rss);
-                collection.push(
-                    &names::PROCESS_RESIDENT_MEMORY_MAX_10S_BYTES,
-                    &[],
-                    max as f64,
-                );
-            }
-        }
-        crate::alloc::collect(&mut collection);
+        let mut collection =
+            Collection::for_window(Some(self.window(super::window::METRICS_WINDOW_SECONDS)));
         for c in self.collectors() {
             c.collect(&mut collection);
         }
         let mut collected: BTreeMap<&'static str, Vec<Sample>> = BTreeMap::new();
-        for s in collection.samples {
+        for s in collection.into_samples() {
             collected.entry(s.def.name).or_default().push(s);
         }
         for samples in collected.values_mut() {
@@ -623,12 +462,6 @@ fn render_family(out: &mut String, family: &Family<Counter>) {
     }
 }
 
-impl Default for Registry {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registry")
@@ -638,11 +471,4 @@ impl std::fmt::Debug for Registry {
             .field("cardinality_cap", &self.cardinality_cap())
             .finish()
     }
-}
-
-/// The process-wide registry every perfkit primitive records into and the debug server
-/// renders.
-pub fn registry() -> &'static Registry {
-    static REGISTRY: OnceLock<Registry> = OnceLock::new();
-    REGISTRY.get_or_init(Registry::new)
 }

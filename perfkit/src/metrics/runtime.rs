@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::runtime::Handle;
 
+use super::collector::{Collection, Collector, Sections};
 use super::histogram::Histogram;
 use super::names;
-use super::registry::{Collection, Collector, Sections};
+use super::registry::Registry;
 use super::window::{Tick, Window, WindowMax, WindowTotal};
 
 /// How often the probe wakes.
@@ -207,6 +208,20 @@ impl Collector for RuntimeCollector {
                 "flavor": flavor,
                 "workers": self.handle.metrics().num_workers(),
             }),
+        );
+    }
+}
+impl Registry {
+    /// Registers a tokio runtime: its stable runtime metrics appear under
+    /// `tokio_runtime_*{runtime="<name>"}`, and a probe task spawned on it (a tracked task
+    /// named `perfkit.runtime.probe`, waking every 100 ms) records its scheduling delay in
+    /// `perfkit_runtime_schedule_delay_seconds{runtime="<name>"}`. Registering the same name
+    /// again replaces it (and stops the old probe).
+    pub fn register_runtime(&self, name: &str, handle: tokio::runtime::Handle) {
+        let delay = self.histogram(&names::RUNTIME_SCHEDULE_DELAY_SECONDS, &[name]);
+        self.register_owned(
+            format!("runtime/{name}"),
+            std::sync::Arc::new(RuntimeCollector::new(name, handle, delay)),
         );
     }
 }

@@ -5,7 +5,8 @@
 
 use serde_json::{Map, Value, json};
 
-use super::registry::{Registry, Sections};
+use super::collector::Sections;
+use super::registry::Registry;
 use super::window::MAX_WINDOW_SECONDS;
 
 /// Version of the snapshot and inventory JSON schema. Bumped on any incompatible change.
@@ -72,7 +73,7 @@ fn crash_exposure(obj: &Map<String, Value>) -> Value {
 
 /// The `heap` object: the counting allocator's figures and jemalloc's (from its collector,
 /// with the `heap-profiling` feature), with `allocated_bytes` taken as in
-/// [`live_heap_bytes`]: from the counting allocator when it is the global allocator, else
+/// [`super::process::live_heap_bytes`]: from the counting allocator when it is the global allocator, else
 /// from jemalloc; `null` with neither.
 fn heap(counting: Value, jemalloc: Vec<Value>) -> Value {
     let jemalloc = jemalloc.into_iter().next().unwrap_or(Value::Null);
@@ -89,25 +90,6 @@ fn heap(counting: Value, jemalloc: Vec<Value>) -> Value {
         "counting": counting,
         "jemalloc": jemalloc,
     })
-}
-
-/// The live heap in bytes: the counting allocator's figure when it is the global allocator,
-/// else jemalloc's `stats.allocated` when jemalloc serves the allocations (feature
-/// `heap-profiling`); `None` with neither. The one figure behind
-/// `perfkit_heap_allocated_bytes` and the snapshot's `heap.allocated_bytes`.
-///
-/// The counting allocator comes first because its use is certain (it saw the allocations),
-/// while a jemalloc linked into the binary but not installed still reports its own few
-/// internal kilobytes.
-pub(crate) fn live_heap_bytes() -> Option<u64> {
-    if let Some(s) = crate::alloc::stats() {
-        return Some(s.allocated_bytes);
-    }
-    #[cfg(feature = "heap-profiling")]
-    if let Some(a) = crate::profile::heap::jemalloc_allocated_bytes() {
-        return Some(a);
-    }
-    None
 }
 
 impl Registry {
@@ -141,29 +123,14 @@ impl Registry {
             c.snapshot(&mut sections);
         }
         let mut obj = header(self);
-        let process = super::process::read();
-        obj.insert(
-            "process".into(),
-            serde_json::to_value(&process).unwrap_or(Value::Null),
-        );
+        for (key, value) in sections.take_tops() {
+            obj.insert(key.into(), value);
+        }
+        let counting = sections.take("heap_counting").into_iter().next();
         obj.insert(
             "heap".into(),
-            heap(crate::alloc::snapshot(), sections.take("heap")),
+            heap(counting.unwrap_or(Value::Null), sections.take("heap")),
         );
-        if let Some(w) = &window {
-            let rss = process
-                .resident_memory_bytes
-                .map(|now| self.rss.max(w).max(now));
-            let heap = live_heap_bytes().map(|now| self.heap.max(w).max(now));
-            obj.insert(
-                "window".into(),
-                json!({
-                    "seconds": w.seconds(),
-                    "resident_memory_bytes_max": rss,
-                    "heap_allocated_bytes_max": heap,
-                }),
-            );
-        }
         finish(obj, sections)
     }
 

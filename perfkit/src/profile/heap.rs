@@ -99,6 +99,7 @@ impl HeapSampling {
     }
 
     /// As JSON, for the inventory and the debug server.
+    #[cfg(feature = "server")]
     pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::json!({
             "active": self.active,

@@ -594,7 +594,10 @@ impl<T: Send + Sync + 'static, F: Flush<T>> Flusher<T, F> {
         let mut last_error = String::new();
         for attempt in 1..=self.shared.retry.attempts {
             let started = crate::clock::raw();
-            let outcome = CatchUnwind(self.flush.flush(batch)).await;
+            let outcome = CatchUnwind {
+                future: self.flush.flush(batch),
+            }
+            .await;
             m.flush_seconds
                 .record(crate::clock::nanos_between(started, crate::clock::raw()));
             match outcome {
@@ -659,17 +662,20 @@ pub(crate) fn timers_enabled() -> bool {
     .is_ok()
 }
 
-/// Polls a future inside `catch_unwind`, so a panicking flush is a failed attempt rather
-/// than a dead flusher.
-struct CatchUnwind<Fut>(Fut);
+pin_project_lite::pin_project! {
+    /// Polls a future inside `catch_unwind`, so a panicking flush is a failed attempt rather
+    /// than a dead flusher.
+    struct CatchUnwind<Fut> {
+        #[pin]
+        future: Fut,
+    }
+}
 
 impl<Fut: Future> Future for CatchUnwind<Fut> {
     type Output = Result<Fut::Output, Box<dyn Any + Send>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // SAFETY: the inner future is never moved out of `self`; this is plain structural
-        // pinning of the only field.
-        let fut = unsafe { self.map_unchecked_mut(|s| &mut s.0) };
+        let fut = self.project().future;
         match std::panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),

@@ -445,20 +445,21 @@ impl Drop for TaskGuard {
     }
 }
 
-/// The spawned future: records the outcome; panics are counted, then passed on to tokio.
-struct Tracked<F> {
-    future: F,
-    guard: Option<TaskGuard>,
+pin_project_lite::pin_project! {
+    /// The spawned future: records the outcome; panics are counted, then passed on to tokio.
+    struct Tracked<F> {
+        #[pin]
+        future: F,
+        guard: Option<TaskGuard>,
+    }
 }
 
 impl<F: Future> Future for Tracked<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        // SAFETY: `future` is structurally pinned (never moved out of `self`); `guard` is
-        // not pinned and only reached through `&mut`.
-        let this = unsafe { self.get_unchecked_mut() };
-        let fut = unsafe { Pin::new_unchecked(&mut this.future) };
+        let this = self.project();
+        let fut = this.future;
         match std::panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(v)) => {

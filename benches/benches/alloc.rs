@@ -32,12 +32,11 @@ const LAYOUT: Layout = match Layout::from_size_align(64, 8) {
 #[inline(always)]
 fn pair<A: GlobalAlloc>(a: &A) {
     let layout = black_box(LAYOUT);
-    // SAFETY: the layout has a non-zero size, and the block is freed at once with it.
-    unsafe {
-        let p = a.alloc(layout);
-        assert!(!p.is_null());
-        a.dealloc(black_box(p), layout);
-    }
+    // SAFETY: the layout has a non-zero size.
+    let p = unsafe { a.alloc(layout) };
+    assert!(!p.is_null());
+    // SAFETY: `p` came from `a.alloc(layout)` and is freed once, with that layout.
+    unsafe { a.dealloc(black_box(p), layout) };
 }
 
 fn single(c: &mut Criterion) {

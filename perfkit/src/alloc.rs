@@ -491,31 +491,36 @@ mod tests {
         let a = Counting::new(System);
         let layout = Layout::from_size_align(100, 8).unwrap();
         let before = now();
-        // SAFETY: non-zero size. Every later call passes the block's current layout.
-        unsafe {
-            let p = a.alloc(layout);
-            assert!(!p.is_null());
-            p.write_bytes(7, 100);
+        // SAFETY: non-zero size.
+        let p = unsafe { a.alloc(layout) };
+        assert!(!p.is_null());
+        // SAFETY: `p` points at 100 writable bytes.
+        unsafe { p.write_bytes(7, 100) };
 
-            let p = a.realloc(p, layout, 3000);
-            assert!(!p.is_null());
-            assert_eq!(*p.add(99), 7, "realloc keeps the contents");
-            let grown = now();
-            assert_eq!(grown.allocated_bytes, before.allocated_bytes + 3000);
-            assert_eq!(grown.allocations_total - before.allocations_total, 1);
-            assert_eq!(grown.reallocations_total - before.reallocations_total, 1);
-            assert_eq!(grown.deallocations_total, before.deallocations_total);
+        // SAFETY: `p` came from `a` with `layout`; the new size is non-zero.
+        let p = unsafe { a.realloc(p, layout, 3000) };
+        assert!(!p.is_null());
+        // SAFETY: the block is 3000 bytes, so 99 is inside it.
+        let last = unsafe { p.add(99) };
+        // SAFETY: the first 100 bytes were copied over and are initialised.
+        assert_eq!(unsafe { *last }, 7, "realloc keeps the contents");
+        let grown = now();
+        assert_eq!(grown.allocated_bytes, before.allocated_bytes + 3000);
+        assert_eq!(grown.allocations_total - before.allocations_total, 1);
+        assert_eq!(grown.reallocations_total - before.reallocations_total, 1);
+        assert_eq!(grown.deallocations_total, before.deallocations_total);
 
-            let big = Layout::from_size_align(3000, 8).unwrap();
-            let p = a.realloc(p, big, 40);
-            assert!(!p.is_null());
-            let shrunk = now();
-            assert_eq!(shrunk.allocated_bytes, before.allocated_bytes + 40);
-            assert_eq!(shrunk.reallocations_total - before.reallocations_total, 2);
-            assert_eq!(shrunk.freed_bytes_total - before.freed_bytes_total, 2960);
+        let big = Layout::from_size_align(3000, 8).unwrap();
+        // SAFETY: `p` is the block of layout `big`; the new size is non-zero.
+        let p = unsafe { a.realloc(p, big, 40) };
+        assert!(!p.is_null());
+        let shrunk = now();
+        assert_eq!(shrunk.allocated_bytes, before.allocated_bytes + 40);
+        assert_eq!(shrunk.reallocations_total - before.reallocations_total, 2);
+        assert_eq!(shrunk.freed_bytes_total - before.freed_bytes_total, 2960);
 
-            a.dealloc(p, Layout::from_size_align(40, 8).unwrap());
-        }
+        // SAFETY: `p` is the block, now 40 bytes; freed once.
+        unsafe { a.dealloc(p, Layout::from_size_align(40, 8).unwrap()) };
         let after = now();
         assert_eq!(after.allocated_bytes, before.allocated_bytes);
         assert_eq!(after.live_allocations, before.live_allocations);
@@ -542,15 +547,15 @@ mod tests {
         let a = Counting::new(Exhausted);
         let layout = Layout::from_size_align(64, 8).unwrap();
         let before = now();
-        // SAFETY: non-zero size; every call fails, so nothing needs freeing.
-        unsafe {
-            assert!(a.alloc(layout).is_null());
-            assert!(a.alloc_zeroed(layout).is_null());
-            // The default `realloc` allocates the new block first, which fails.
-            let mut dummy = 0u64;
-            let p = (&raw mut dummy).cast::<u8>();
-            assert!(a.realloc(p, Layout::new::<u64>(), 128).is_null());
-        }
+        // SAFETY: non-zero size; the call fails, so nothing needs freeing.
+        assert!(unsafe { a.alloc(layout) }.is_null());
+        // SAFETY: as above.
+        assert!(unsafe { a.alloc_zeroed(layout) }.is_null());
+        // The default `realloc` allocates the new block first, which fails.
+        let mut dummy = 0u64;
+        let p = (&raw mut dummy).cast::<u8>();
+        // SAFETY: `p` is valid for the layout given, and the call fails before touching it.
+        assert!(unsafe { a.realloc(p, Layout::new::<u64>(), 128) }.is_null());
         assert_eq!(now(), before);
     }
 
@@ -566,12 +571,11 @@ mod tests {
                 std::thread::spawn(|| {
                     let layout = Layout::from_size_align(48, 16).unwrap();
                     for _ in 0..PAIRS {
-                        // SAFETY: non-zero size; freed with the same layout.
-                        unsafe {
-                            let p = A.alloc(std::hint::black_box(layout));
-                            assert!(!p.is_null());
-                            A.dealloc(std::hint::black_box(p), layout);
-                        }
+                        // SAFETY: non-zero size.
+                        let p = unsafe { A.alloc(std::hint::black_box(layout)) };
+                        assert!(!p.is_null());
+                        // SAFETY: `p` came from `A.alloc(layout)`; freed once.
+                        unsafe { A.dealloc(std::hint::black_box(p), layout) };
                     }
                 })
             })

@@ -95,13 +95,12 @@ fn two_threads_count_every_pair() {
                 barrier.wait();
                 let layout = Layout::from_size_align(SIZE, 16).unwrap();
                 for _ in 0..PAIRS {
-                    // SAFETY: non-zero size; freed at once with the same layout. The calls go
-                    // through the global allocator, so the `Counting` static counts them.
-                    unsafe {
-                        let p = std::alloc::alloc(black_box(layout));
-                        assert!(!p.is_null());
-                        std::alloc::dealloc(black_box(p), layout);
-                    }
+                    // SAFETY: non-zero size. The calls go through the global allocator, so
+                    // the `Counting` static counts them.
+                    let p = unsafe { std::alloc::alloc(black_box(layout)) };
+                    assert!(!p.is_null());
+                    // SAFETY: `p` came from `alloc(layout)`; freed once.
+                    unsafe { std::alloc::dealloc(black_box(p), layout) };
                 }
             });
         }
@@ -131,13 +130,12 @@ fn two_threads_count_every_pair() {
 fn the_installed_allocator_is_usable_directly() {
     let before = stats();
     let layout = Layout::from_size_align(4096, 4096).unwrap();
-    // SAFETY: non-zero size; freed with the same layout.
-    unsafe {
-        let p = A.alloc_zeroed(layout);
-        assert!(!p.is_null());
-        assert_eq!(p.addr() % 4096, 0);
-        A.dealloc(p, layout);
-    }
+    // SAFETY: non-zero size.
+    let p = unsafe { A.alloc_zeroed(layout) };
+    assert!(!p.is_null());
+    assert_eq!(p.addr() % 4096, 0);
+    // SAFETY: `p` came from `A.alloc_zeroed(layout)`; freed once.
+    unsafe { A.dealloc(p, layout) };
     let after = stats();
     assert!(after.allocations_total > before.allocations_total);
     assert!(after.allocated_bytes_total - before.allocated_bytes_total >= 4096);

@@ -232,10 +232,11 @@ where
     // SAFETY: the caller holds the `JobRef`, so the cell is alive and the stage is ours.
     let cell = unsafe { cell::<F>(ptr) };
     let polled = cell.stage.with_mut(|p| {
-        // SAFETY: the stage is ours (above); the future never moves (it lives in this boxed
-        // cell and is only dropped in place), so pinning it is sound.
+        // SAFETY: the stage is ours (above): no other reference to it exists now.
         match unsafe { &mut *p } {
             Stage::Running(f) => {
+                // SAFETY: the future never moves (it lives in this boxed cell and is only
+                // dropped in place), so pinning it is sound.
                 let f = unsafe { Pin::new_unchecked(f) };
                 std::panic::catch_unwind(AssertUnwindSafe(|| f.poll(cx)))
             }
@@ -316,6 +317,7 @@ unsafe fn complete<F: Future>(ptr: NonNull<Header>, result: Result<F::Output, Jo
         // SAFETY: the handle set WAKER_SET before our COMPLETE, so the waker is written and
         // the handle will not write it again; our reference keeps the cell alive.
         header.waker.with(|p| {
+            // SAFETY: as above: the waker is written and nobody writes it now.
             if let Some(w) = unsafe { (*p).as_ref() } {
                 w.wake_by_ref();
             }
@@ -333,6 +335,7 @@ unsafe fn read<F: Future>(ptr: NonNull<Header>, out: *mut ()) {
     let cell = unsafe { cell::<F>(ptr) };
     let result = cell
         .stage
+        // SAFETY: the stage is the handle's (above): no other reference to it exists now.
         .with_mut(|p| match unsafe { std::ptr::replace(p, Stage::Taken) } {
             Stage::Done(result) => result,
             Stage::Running(_) | Stage::Taken => panic!("JobHandle polled after completion"),
@@ -405,8 +408,10 @@ impl JobRef {
         let Some(ptr) = self.0 else {
             return Poll::Ready(Outcome::Cancelled);
         };
-        // SAFETY: we hold the live runner's reference.
-        let poll = unsafe { (ptr.as_ref().vtable.poll)(ptr, cx) };
+        // SAFETY: we hold the live runner's reference, so the header is alive.
+        let vtable = unsafe { ptr.as_ref() }.vtable;
+        // SAFETY: the vtable is the job's own; the reference is the runner's.
+        let poll = unsafe { (vtable.poll)(ptr, cx) };
         if poll.is_ready() {
             // `poll` spent the reference on completion.
             self.0 = None;
@@ -417,8 +422,10 @@ impl JobRef {
     /// Drops the job's future unfinished and completes its handle with `why`.
     pub(super) fn cancel(mut self, why: JobError) {
         if let Some(ptr) = self.0.take() {
-            // SAFETY: we hold the runner's reference of an uncompleted job; it is spent here.
-            unsafe { (ptr.as_ref().vtable.abort)(ptr, why) };
+            // SAFETY: we hold the runner's reference, so the header is alive.
+            let vtable = unsafe { ptr.as_ref() }.vtable;
+            // SAFETY: the runner's reference of an uncompleted job, spent here.
+            unsafe { (vtable.abort)(ptr, why) };
         }
     }
 }
@@ -429,7 +436,9 @@ impl Drop for JobRef {
     fn drop(&mut self) {
         if let Some(ptr) = self.0.take() {
             // SAFETY: as in `cancel`.
-            unsafe { (ptr.as_ref().vtable.abort)(ptr, JobError::Cancelled) };
+            let vtable = unsafe { ptr.as_ref() }.vtable;
+            // SAFETY: as in `cancel`.
+            unsafe { (vtable.abort)(ptr, JobError::Cancelled) };
         }
     }
 }

@@ -104,7 +104,13 @@ impl<T> Ring<T> {
                         // SAFETY: the acquire load saw the producer's release of `pos + 1`,
                         // so the value is initialised, and winning the CAS makes this the
                         // only reader; the store below hands the slot to the next lap.
-                        let value = slot.value.with_mut(|p| unsafe { (*p).assume_init_read() });
+                        let value = slot.value.with_mut(|p| {
+                            // SAFETY: `p` points at the slot's value, which nobody else
+                            // touches now (as said).
+                            let cell = unsafe { &mut *p };
+                            // SAFETY: initialised (as said), and read exactly once.
+                            unsafe { cell.assume_init_read() }
+                        });
                         let at = slot.at.load(Ordering::Relaxed);
                         slot.seq
                             .store(pos.wrapping_add(self.mask + 1), Ordering::Release);

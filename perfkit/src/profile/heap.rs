@@ -221,11 +221,13 @@ pub(crate) fn check(kind: HeapKind) -> Result<(), HeapError> {
     if !prof {
         return Err(HeapError::Off);
     }
+    // SAFETY: `prof.active` is a documented boolean, readable while `opt.prof` is on.
     let active: bool = unsafe { tikv_jemalloc_ctl::raw::read(b"prof.active\0") }.unwrap_or(false);
     if !active {
         return Err(HeapError::Inactive);
     }
     if kind == HeapKind::Allocs {
+        // SAFETY: a documented read-only boolean option.
         let accum: bool =
             unsafe { tikv_jemalloc_ctl::raw::read(b"opt.prof_accum\0") }.unwrap_or(false);
         if !accum {

@@ -57,7 +57,8 @@ pub(crate) struct Session {
     arena_bytes: usize,
 }
 
-// The raw pointer is owned: the session is the only one that frees the arena.
+// SAFETY: the raw pointer is owned: the session is the only one that frees the arena, and
+// nothing else in it is tied to the thread that started the profile.
 unsafe impl Send for Session {}
 
 /// What a stopped profile collected: distinct stacks (leaf first) with their counts.
@@ -210,28 +211,31 @@ fn install_handler() -> Result<(), String> {
     if *installed {
         return Ok(());
     }
-    // SAFETY: plain sigaction calls with valid, zero-initialised structs.
-    unsafe {
-        let mut old: libc::sigaction = std::mem::zeroed();
-        if libc::sigaction(libc::SIGPROF, std::ptr::null(), &mut old) != 0 {
-            return Err(format!(
-                "reading the SIGPROF handler failed: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN {
-            return Err("SIGPROF already has a handler in this process (another profiler?)".into());
-        }
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = on_sigprof as *const () as usize;
-        action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
-        libc::sigemptyset(&mut action.sa_mask);
-        if libc::sigaction(libc::SIGPROF, &action, std::ptr::null_mut()) != 0 {
-            return Err(format!(
-                "installing the SIGPROF handler failed: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
+    // SAFETY: `sigaction` is plain data; all zeroes is a valid value of it.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: reads the current action into a valid local; sets nothing.
+    if unsafe { libc::sigaction(libc::SIGPROF, std::ptr::null(), &mut old) } != 0 {
+        return Err(format!(
+            "reading the SIGPROF handler failed: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN {
+        return Err("SIGPROF already has a handler in this process (another profiler?)".into());
+    }
+    // SAFETY: as above.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = on_sigprof as *const () as usize;
+    action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+    // SAFETY: a valid pointer to the local's signal set.
+    unsafe { libc::sigemptyset(&mut action.sa_mask) };
+    // SAFETY: installs a handler that is async-signal-safe (it neither allocates nor locks)
+    // from a valid, fully initialised action.
+    if unsafe { libc::sigaction(libc::SIGPROF, &action, std::ptr::null_mut()) } != 0 {
+        return Err(format!(
+            "installing the SIGPROF handler failed: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     *installed = true;
     Ok(())
@@ -267,8 +271,10 @@ fn itimer(tv: libc::timeval) -> std::io::Result<()> {
 }
 
 extern "C" fn on_sigprof(_: c_int, _: *mut libc::siginfo_t, context: *mut c_void) {
-    // SAFETY: errno is thread-local; restoring it keeps the interrupted code's value.
-    let errno = unsafe { *libc::__errno_location() };
+    // SAFETY: errno is thread-local and its location always valid on this thread.
+    let errno_at = unsafe { libc::__errno_location() };
+    // SAFETY: reading the interrupted code's errno, to restore it below.
+    let errno = unsafe { *errno_at };
     IN_HANDLER.fetch_add(1, Ordering::SeqCst);
     let arena = ARENA.load(Ordering::SeqCst);
     if !arena.is_null() {
@@ -276,7 +282,8 @@ extern "C" fn on_sigprof(_: c_int, _: *mut libc::siginfo_t, context: *mut c_void
         record(unsafe { &*arena }, interrupted_pc(context));
     }
     IN_HANDLER.fetch_sub(1, Ordering::SeqCst);
-    unsafe { *libc::__errno_location() = errno };
+    // SAFETY: restoring the interrupted code's errno at its thread-local location.
+    unsafe { *errno_at = errno };
 }
 
 /// Runs inside the signal handler: no allocation, no locks.
@@ -374,7 +381,9 @@ fn leaf_only_ranges() -> [(usize, usize); MAX_RANGES] {
         data: *mut c_void,
     ) -> c_int {
         // SAFETY: dl_iterate_phdr passes valid info for the duration of the call.
-        let (info, found) = unsafe { (&*info, &mut *(data as *mut Found)) };
+        let info = unsafe { &*info };
+        // SAFETY: `data` is the `Found` handed to dl_iterate_phdr, borrowed only here.
+        let found = unsafe { &mut *(data as *mut Found) };
         let name = if info.dlpi_name.is_null() {
             ""
         } else {
@@ -397,8 +406,10 @@ fn leaf_only_ranges() -> [(usize, usize); MAX_RANGES] {
             return 0;
         }
         for i in 0..usize::from(info.dlpi_phnum) {
-            // SAFETY: dlpi_phdr points at dlpi_phnum headers.
-            let ph = unsafe { &*info.dlpi_phdr.add(i) };
+            // SAFETY: dlpi_phdr points at dlpi_phnum headers, so `i` is inside them.
+            let at = unsafe { info.dlpi_phdr.add(i) };
+            // SAFETY: a header the loader owns for the duration of the call.
+            let ph = unsafe { &*at };
             if ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_X != 0 && found.len < MAX_RANGES
             {
                 let lo = info.dlpi_addr as usize + ph.p_vaddr as usize;

@@ -243,9 +243,10 @@ fn loaded_objects() -> Vec<Loaded> {
         _: libc::size_t,
         data: *mut c_void,
     ) -> c_int {
-        // SAFETY: dl_iterate_phdr passes valid info for the duration of the call, and
-        // `data` is the vector handed to it below.
-        let (info, out) = unsafe { (&*info, &mut *(data as *mut Vec<Loaded>)) };
+        // SAFETY: dl_iterate_phdr passes valid info for the duration of the call.
+        let info = unsafe { &*info };
+        // SAFETY: `data` is the vector handed to dl_iterate_phdr below, borrowed only here.
+        let out = unsafe { &mut *(data as *mut Vec<Loaded>) };
         let name = if info.dlpi_name.is_null() {
             ""
         } else {
@@ -258,8 +259,10 @@ fn loaded_objects() -> Vec<Loaded> {
         let mut offset = None;
         if !info.dlpi_phdr.is_null() {
             for i in 0..usize::from(info.dlpi_phnum) {
-                // SAFETY: dlpi_phdr points at dlpi_phnum headers.
-                let ph = unsafe { &*info.dlpi_phdr.add(i) };
+                // SAFETY: dlpi_phdr points at dlpi_phnum headers, so `i` is inside them.
+                let at = unsafe { info.dlpi_phdr.add(i) };
+                // SAFETY: a header the loader owns for the duration of the call.
+                let ph = unsafe { &*at };
                 if ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_X != 0 {
                     let lo = info.dlpi_addr as usize + ph.p_vaddr as usize;
                     segments.push((lo, lo + ph.p_memsz as usize));

@@ -32,24 +32,56 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Why the command stopped.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    /// The arguments are not understood.
+    #[error("{0}\n{USAGE}")]
+    Usage(String),
+    /// `--from` or `--to` is not a time.
+    #[error("not a time: {0:?} (Unix seconds, `now`, or now minus a duration: -90s, -10m, -2h)")]
+    BadTime(String),
+    /// The report could not be built.
+    #[error(transparent)]
+    Report(#[from] perfkit::fleet::FleetError),
+    /// A file could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// No runtime to run the queries on.
+    #[error("cannot start a runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
 /// `now`, Unix seconds, or `-<n><s|m|h>`.
-fn time(v: &str, now: u64) -> Result<u64, String> {
+fn time(v: &str, now: u64) -> Result<u64, CliError> {
+    let bad = || CliError::BadTime(v.to_owned());
     if v == "now" {
         return Ok(now);
     }
     if let Some(rel) = v.strip_prefix('-') {
         let (n, unit) = rel.split_at(rel.find(|c: char| !c.is_ascii_digit()).unwrap_or(rel.len()));
-        let n: u64 = n.parse().map_err(|_| format!("not a time: {v:?}"))?;
+        let n: u64 = n.parse().map_err(|_| bad())?;
         let mult = match unit {
             "s" | "" => 1,
             "m" => 60,
             "h" => 3600,
-            _ => return Err(format!("not a time: {v:?} (units are s, m, h)")),
+            _ => return Err(bad()),
         };
         return Ok(now.saturating_sub(n * mult));
     }
-    v.parse::<u64>()
-        .map_err(|_| format!("not a time: {v:?} (Unix seconds, `now`, or -10m)"))
+    v.parse::<u64>().map_err(|_| bad())
+}
+
+fn write(path: &std::path::Path, bytes: &[u8]) -> Result<(), CliError> {
+    std::fs::write(path, bytes).map_err(|source| CliError::Write {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn main() -> ExitCode {
@@ -62,7 +94,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> Result<ExitCode, String> {
+fn run() -> Result<ExitCode, CliError> {
     let now = now();
     let mut q = FleetQuery::new("http://127.0.0.1:9090", now.saturating_sub(600), now);
     q.token = std::env::var("PERFKIT_TOKEN")
@@ -73,7 +105,7 @@ fn run() -> Result<ExitCode, String> {
     while let Some(a) = args.next() {
         let mut value = |name: &str| {
             args.next()
-                .ok_or_else(|| format!("{name} needs a value\n{USAGE}"))
+                .ok_or_else(|| CliError::Usage(format!("{name} needs a value")))
         };
         match a.as_str() {
             "--prometheus" => q.prometheus = value("--prometheus")?,
@@ -87,18 +119,21 @@ fn run() -> Result<ExitCode, String> {
                 println!("{USAGE}");
                 return Ok(ExitCode::SUCCESS);
             }
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+            other => return Err(CliError::Usage(format!("unknown argument {other:?}"))),
         }
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start a runtime: {e}"))?;
-    let r = rt.block_on(report(&q)).map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+        .map_err(CliError::Runtime)?;
+    let r = rt.block_on(report(&q))?;
+    std::fs::create_dir_all(&out).map_err(|source| CliError::Write {
+        path: out.clone(),
+        source,
+    })?;
     let path = out.join("fleet.json");
-    let text = serde_json::to_string_pretty(r.json()).map_err(|e| e.to_string())?;
-    std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let text = serde_json::to_string_pretty(r.json()).unwrap_or_default();
+    write(&path, text.as_bytes())?;
     let json = r.json();
     let instances = r.instances();
     println!(
@@ -113,8 +148,7 @@ fn run() -> Result<ExitCode, String> {
     for i in &instances {
         if let Some(page) = r.instance_html(i) {
             let file = out.join(format!("{}.html", i.replace([':', '/'], "_")));
-            std::fs::write(&file, page)
-                .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+            write(&file, page.as_bytes())?;
             println!("fleet: {i}: {}", file.display());
         }
     }
@@ -163,11 +197,11 @@ mod tests {
 
     #[test]
     fn times_are_absolute_now_or_relative() {
-        assert_eq!(time("now", 1000), Ok(1000));
-        assert_eq!(time("500", 1000), Ok(500));
-        assert_eq!(time("-90s", 1000), Ok(910));
-        assert_eq!(time("-10m", 1000), Ok(400));
-        assert_eq!(time("-1h", 10_000), Ok(6400));
+        assert_eq!(time("now", 1000).ok(), Some(1000));
+        assert_eq!(time("500", 1000).ok(), Some(500));
+        assert_eq!(time("-90s", 1000).ok(), Some(910));
+        assert_eq!(time("-10m", 1000).ok(), Some(400));
+        assert_eq!(time("-1h", 10_000).ok(), Some(6400));
         assert!(time("-5d", 1000).is_err());
         assert!(time("yesterday", 1000).is_err());
     }

@@ -96,7 +96,7 @@ impl CpuProfiler {
                 sampler::StartError::Busy => {
                     std::io::Error::new(std::io::ErrorKind::ResourceBusy, e.to_string())
                 }
-                sampler::StartError::Setup(_) => std::io::Error::other(e.to_string()),
+                _ => std::io::Error::other(e.to_string()),
             })
     }
 

@@ -75,26 +75,28 @@ pub(crate) struct Samples {
 }
 
 /// Why a profile could not start.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub(crate) enum StartError {
     /// Another profile is running.
+    #[error("a CPU profile is already running; one runs at a time")]
     Busy,
-    /// The signal handler or the timer could not be set up.
-    Setup(String),
-}
-
-impl std::fmt::Display for StartError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StartError::Busy => f.write_str("a CPU profile is already running; one runs at a time"),
-            StartError::Setup(e) => f.write_str(e),
-        }
-    }
+    /// Something else owns `SIGPROF`.
+    #[error("SIGPROF already has a handler in this process (another profiler?)")]
+    HandlerTaken,
+    /// A system call setting up the handler or the timer failed.
+    #[error("{what} failed: {source}")]
+    Setup {
+        /// What was being done.
+        what: &'static str,
+        /// The system's error.
+        source: std::io::Error,
+    },
 }
 
 /// Starts sampling at `frequency` Hz, with room for a profile of `seconds`.
 pub(crate) fn start(frequency: u32, seconds: u64) -> Result<Session, StartError> {
-    install_handler().map_err(StartError::Setup)?;
+    install_handler()?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let expected = (frequency as usize)
         .saturating_mul(seconds as usize)
@@ -139,9 +141,10 @@ pub(crate) fn start(frequency: u32, seconds: u64) -> Result<Session, StartError>
     };
     if let Err(e) = set_timer(frequency) {
         drop(session); // unpublishes the arena
-        return Err(StartError::Setup(format!(
-            "setitimer(ITIMER_PROF) failed: {e}"
-        )));
+        return Err(StartError::Setup {
+            what: "setitimer(ITIMER_PROF)",
+            source: e,
+        });
     }
     Ok(session)
 }
@@ -206,7 +209,7 @@ impl Drop for Session {
     }
 }
 
-fn install_handler() -> Result<(), String> {
+fn install_handler() -> Result<(), StartError> {
     let mut installed = INSTALLED.lock().unwrap_or_else(|p| p.into_inner());
     if *installed {
         return Ok(());
@@ -215,13 +218,13 @@ fn install_handler() -> Result<(), String> {
     let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
     // SAFETY: reads the current action into a valid local; sets nothing.
     if unsafe { libc::sigaction(libc::SIGPROF, std::ptr::null(), &mut old) } != 0 {
-        return Err(format!(
-            "reading the SIGPROF handler failed: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(StartError::Setup {
+            what: "reading the SIGPROF handler",
+            source: std::io::Error::last_os_error(),
+        });
     }
     if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN {
-        return Err("SIGPROF already has a handler in this process (another profiler?)".into());
+        return Err(StartError::HandlerTaken);
     }
     // SAFETY: as above.
     let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
@@ -232,10 +235,10 @@ fn install_handler() -> Result<(), String> {
     // SAFETY: installs a handler that is async-signal-safe (it neither allocates nor locks)
     // from a valid, fully initialised action.
     if unsafe { libc::sigaction(libc::SIGPROF, &action, std::ptr::null_mut()) } != 0 {
-        return Err(format!(
-            "installing the SIGPROF handler failed: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(StartError::Setup {
+            what: "installing the SIGPROF handler",
+            source: std::io::Error::last_os_error(),
+        });
     }
     *installed = true;
     Ok(())

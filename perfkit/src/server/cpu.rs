@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use super::reply::{Body, Query, State, error};
 use crate::profile::cpu::{self as cpu, CpuProfile, CpuProfiler, StartError};
+use super::reply::BadRequest;
 
 /// Go's default profile length.
 pub(crate) const DEFAULT_SECONDS: u64 = 30;
@@ -21,25 +22,25 @@ enum Format {
     Flamegraph,
 }
 
-fn format(q: &Query) -> Result<Format, String> {
+fn format(q: &Query) -> Result<Format, BadRequest> {
     match q.get("format") {
         None | Some("pprof" | "proto") => Ok(Format::Pprof),
         Some("flamegraph" | "svg") => Ok(Format::Flamegraph),
-        Some(other) => Err(format!("invalid format={other:?}: expected pprof or flamegraph")),
+        Some(other) => Err(BadRequest::from(format!("invalid format={other:?}: expected pprof or flamegraph"))),
     }
 }
 
 /// Go's rules for `seconds`: absent or ≤ 0 means the default; above the maximum is an error.
-fn seconds(q: &Query, max: u64) -> Result<u64, String> {
+fn seconds(q: &Query, max: u64) -> Result<u64, BadRequest> {
     let Some(raw) = q.get("seconds") else {
         return Ok(DEFAULT_SECONDS.min(max));
     };
     let digits = raw.trim().strip_prefix('-').unwrap_or(raw.trim());
     let n: i64 = raw.trim().parse().map_err(|_| {
         if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-            format!("seconds={} is out of range: this server's maximum is {max}", raw.trim())
+            BadRequest::from(format!("seconds={} is out of range: this server's maximum is {max}", raw.trim()))
         } else {
-            format!("invalid seconds={raw:?}: expected a whole number of seconds")
+            BadRequest::from(format!("invalid seconds={raw:?}: expected a whole number of seconds"))
         }
     })?;
     if n <= 0 {
@@ -47,9 +48,9 @@ fn seconds(q: &Query, max: u64) -> Result<u64, String> {
     }
     let n = n as u64;
     if n > max {
-        return Err(format!(
+        return Err(BadRequest::from(format!(
             "seconds={n} is above this server's maximum of {max} (Builder::profile_max_seconds)"
-        ));
+        )));
     }
     Ok(n)
 }
@@ -90,11 +91,11 @@ impl Drop for RunningSlot {
 pub(crate) async fn profile(state: Arc<State>, q: Query) -> Response<Body> {
     let fmt = match format(&q) {
         Ok(f) => f,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+        Err(e) => return e.response(),
     };
     let secs = match seconds(&q, state.profile_max_seconds) {
         Ok(s) => s,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+        Err(e) => return e.response(),
     };
     let claimed = {
         let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
@@ -173,7 +174,7 @@ async fn join(
 pub(crate) async fn last(_: Arc<State>, q: Query) -> Response<Body> {
     let fmt = match format(&q) {
         Ok(f) => f,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+        Err(e) => return e.response(),
     };
     let last = cpu::last();
     match (last, fmt) {

@@ -11,24 +11,25 @@ use std::time::{Duration, Instant};
 use http::{Response, StatusCode};
 
 use super::reply::{Body, Query, error};
+use super::reply::BadRequest;
 
 /// The delta's length asked for in `q`, or `None` for none. `debug` is whether the request
 /// asked for text (`debug` other than 0), which a delta cannot be.
-pub(crate) fn seconds(q: &Query, max: u64, debug: bool) -> Result<Option<u64>, String> {
+pub(crate) fn seconds(q: &Query, max: u64, debug: bool) -> Result<Option<u64>, BadRequest> {
     let Some(raw) = q.get("seconds") else {
         return Ok(None);
     };
     let n: i64 = raw
         .trim()
         .parse()
-        .map_err(|_| format!("invalid seconds={raw:?}: must be a positive whole number"))?;
+        .map_err(|_| BadRequest::from(format!("invalid seconds={raw:?}: must be a positive whole number")))?;
     if n <= 0 {
-        return Err(format!("invalid seconds={n}: must be a positive whole number"));
+        return Err(BadRequest::from(format!("invalid seconds={n}: must be a positive whole number")));
     }
     if n as u64 > max {
-        return Err(format!(
+        return Err(BadRequest::from(format!(
             "seconds={n} is above this server's maximum of {max} (Builder::profile_max_seconds)"
-        ));
+        )));
     }
     if debug {
         return Err("seconds and debug are incompatible: a delta profile is pprof only".into());

@@ -28,7 +28,7 @@ pub(crate) async fn serve(state: Arc<State>, q: Query, kind: HeapKind) -> Respon
     };
     let delta = match super::delta::seconds(&q, state.profile_max_seconds, debug) {
         Ok(d) => d,
-        Err(reason) => return error(StatusCode::BAD_REQUEST, &reason),
+        Err(reason) => return reason.response(),
     };
     if delta.is_some() && flamegraph {
         return error(

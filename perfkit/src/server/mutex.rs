@@ -17,9 +17,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 
-use super::reply::{Body, Query, Reply, State, error, text};
+use super::reply::{Body, Query, Reply, State, text};
 use crate::profile::contention::{self, Rendered};
 use crate::sync::ContentionProfile;
+use super::reply::BadRequest;
 
 /// When a delta profile began, and how long it covers.
 type Span = (std::time::SystemTime, Duration);
@@ -29,11 +30,11 @@ enum Ask {
     Delta(u64),
 }
 
-fn parse(q: &Query, max: u64) -> Result<Ask, String> {
+fn parse(q: &Query, max: u64) -> Result<Ask, BadRequest> {
     let debug = match q.get("debug").map(str::trim) {
         None | Some("0") | Some("") => false,
         Some("1") => true,
-        Some(other) => return Err(format!("invalid debug={other:?}: expected 0 or 1")),
+        Some(other) => return Err(BadRequest::from(format!("invalid debug={other:?}: expected 0 or 1"))),
     };
     Ok(match super::delta::seconds(q, max, debug)? {
         Some(n) => Ask::Delta(n),
@@ -45,7 +46,7 @@ pub(crate) fn serve(state: Arc<State>, q: Query) -> Reply {
     Box::pin(async move {
         let ask = match parse(&q, state.profile_max_seconds) {
             Ok(a) => a,
-            Err(reason) => return error(StatusCode::BAD_REQUEST, &reason),
+            Err(reason) => return reason.response(),
         };
         let (profile, debug, span) = match ask {
             Ask::Cumulative { debug } => (crate::sync::contention_snapshot(), debug, None),

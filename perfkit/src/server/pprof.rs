@@ -123,7 +123,7 @@ pub(crate) fn goroutine(state: Arc<State>, q: Query) -> Reply {
     let debug = !matches!(q.get("debug"), None | Some("0"));
     match super::delta::seconds(&q, state.profile_max_seconds, debug) {
         Err(reason) => {
-            let r = error(StatusCode::BAD_REQUEST, &reason);
+            let r = reason.response();
             Box::pin(async move { r })
         }
         Ok(None) => {

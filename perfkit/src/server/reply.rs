@@ -27,6 +27,44 @@ pub(crate) type Body = Full<Bytes>;
 /// The answer of a handler that waits (a CPU profile) or works off the server thread.
 pub(crate) type Reply = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 
+/// A request parameter that cannot be taken: the one-line reason its `400` answers with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct BadRequest(pub(crate) String);
+
+impl From<String> for BadRequest {
+    fn from(reason: String) -> Self {
+        BadRequest(reason)
+    }
+}
+
+impl From<&str> for BadRequest {
+    fn from(reason: &str) -> Self {
+        BadRequest(reason.to_owned())
+    }
+}
+
+impl std::ops::Deref for BadRequest {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<&str> for BadRequest {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl BadRequest {
+    /// The `400` answer.
+    pub(crate) fn response(&self) -> Response<Body> {
+        error(StatusCode::BAD_REQUEST, &self.0)
+    }
+}
+
 /// Validated query parameters of one request.
 #[derive(Debug, Default)]
 pub(crate) struct Query {
@@ -35,26 +73,26 @@ pub(crate) struct Query {
 
 impl Query {
     /// Parses `raw` for the endpoint at `path`, which accepts the parameters `params`.
-    pub(crate) fn parse(raw: &str, path: &str, params: &[&str]) -> Result<Query, String> {
+    pub(crate) fn parse(raw: &str, path: &str, params: &[&str]) -> Result<Query, BadRequest> {
         let mut pairs: Vec<(String, String)> = Vec::new();
         for piece in raw.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = piece.split_once('=').unwrap_or((piece, ""));
-            let k = percent_decode(k).ok_or_else(|| format!("malformed query parameter name {k:?}"))?;
+            let k = percent_decode(k).ok_or_else(|| BadRequest::from(format!("malformed query parameter name {k:?}")))?;
             let v = percent_decode(v)
-                .ok_or_else(|| format!("malformed value for query parameter `{k}`"))?;
+                .ok_or_else(|| BadRequest::from(format!("malformed value for query parameter `{k}`")))?;
             if !params.contains(&k.as_str()) {
                 let accepted = if params.is_empty() {
                     "none".to_owned()
                 } else {
                     params.join(", ")
                 };
-                return Err(format!(
+                return Err(BadRequest::from(format!(
                     "unknown query parameter `{k}` for {}; accepted: {accepted}",
                     path
-                ));
+                )));
             }
             if pairs.iter().any(|(seen, _)| *seen == k) {
-                return Err(format!("query parameter `{k}` given more than once"));
+                return Err(BadRequest::from(format!("query parameter `{k}` given more than once")));
             }
             pairs.push((k, v));
         }

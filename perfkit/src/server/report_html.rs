@@ -461,7 +461,7 @@ fn plots(h: &mut String, report: &Value, timeline: &Value) {
                 let _ = writeln!(h, "<div class=\"plot\" title=\"{}\">{svg}</div>", esc(&title));
             }
             Err(e) => {
-                let _ = writeln!(h, "<div class=\"plot\">{}: not drawn ({})</div>", esc(&title), esc(&e));
+                let _ = writeln!(h, "<div class=\"plot\">{}: not drawn ({})</div>", esc(&title), esc(&e.0));
             }
         }
     }
@@ -505,6 +505,18 @@ fn lines(values: &[Option<f64>], seconds: &[u64], t0: u64) -> Vec<Vec<(f64, f64)
     out
 }
 
+/// A plot could not be drawn: plotters' reason (its error type is generic over the
+/// backend, so only its text is kept).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct PlotError(String);
+
+impl PlotError {
+    fn of(e: impl std::fmt::Display) -> Self {
+        PlotError(e.to_string())
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn plot(
     title: &str,
@@ -515,7 +527,7 @@ fn plot(
     t0: u64,
     x_max: f64,
     phases: &[(f64, String)],
-) -> Result<String, String> {
+) -> Result<String, PlotError> {
     let segments = lines(values, seconds, t0);
     let peak = segments.iter().flatten().map(|p| p.1).fold(0.0f64, f64::max);
     let floor = segments.iter().flatten().map(|p| p.1).fold(0.0f64, f64::min);
@@ -524,14 +536,14 @@ fn plot(
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (PLOT_W, PLOT_H)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        root.fill(&WHITE).map_err(PlotError::of)?;
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 13))
             .margin(6)
             .x_label_area_size(22)
             .y_label_area_size(52)
             .build_cartesian_2d(0f64..x_max, floor..y_max)
-            .map_err(|e| e.to_string())?;
+            .map_err(PlotError::of)?;
         let fmt_y = |v: &f64| fmt_value(unit, *v);
         let fmt_x = |v: &f64| format!("{v:.0}s");
         chart
@@ -544,35 +556,35 @@ fn plot(
             .bold_line_style(RGBColor(225, 228, 234))
             .label_style(("sans-serif", 10))
             .draw()
-            .map_err(|e| e.to_string())?;
+            .map_err(PlotError::of)?;
         let grey = RGBColor(130, 140, 155);
         for (x, name) in phases {
             chart
                 .draw_series(DashedLineSeries::new(vec![(*x, floor), (*x, y_max)], 4, 3, grey.stroke_width(1)))
-                .map_err(|e| e.to_string())?;
+                .map_err(PlotError::of)?;
             chart
                 .draw_series(std::iter::once(Text::new(name.clone(), (*x, y_max), ("sans-serif", 10).into_font().color(&grey))))
-                .map_err(|e| e.to_string())?;
+                .map_err(PlotError::of)?;
         }
         if let Some(line) = bound {
             // Where the report calls the bound saturated.
             chart
                 .draw_series(DashedLineSeries::new(vec![(0.0, line), (x_max, line)], 2, 4, RGBColor(217, 115, 13).stroke_width(1)))
-                .map_err(|e| e.to_string())?;
+                .map_err(PlotError::of)?;
         }
         let blue = RGBColor(31, 95, 191);
         for seg in segments {
             if seg.len() == 1 {
                 chart
                     .draw_series(std::iter::once(Circle::new(seg[0], 2, blue.filled())))
-                    .map_err(|e| e.to_string())?;
+                    .map_err(PlotError::of)?;
             } else {
                 chart
                     .draw_series(LineSeries::new(seg, blue.stroke_width(2)))
-                    .map_err(|e| e.to_string())?;
+                    .map_err(PlotError::of)?;
             }
         }
-        root.present().map_err(|e| e.to_string())?;
+        root.present().map_err(PlotError::of)?;
     }
     Ok(svg)
 }

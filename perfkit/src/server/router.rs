@@ -28,6 +28,7 @@ enum Handler {
     Setting(fn(&State, &Query, bool) -> Response<Body>),
 }
 use Handler::{Later, Now, Setting};
+use super::reply::BadRequest;
 
 const ROUTES: &[Route] = &[
     Route { path: "/metrics", params: &[], handler: Now(metrics) },
@@ -84,7 +85,7 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
     }
     let query = match Query::parse(req.uri().query().unwrap_or(""), route.path, route.params) {
         Ok(q) => q,
-        Err(reason) => return error(StatusCode::BAD_REQUEST, &reason),
+        Err(reason) => return reason.response(),
     };
     if route.path == "/metrics" {
         let openmetrics = req
@@ -187,13 +188,13 @@ fn snapshot(_: &State, q: &Query) -> Response<Body> {
     match q.get("window").map(parse_window) {
         None => json(&registry.snapshot()),
         Some(Ok(n)) => json(&registry.snapshot_window(n)),
-        Some(Err(reason)) => error(StatusCode::BAD_REQUEST, &reason),
+        Some(Err(reason)) => reason.response(),
     }
 }
 
 /// `from` and `to` (Unix seconds) of a timeline or report request: `to` defaults to now,
 /// `from` to the timeline's span before it.
-fn range(q: &Query) -> Result<(u64, u64), String> {
+fn range(q: &Query) -> Result<(u64, u64), BadRequest> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -201,16 +202,16 @@ fn range(q: &Query) -> Result<(u64, u64), String> {
         None => Ok(default),
         Some(v) => match v.parse::<f64>() {
             Ok(x) if x.is_finite() && x >= 0.0 && !v.starts_with('+') => Ok(x as u64),
-            _ => Err(format!(
+            _ => Err(BadRequest::from(format!(
                 "{key} must be a time in seconds since the Unix epoch, got {v:?}"
-            )),
+            ))),
         },
     };
     let to = epoch("to", now)?;
     let span = super::timeline::SPAN as u64;
     let from = epoch("from", to.saturating_sub(span - 1))?;
     if from > to {
-        return Err(format!("from ({from}) is after to ({to})"));
+        return Err(BadRequest::from(format!("from ({from}) is after to ({to})")));
     }
     Ok((from, to))
 }
@@ -218,14 +219,14 @@ fn range(q: &Query) -> Result<(u64, u64), String> {
 fn timeline(_: &State, q: &Query) -> Response<Body> {
     match range(q) {
         Ok((from, to)) => json(&super::timeline::timeline().json(from, to)),
-        Err(reason) => error(StatusCode::BAD_REQUEST, &reason),
+        Err(reason) => reason.response(),
     }
 }
 
 fn report(state: &State, q: &Query) -> Response<Body> {
     let (from, to) = match range(q) {
         Ok(r) => r,
-        Err(reason) => return error(StatusCode::BAD_REQUEST, &reason),
+        Err(reason) => return reason.response(),
     };
     let html = match q.get("format").unwrap_or("json") {
         "json" => false,
@@ -239,7 +240,7 @@ fn report(state: &State, q: &Query) -> Response<Body> {
     };
     let phases = match q.get("phases").map(parse_phases).transpose() {
         Ok(p) => p.unwrap_or_default(),
-        Err(reason) => return error(StatusCode::BAD_REQUEST, &reason),
+        Err(reason) => return reason.response(),
     };
     #[cfg(not(feature = "report-html"))]
     if html {
@@ -271,40 +272,40 @@ fn report(state: &State, q: &Query) -> Response<Body> {
 
 /// `phases=name@unix_seconds,...`: where the load test's phases started, at most 32, names of
 /// letters, digits, `_`, `-` and `.` (1 to 64).
-fn parse_phases(v: &str) -> Result<Vec<(String, u64)>, String> {
+fn parse_phases(v: &str) -> Result<Vec<(String, u64)>, BadRequest> {
     let mut out = Vec::new();
     for part in v.split(',').filter(|p| !p.is_empty()) {
         let Some((name, at)) = part.rsplit_once('@') else {
-            return Err(format!("phases must be name@unix_seconds,..., got {part:?}"));
+            return Err(BadRequest::from(format!("phases must be name@unix_seconds,..., got {part:?}")));
         };
         let ok_name = (1..=64).contains(&name.len())
             && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
         if !ok_name {
-            return Err(format!(
+            return Err(BadRequest::from(format!(
                 "a phase name is 1 to 64 letters, digits, '_', '-' or '.', got {name:?}"
-            ));
+            )));
         }
         let at = match at.parse::<f64>() {
             Ok(x) if x.is_finite() && x >= 0.0 && !at.starts_with('+') => x as u64,
-            _ => return Err(format!("phase {name:?} starts at {at:?}, not a time in seconds since the Unix epoch")),
+            _ => return Err(BadRequest::from(format!("phase {name:?} starts at {at:?}, not a time in seconds since the Unix epoch"))),
         };
         out.push((name.to_owned(), at));
     }
     if out.len() > 32 {
-        return Err(format!("at most 32 phases, got {}", out.len()));
+        return Err(BadRequest::from(format!("at most 32 phases, got {}", out.len())));
     }
     out.sort_by_key(|p| p.1);
     Ok(out)
 }
 
 /// `window=N`: whole seconds, 1..=300.
-fn parse_window(v: &str) -> Result<u32, String> {
+fn parse_window(v: &str) -> Result<u32, BadRequest> {
     use crate::metrics::MAX_WINDOW_SECONDS as MAX;
     match v.parse::<u32>() {
         Ok(n) if (1..=MAX).contains(&n) && !v.starts_with('+') => Ok(n),
-        _ => Err(format!(
+        _ => Err(BadRequest::from(format!(
             "window must be a whole number of seconds from 1 to {MAX}, got {v:?}"
-        )),
+        ))),
     }
 }
 

@@ -4,7 +4,8 @@
 A module is one file (`foo.rs` or `foo/mod.rs`). It imports another when it names it in
 code, outside comments and tests: `use crate::a::b`, `crate::a::b::f()`, `super::x`,
 `self::x` (a child declared with `mod x;` is not an import: declaring is not depending).
-Paths are resolved to the deepest module that exists. Prints every strongly connected
+Paths are resolved to the deepest module that exists, and through a parent's re-export
+(`pub use child::Item`) to the child that defines the item. Prints every strongly connected
 component of more than one module and exits 1 if there is one, 0 otherwise.
 
     python3 scripts/module-cycles.py            # perfkit/src
@@ -27,7 +28,7 @@ def module_of(path):
 def strip(text):
     # Drop #[cfg(test)] mod tests { ... } (to the end of the file, where they live here),
     # comments and string literals.
-    m = re.search(r"#\[cfg\(test\)\]\s*mod tests\s*\{", text)
+    m = re.search(r"#\[cfg\([^\]]*\btest\b[^\]]*\)\]\s*mod \w+\s*\{", text)
     if m:
         text = text[: m.start()]
     text = re.sub(r"//[^\n]*", "", text)
@@ -48,12 +49,34 @@ def main():
                 files[module_of(p)] = p
     modules = set(files)
 
+    # Names a module re-exports from one of its children (`pub use child::{A, B as C}`):
+    # a path through the re-export leads to the child that defines the item.
+    reexports = {}
+    reexport_re = re.compile(r"\bpub(?:\([a-z]+\))?\s+use\s+([a-z_][a-z0-9_]*)((?:::[A-Za-z_][A-Za-z0-9_]*)*)(?:::\{([^;]*)\}|::([A-Za-z_][A-Za-z0-9_]*)(?:\s+as\s+([A-Za-z_][A-Za-z0-9_]*))?)\s*;", re.S)
+    for m, p in files.items():
+        text = strip(open(p).read())
+        for r in reexport_re.finditer(text):
+            child = m + (r.group(1),) + tuple(x for x in r.group(2).split("::") if x)
+            if child not in modules:
+                continue
+            if r.group(3) is not None:
+                for item in r.group(3).split(","):
+                    item = item.strip()
+                    if not item:
+                        continue
+                    name, _, alias = item.partition(" as ")
+                    reexports[(m, (alias or name).strip())] = child
+            else:
+                reexports[(m, (r.group(5) or r.group(4)).strip())] = child
+
     def resolve(base, parts):
         best = None
         for i in range(len(parts), -1, -1):
             cand = tuple(base) + tuple(parts[:i])
             if cand in modules:
                 best = cand
+                if i < len(parts) and (cand, parts[i]) in reexports:
+                    best = reexports[(cand, parts[i])]
                 break
         return best
 

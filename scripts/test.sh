@@ -74,6 +74,9 @@ cargo fmt --all --check
 log "cargo clippy"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
+log "no module of perfkit/src imports a module that imports it back"
+python3 scripts/module-cycles.py
+
 log "feature combinations of perfkit build on their own"
 for features in "" server facade macros macros,tracing cpu-profiling heap-profiling http http,axum report-html deadpool bb8 sqlx fleet; do
   cargo clippy -p perfkit --no-default-features --features "$features" -- -D warnings

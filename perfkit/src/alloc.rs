@@ -236,9 +236,28 @@ impl Collector for AllocCollector {
     }
 }
 
+/// The live heap in bytes: the counting allocator's figure when it is the global allocator,
+/// else jemalloc's `stats.allocated` when jemalloc serves the allocations (feature
+/// `heap-profiling`); `None` with neither. The one figure behind
+/// `perfkit_heap_allocated_bytes` and the snapshot's `heap.allocated_bytes`.
+///
+/// The counting allocator comes first because its use is certain (it saw the allocations),
+/// while a jemalloc linked into the binary but not installed still reports its own few
+/// internal kilobytes.
+pub(crate) fn live_heap_bytes() -> Option<u64> {
+    if let Some(s) = crate::alloc::stats() {
+        return Some(s.allocated_bytes);
+    }
+    #[cfg(feature = "heap-profiling")]
+    if let Some(a) = crate::profile::heap::jemalloc_allocated_bytes() {
+        return Some(a);
+    }
+    None
+}
+
 pub(crate) fn collect(out: &mut Collection) {
     // One series for the live heap, whichever allocator reports it.
-    if let Some(live) = crate::metrics::live_heap_bytes() {
+    if let Some(live) = live_heap_bytes() {
         out.push(&names::HEAP_ALLOCATED_BYTES, &[], live as f64);
     }
     if let Some(s) = stats() {

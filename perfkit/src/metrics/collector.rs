@@ -12,7 +12,7 @@ use super::window::{Tick, Window};
 /// A source of values read at scrape time: the pull side of the metrics model.
 ///
 /// Primitives implement this over their own state (depth, capacity, busy workers, ...) and
-/// register it with [`Registry::register_collector`]; the registry holds it weakly, so a
+/// register it with [`Registry::register_collector`](super::Registry::register_collector); the registry holds it weakly, so a
 /// dropped primitive disappears from `/metrics` and the snapshot at the next scrape.
 pub trait Collector: Send + Sync {
     /// Writes current gauge and counter values.

@@ -62,7 +62,6 @@ pub use registry::{DEFAULT_CARDINALITY_CAP, OVERFLOW_LABEL, Registry};
 pub(crate) use shard::{ArcLocalCounter, SyncedCell};
 pub use shard::{Counter, LocalCounter};
 
-pub(crate) use process::live_heap_bytes;
 pub use snapshot::{SCHEMA_VERSION, SECTIONS};
 pub use window::{MAX_WINDOW_SECONDS, Tick, Window, WindowMax, WindowTotal};
 

@@ -56,25 +56,6 @@ pub(crate) fn collect(out: &mut Collection, s: &ProcessStats) {
     }
 }
 
-/// The live heap in bytes: the counting allocator's figure when it is the global allocator,
-/// else jemalloc's `stats.allocated` when jemalloc serves the allocations (feature
-/// `heap-profiling`); `None` with neither. The one figure behind
-/// `perfkit_heap_allocated_bytes` and the snapshot's `heap.allocated_bytes`.
-///
-/// The counting allocator comes first because its use is certain (it saw the allocations),
-/// while a jemalloc linked into the binary but not installed still reports its own few
-/// internal kilobytes.
-pub(crate) fn live_heap_bytes() -> Option<u64> {
-    if let Some(s) = crate::alloc::stats() {
-        return Some(s.allocated_bytes);
-    }
-    #[cfg(feature = "heap-profiling")]
-    if let Some(a) = crate::profile::heap::jemalloc_allocated_bytes() {
-        return Some(a);
-    }
-    None
-}
-
 /// The process's own figures as a collector: the `process_*` gauges, the 10 s peak of
 /// resident memory, and in the snapshot the `process` object and, over a window, the peaks
 /// of resident memory and live heap (`window`). It keeps one second's peak of each in a
@@ -114,7 +95,7 @@ impl Collector for ProcessCollector {
             let rss = process
                 .resident_memory_bytes
                 .map(|now| self.rss.max(&w).max(now));
-            let heap = live_heap_bytes().map(|now| self.heap.max(&w).max(now));
+            let heap = crate::alloc::live_heap_bytes().map(|now| self.heap.max(&w).max(now));
             out.set_top(
                 "window",
                 serde_json::json!({
@@ -134,7 +115,7 @@ impl Collector for ProcessCollector {
         if let Some(rss) = read().resident_memory_bytes {
             self.rss.tick(tick, rss);
         }
-        if let Some(heap) = live_heap_bytes() {
+        if let Some(heap) = crate::alloc::live_heap_bytes() {
             self.heap.tick(tick, heap);
         }
     }

@@ -37,7 +37,7 @@ use crate::loom::lock_unpoisoned as lock;
 
 /// Holds perfkit's metric families and collectors, and renders them.
 ///
-/// Most code uses the process-wide [`registry()`]; tests and embedders may build their own.
+/// Most code uses the process-wide [`registry()`](super::registry()); tests and embedders may build their own.
 pub struct Registry {
     counters: Mutex<HashMap<&'static str, Arc<Family<Counter>>>>,
     histograms: Mutex<HashMap<&'static str, Arc<Family<Histogram>>>>,

@@ -73,7 +73,7 @@ fn crash_exposure(obj: &Map<String, Value>) -> Value {
 
 /// The `heap` object: the counting allocator's figures and jemalloc's (from its collector,
 /// with the `heap-profiling` feature), with `allocated_bytes` taken as in
-/// [`super::process::live_heap_bytes`]: from the counting allocator when it is the global allocator, else
+/// [`crate::alloc::live_heap_bytes`]: from the counting allocator when it is the global allocator, else
 /// from jemalloc; `null` with neither.
 fn heap(counting: Value, jemalloc: Vec<Value>) -> Value {
     let jemalloc = jemalloc.into_iter().next().unwrap_or(Value::Null);

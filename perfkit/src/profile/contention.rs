@@ -7,7 +7,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::pprof::Profile;
+use super::encode::Profile;
 use crate::sync::{ContentionEntry, ContentionProfile};
 
 /// One frame of a contention stack: address (0 for the lock's own frame and a bare call

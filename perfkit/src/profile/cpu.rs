@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
-use super::pprof::Profile;
+use super::encode::Profile;
 use super::sampler;
 use super::symbols::{self, FlamegraphError, Symbols};
 

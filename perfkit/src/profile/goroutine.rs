@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
-use super::pprof::Profile;
+use super::encode::Profile;
 
 /// Live tracked tasks by (name, spawn site).
 pub(crate) type Counts = HashMap<(&'static str, String), i64>;

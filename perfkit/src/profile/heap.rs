@@ -10,7 +10,7 @@
 
 use std::io::Read;
 
-use super::pprof::Profile;
+use super::encode::Profile;
 use super::symbols::{self, FlamegraphError, Named, Symbols};
 use crate::metrics::names;
 use crate::metrics::{Collection, Collector, Sections};

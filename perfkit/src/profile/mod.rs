@@ -18,7 +18,7 @@
 //!
 //! | module | what | feature |
 //! |---|---|---|
-//! | `pprof` | the pprof protobuf writer (gzipped, as `go tool pprof` reads it) | |
+//! | `encode` | the pprof protobuf writer (gzipped, as `go tool pprof` reads it) | |
 //! | `goroutine` | live tracked tasks as a profile | `server` |
 //! | `contention` | the lock and semaphore contention profile | `server` |
 //! | `sampler`, `cpu` | the `SIGPROF` sampler and [`CpuProfiler`] | `cpu-profiling` |
@@ -30,11 +30,11 @@
 pub(crate) mod contention;
 #[cfg(feature = "cpu-profiling")]
 pub(crate) mod cpu;
+pub(crate) mod encode;
 #[cfg(feature = "server")]
 pub(crate) mod goroutine;
 #[cfg(feature = "heap-profiling")]
 pub(crate) mod heap;
-pub(crate) mod pprof;
 pub(crate) mod recent;
 #[cfg(feature = "cpu-profiling")]
 pub(crate) mod sampler;

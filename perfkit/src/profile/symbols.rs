@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::ffi::{CStr, c_int, c_void};
 use std::path::{Path, PathBuf};
 
-use super::pprof::{Line, Mapping, Profile};
+use super::encode::{Line, Mapping, Profile};
 
 /// One source frame of an address; several when functions were inlined.
 #[derive(Debug, Clone)]

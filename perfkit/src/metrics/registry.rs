@@ -247,12 +247,14 @@ impl Registry {
         owned.push((key, collector));
     }
 
-    /// Every live collector, strong references taken for the duration of one scrape.
+    /// Every live collector, strong references taken for the duration of one scrape: the
+    /// primitives' first, then the owned ones (the process's, the allocator's, runtimes).
+    /// The order matters to [`Registry::tick`]: a tick stamps every collector's second with
+    /// one time, so the primitives read their totals first, before the process collector
+    /// reads `/proc` (slow under valgrind), and a busy total is not paired with an earlier
+    /// time than it was read at.
     pub(crate) fn collectors(&self) -> Vec<Arc<dyn Collector>> {
-        let mut out: Vec<Arc<dyn Collector>> = lock(&self.owned)
-            .iter()
-            .map(|(_, c)| Arc::clone(c))
-            .collect();
+        let mut out: Vec<Arc<dyn Collector>> = Vec::new();
         let mut weak = lock(&self.collectors);
         weak.retain(|w| match w.upgrade() {
             Some(c) => {
@@ -261,6 +263,8 @@ impl Registry {
             }
             None => false,
         });
+        drop(weak);
+        out.extend(lock(&self.owned).iter().map(|(_, c)| Arc::clone(c)));
         out
     }
 

@@ -8,6 +8,9 @@
 #   bash scripts/gate.sh -e DURATION=10s -e EVENTS_RATE=50
 #
 # Extra arguments go to `k6 run` (see examples/k6/gate.js for the -e variables).
+# GATE_SCRIPT=capacity runs examples/k6/capacity.js instead: the stepped search for the
+# limit. It exits 0 when it found one (or held up to MAX_RATE), 99 when the sustained rate
+# is below -e MIN_RATE; the answer is in RESULTS_DIR/capacity.json.
 # Environment: INGEST_ADDR (default 127.0.0.1:8080), PERFKIT_ADDR (default 127.0.0.1:6060),
 # PERFKIT_TOKEN, INGEST_DB and any other INGEST_*/PERFKIT_* reach the service unchanged;
 # RESULTS_DIR (default results) receives ingest.log, gate.json, the profiles taken
@@ -35,6 +38,8 @@ STARTUP_TIMEOUT_S=30
 STOP_TIMEOUT_S=30
 SERVICE_LOG="${RESULTS_DIR}/ingest.log"
 BIN="${CARGO_TARGET_DIR:-target}/release/ingest"
+SCRIPT="${GATE_SCRIPT:-gate}"
+[[ -f "examples/k6/${SCRIPT}.js" ]] || { printf 'gate: error: no examples/k6/%s.js\n' "$SCRIPT" >&2; exit 1; }
 
 log() { printf 'gate: %s\n' "$*" >&2; }
 die() {
@@ -173,9 +178,23 @@ status=0
 	-e "PERFKIT_URL=${PERFKIT_URL}" \
 	-e "RESULTS_DIR=${RESULTS_DIR}" \
 	"$@" \
-	examples/k6/gate.js || status=$?
+	"examples/k6/${SCRIPT}.js" || status=$?
 
 stop_service
+if [[ "$SCRIPT" == capacity ]]; then
+	# Finding the limit is the purpose: k6 stops the run there (exit 99), and the verdict in
+	# capacity.json decides.
+	if [[ -f "${RESULTS_DIR}/capacity.json" ]] && { ((status == 0)) || ((status == 99)); }; then
+		verdict="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["verdict"])' "${RESULTS_DIR}/capacity.json")"
+		log "capacity: ${verdict} (${RESULTS_DIR}/capacity.json)"
+		case "$verdict" in
+		found | max_reached) exit 0 ;;
+		*) exit 99 ;;
+		esac
+	fi
+	log "k6 exited with status $status and wrote no ${RESULTS_DIR}/capacity.json"
+	exit "$status"
+fi
 case "$status" in
 0) log "PASS: every threshold held (summary: ${RESULTS_DIR}/gate.json)" ;;
 99) log "FAIL: thresholds crossed (k6 exit 99; summary: ${RESULTS_DIR}/gate.json)" ;;

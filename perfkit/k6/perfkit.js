@@ -763,6 +763,7 @@ const growthBaseline = {};
 export const METRIC_TAGS = Object.freeze(
   (() => {
     const tags = {
+      perfkit_capacity_crossed: ['level'],
       perfkit_polls: [],
       perfkit_poll_errors: ['reason'],
       perfkit_tasks_alive_growth: ['task'],
@@ -1212,4 +1213,180 @@ function fmtBytes(b) {
 
 function num(v) {
   return Number.isInteger(v) ? String(v) : v.toFixed(2);
+}
+
+// ---------------------------------------------------------------------------------------
+// Capacity search: stepped levels, stopping at the first broken bound
+
+/**
+ * The rates of a stepped capacity search: `start`, then each times `step`, up to `max`
+ * (at most `limit` levels), rounded to whole numbers.
+ */
+export function capacityLevels({ start, step = 1.5, max, limit = 40 }) {
+  if (!(start > 0) || !(step > 1) || !(max >= start)) {
+    throw new Error(`perfkit.capacityLevels: need start > 0, step > 1 and max >= start, got ${start}, ${step}, ${max}`);
+  }
+  const out = [];
+  for (let r = start; r <= max * (1 + 1e-9) && out.length < limit; r *= step) out.push(Math.round(r));
+  return out;
+}
+
+/**
+ * The bounds a snapshot's window (`poll()`'s answer) shows crossed, perfkit's side of a
+ * broken level: a queue at `queueSaturation` or more, items dropped since the previous call
+ * with the same `state` object, a pool busy `poolSaturation` of a second, a runtime's probe
+ * p99 at `scheduleDelaySeconds`, a connection pool with every connection in use. Returns
+ * one line per bound crossed (empty: the window held).
+ */
+export function capacityCrossings(snap, {
+  queueSaturation = 0.8,
+  poolSaturation = 0.9,
+  scheduleDelaySeconds = 0.25,
+  resourceSaturation = 1,
+} = {}, state = {}) {
+  const out = [];
+  if (!snap) return out;
+  const w = (e) => (e && e.window) || {};
+  for (const q of snap.queues || []) {
+    if (w(q).saturation_max >= queueSaturation) out.push(`queue ${q.name} at ${Math.round(w(q).saturation_max * 100)}%`);
+    const total = Object.values(q.dropped || {}).reduce((a, b) => a + b, 0);
+    const key = `dropped|${q.name}`;
+    if (key in state && total > state[key]) out.push(`queue ${q.name} dropped ${total - state[key]}`);
+    state[key] = total;
+  }
+  for (const p of snap.pools || []) {
+    if (w(p).busy_ratio >= poolSaturation) out.push(`pool ${p.name} busy ${Math.round(w(p).busy_ratio * 100)}%`);
+  }
+  for (const r of snap.runtimes || []) {
+    const d = w(r).schedule_delay_p99_seconds;
+    if (d >= scheduleDelaySeconds) out.push(`runtime ${r.name} probe p99 ${Math.round(d * 1000)} ms`);
+  }
+  for (const r of snap.resources || []) {
+    if (w(r).saturation_max >= resourceSaturation) out.push(`connection pool ${r.name} full`);
+  }
+  return out;
+}
+
+// Counted once per poll window in which a bound crossed, tagged with the level.
+const capacityCrossed = new Counter('perfkit_capacity_crossed');
+
+/**
+ * One poll of a capacity search: `poll()` tagged with the `level` (a string, e.g. the
+ * level's index), then `capacityCrossings` on the answer; a crossing adds 1 to Counter
+ * `perfkit_capacity_crossed{level}` (a threshold `count==0` with `abortOnFail` on it stops
+ * the run there). Returns the crossings (empty: the window held).
+ */
+export function capacityPoll({ url = __ENV.PERFKIT_URL || DEFAULT_PERFKIT_URL, token = __ENV.PERFKIT_TOKEN, level, limits = {}, state = {} } = {}) {
+  const snap = poll({ url, token, tags: { level: String(level) } });
+  const found = capacityCrossings(snap, limits, state);
+  if (found.length > 0) capacityCrossed.add(1, { level: String(level) });
+  return found;
+}
+
+function capacityMetric(data, name) {
+  const m = data.metrics[name];
+  return m ? m.values : null;
+}
+
+function capacityThresholdFailed(data, name) {
+  const m = data.metrics[name];
+  return !!(m && m.thresholds && Object.values(m.thresholds).some((t) => !t.ok));
+}
+
+function capacityReport(url, token, from, to) {
+  const params = { responseType: 'text', timeout: '30s', tags: { perfkit: 'report' } };
+  if (token) params.headers = { Authorization: `Bearer ${token}` };
+  const res = http.get(`${url.replace(/\/+$/, '')}/debug/perfkit/report?from=${from}&to=${to}`, params);
+  if (res.status !== 200) return null;
+  try {
+    return JSON.parse(res.body);
+  } catch (_) {
+    return null;
+  }
+}
+
+/**
+ * The answer of a capacity search, for `handleSummary`: which levels held, the last one
+ * that did (`sustained_rate`), the one that broke, the bound that broke first (from the
+ * service's run report over the broken level: its bottleneck, with the primitive's
+ * `file:line`; or the client-side threshold that crossed), what crossed after it, and the
+ * headroom of every bound over the last good level. Levels are read from per-level
+ * submetrics the script declares: `http_reqs{level:i}`, `perfkit_capacity_crossed{level:i}`
+ * and the client thresholds named in `clientThresholds(i)`. Schema in
+ * docs/capacity-playbook.md.
+ */
+export function capacitySummary(data, {
+  levels,
+  levelMs,
+  minRate = 0,
+  clientThresholds = () => [],
+  url = __ENV.PERFKIT_URL || DEFAULT_PERFKIT_URL,
+  token = __ENV.PERFKIT_TOKEN,
+  settings = {},
+} = {}) {
+  const end = Date.now() / 1000;
+  const began = end - data.state.testRunDurationMs / 1000;
+  const rows = levels
+    .map((rate, i) => {
+      const reqs = capacityMetric(data, `http_reqs{level:${i}}`);
+      const client = clientThresholds(i).filter((n) => capacityThresholdFailed(data, n));
+      const perfkit = (capacityMetric(data, `perfkit_capacity_crossed{level:${i}}`) || {}).count > 0;
+      return {
+        index: i,
+        rate,
+        start: Math.floor(began + (i * levelMs) / 1000),
+        end: Math.floor(began + ((i + 1) * levelMs) / 1000),
+        requests: reqs ? reqs.count : 0,
+        held: !perfkit && client.length === 0,
+        client_crossed: client,
+        perfkit_crossed: perfkit,
+      };
+    })
+    .filter((l) => l.requests > 0);
+  const broken = rows.find((l) => !l.held) || null;
+  // Levels that began after the broken one ran only until the abort: not part of the answer.
+  if (broken) rows.length = rows.indexOf(broken) + 1;
+  const last = broken ? rows[broken.index - 1] || null : rows[rows.length - 1] || null;
+  let firstBroken = null;
+  let after = [];
+  if (broken) {
+    const r = capacityReport(url, token, broken.start, Math.min(broken.end, Math.floor(end)));
+    const findings = (r && r.findings) || [];
+    const b = findings.find((f) => f.id === (r && r.bottleneck)) || null;
+    const perfkitFirst = b && (broken.perfkit_crossed || broken.client_crossed.length === 0);
+    if (perfkitFirst) {
+      firstBroken = { side: 'perfkit', section: b.section, name: b.name, title: b.title, evidence: b.evidence, source: b.source };
+    } else if (broken.client_crossed.length > 0) {
+      firstBroken = { side: 'client', metric: broken.client_crossed[0] };
+    }
+    after = findings
+      .filter((f) => f !== b && ['CRITICAL', 'HIGH', 'MEDIUM'].includes(f.severity))
+      .map((f) => ({ side: 'perfkit', section: f.section, name: f.name, title: f.title, severity: f.severity }))
+      .concat(broken.client_crossed.slice(perfkitFirst ? 0 : 1).map((m) => ({ side: 'client', metric: m })));
+  }
+  let headroom = [];
+  if (last) {
+    const r = capacityReport(url, token, last.start, last.end);
+    headroom = ((r && r.headroom) || []).map((h) => ({
+      section: h.section,
+      name: h.name,
+      bound: h.bound,
+      peak_use: h.peak_use,
+      text: `\`${h.name}\` ${h.section.replace(/s$/, '')} at ${Math.round(h.peak_use * 100)}% of its ${h.bound}`,
+    }));
+  }
+  const sustained = last ? last.rate : null;
+  const verdict = !broken ? 'max_reached' : sustained === null || sustained < minRate ? 'below_min' : 'found';
+  return {
+    schema_version: 1,
+    verdict,
+    sustained_rate: sustained,
+    broken_rate: broken ? broken.rate : null,
+    min_rate: minRate,
+    first_broken: firstBroken,
+    after,
+    headroom_at_sustained: headroom,
+    levels: rows,
+    settings,
+  };
 }

@@ -114,7 +114,7 @@ log "#[hot_path] compiled away (--cfg perfkit_hot_path_off)"
 RUSTFLAGS="--cfg perfkit_hot_path_off" CARGO_TARGET_DIR=target/hot-path-off \
   cargo test -p perfkit --lib hot_path
 
-log "memcheck: the library's unit tests and the pool, task, queue and batch tests under valgrind"
+log "memcheck: the library's unit tests (with profiling) and the pool, task, queue and batch tests under valgrind"
 # With --cfg perfkit_memcheck, perfkit tells memcheck which of its recycled job cells and
 # task slots are free (perfkit/src/memcheck.rs), so a use after release is reported too.
 if ! command -v valgrind >/dev/null 2>&1; then
@@ -132,7 +132,9 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
         print(m["executable"])'
 }
-lib_bin="$(memcheck_bins -p perfkit --lib)"
+# With the profiling features, so the sampler's signal handler and arena, the loader walk
+# and the symbolizer's reads of mapped images run under memcheck too.
+lib_bin="$(memcheck_bins -p perfkit --lib --features cpu-profiling,heap-profiling)"
 test_bins="$(memcheck_bins -p perfkit-tests --test pool_workers --test task_tracked --test queue_bounded --test batch_flush)"
 vg() { valgrind --tool=memcheck --error-exitcode=97 --fair-sched=yes -q "$@"; }
 for bin in $lib_bin $test_bins; do

@@ -3,28 +3,11 @@
 
 mod common;
 
-use std::io::Write;
-use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::ingest::start_service;
-
-fn post_events(addr: SocketAddr, n: usize, user: &str) {
-    let event = format!(r#"{{"user_id":"{user}","stat":"kills","value":1}}"#);
-    let body = format!("[{}]", vec![event.as_str(); n].join(","));
-    let Ok(mut s) = TcpStream::connect(addr) else {
-        return;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let _ = write!(
-        s,
-        "POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = std::io::Read::read_to_end(&mut s, &mut Vec::new());
-}
+use common::ingest::{post_events, start_service};
 
 #[test]
 #[ignore = "needs go and a built ingest binary; scripts/test.sh installs go, builds ingest and runs ignored tests"]

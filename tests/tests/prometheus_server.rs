@@ -6,29 +6,12 @@
 
 mod common;
 
-use std::io::Write;
-use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::ingest::start_service;
+use common::ingest::{post_events, start_service};
 use common::prometheus::Prometheus;
-
-fn post_events(addr: SocketAddr, n: usize, user: &str) {
-    let event = format!(r#"{{"user_id":"{user}","stat":"kills","value":1}}"#);
-    let body = format!("[{}]", vec![event.as_str(); n].join(","));
-    let Ok(mut s) = TcpStream::connect(addr) else {
-        return;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let _ = write!(
-        s,
-        "POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = std::io::Read::read_to_end(&mut s, &mut Vec::new());
-}
 
 #[test]
 #[ignore = "needs Debian's prometheus and a built ingest binary; scripts/test.sh installs and builds them and runs ignored tests"]

@@ -24,6 +24,7 @@
 //! | `sampler`, `cpu` | the `SIGPROF` sampler and [`CpuProfiler`] | `cpu-profiling` |
 //! | `heap` | jemalloc's sampled heap, its dumps and figures | `heap-profiling` |
 //! | `symbols` | addresses to functions, files and lines; flame graphs | either |
+//! | `objects` | the loaded objects and their executable segments (`dl_iterate_phdr`) | either |
 //! | `recent` | the latest profiles' top functions, for the run report | |
 
 #[cfg(feature = "server")]
@@ -35,6 +36,8 @@ pub(crate) mod encode;
 pub(crate) mod goroutine;
 #[cfg(feature = "heap-profiling")]
 pub(crate) mod heap;
+#[cfg(any(feature = "cpu-profiling", feature = "heap-profiling"))]
+mod objects;
 pub(crate) mod recent;
 #[cfg(feature = "cpu-profiling")]
 pub(crate) mod sampler;

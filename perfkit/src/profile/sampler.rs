@@ -17,7 +17,7 @@
 //! unwinder's own locks or read bad unwind tables.
 
 use std::collections::HashMap;
-use std::ffi::{CStr, c_int, c_void};
+use std::ffi::{c_int, c_void};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -374,61 +374,28 @@ fn interrupted_pc(context: *mut c_void) -> usize {
 
 /// Executable segments of the unwinder, the dynamic loader and the vDSO.
 fn leaf_only_ranges() -> [(usize, usize); MAX_RANGES] {
-    struct Found {
-        ranges: [(usize, usize); MAX_RANGES],
-        len: usize,
-    }
-    unsafe extern "C" fn each(
-        info: *mut libc::dl_phdr_info,
-        _: libc::size_t,
-        data: *mut c_void,
-    ) -> c_int {
-        // SAFETY: dl_iterate_phdr passes valid info for the duration of the call.
-        let info = unsafe { &*info };
-        // SAFETY: `data` is the `Found` handed to dl_iterate_phdr, borrowed only here.
-        let found = unsafe { &mut *(data as *mut Found) };
-        let name = if info.dlpi_name.is_null() {
-            ""
-        } else {
-            // SAFETY: a NUL-terminated path owned by the loader.
-            unsafe { CStr::from_ptr(info.dlpi_name) }
-                .to_str()
-                .unwrap_or("")
-        };
-        let risky = [
-            "libgcc_s",
-            "ld-linux",
-            "ld64.so",
-            "linux-vdso",
-            "linux-gate",
-            "libunwind",
-        ]
-        .iter()
-        .any(|k| name.contains(k));
-        if !risky || info.dlpi_phdr.is_null() {
-            return 0;
+    const RISKY: [&str; 6] = [
+        "libgcc_s",
+        "ld-linux",
+        "ld64.so",
+        "linux-vdso",
+        "linux-gate",
+        "libunwind",
+    ];
+    let mut ranges = [(0, 0); MAX_RANGES];
+    let mut len = 0;
+    super::objects::for_each(|o| {
+        if !RISKY.iter().any(|k| o.name.contains(k)) {
+            return;
         }
-        for i in 0..usize::from(info.dlpi_phnum) {
-            // SAFETY: dlpi_phdr points at dlpi_phnum headers, so `i` is inside them.
-            let at = unsafe { info.dlpi_phdr.add(i) };
-            // SAFETY: a header the loader owns for the duration of the call.
-            let ph = unsafe { &*at };
-            if ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_X != 0 && found.len < MAX_RANGES
-            {
-                let lo = info.dlpi_addr as usize + ph.p_vaddr as usize;
-                found.ranges[found.len] = (lo, lo + ph.p_memsz as usize);
-                found.len += 1;
+        for (lo, hi, _) in o.executable_segments() {
+            if len < MAX_RANGES {
+                ranges[len] = (lo, hi);
+                len += 1;
             }
         }
-        0
-    }
-    let mut found = Found {
-        ranges: [(0, 0); MAX_RANGES],
-        len: 0,
-    };
-    // SAFETY: the callback only reads the headers and writes into `found`.
-    unsafe { libc::dl_iterate_phdr(Some(each), &mut found as *mut Found as *mut c_void) };
-    found.ranges
+    });
+    ranges
 }
 
 /// Serializes this module's tests: the sampler is process-wide.

@@ -1,7 +1,8 @@
 //! The real `ingest` example binary as a child process: start it on free ports, stop it with
 //! SIGTERM and read its shutdown line, which must account for every accepted event.
 
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -144,7 +145,7 @@ pub fn start_service(log: &Path, env: &[(&str, &str)]) -> Service {
         (svc.debug, "/debug/perfkit/snapshot"),
     ] {
         loop {
-            if std::net::TcpStream::connect(addr).is_ok() && super::get(addr, path).status == 200 {
+            if TcpStream::connect(addr).is_ok() && super::get(addr, path).status == 200 {
                 break;
             }
             assert!(
@@ -156,4 +157,22 @@ pub fn start_service(log: &Path, env: &[(&str, &str)]) -> Service {
         }
     }
     svc
+}
+
+/// POST a batch of `n` events for `user` to the example's `/events` over a raw socket and
+/// read the answer to its end. Failures are ignored: the callers are load loops that run
+/// while the service may be stopping.
+pub fn post_events(addr: SocketAddr, n: usize, user: &str) {
+    let event = format!(r#"{{"user_id":"{user}","stat":"kills","value":1}}"#);
+    let body = format!("[{}]", vec![event.as_str(); n].join(","));
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = write!(
+        s,
+        "POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = s.read_to_end(&mut Vec::new());
 }

@@ -848,6 +848,38 @@ mod tests {
     }
 
     #[test]
+    fn the_k6_helpers_prometheus_signals_are_these_expressions() {
+        // `pollPrometheus` in the k6 helper reads the same gauges and histograms from
+        // Prometheus in JavaScript; its expressions must stay these, or a k6 threshold and
+        // the fleet report would disagree on one figure. Counters differ by design (the
+        // helper takes totals and counts their increase between polls).
+        let helper = include_str!("../k6/perfkit.js");
+        let table = helper
+            .split("export const PROMETHEUS_SIGNALS")
+            .nth(1)
+            .and_then(|t| t.split("]);").next())
+            .expect("the helper's PROMETHEUS_SIGNALS table");
+        let mut gauges = 0;
+        for line in table.lines().filter(|l| l.contains("expr: '")) {
+            if line.contains("counter: true") {
+                continue;
+            }
+            let expr = line
+                .split("expr: '")
+                .nth(1)
+                .and_then(|e| e.rsplit_once("' }"))
+                .map(|(e, _)| e)
+                .unwrap_or_else(|| panic!("an expression in {line}"));
+            assert!(
+                SIGNALS.iter().any(|s| s.promql == expr),
+                "the helper's {expr} is not one of the fleet's signals"
+            );
+            gauges += 1;
+        }
+        assert_eq!(gauges, 9, "{table}");
+    }
+
+    #[test]
     fn every_signal_is_one_the_timeline_keeps() {
         // The report engine reads these (section, signal) pairs; a typo would drop a signal.
         let timeline = crate::server::timeline::signal_names();

@@ -187,6 +187,8 @@ if [[ "$SCRIPT" == capacity ]]; then
 	if [[ -f "${RESULTS_DIR}/capacity.json" ]] && { ((status == 0)) || ((status == 99)); }; then
 		verdict="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["verdict"])' "${RESULTS_DIR}/capacity.json")"
 		log "capacity: ${verdict} (${RESULTS_DIR}/capacity.json)"
+		[[ -f "${RESULTS_DIR}/report.html" ]] && log "report: ${RESULTS_DIR}/report.html (open it in a browser)"
+		[[ -n "${K6_WEB_DASHBOARD_EXPORT:-}" && -f "${K6_WEB_DASHBOARD_EXPORT}" ]] && log "k6 dashboard: ${K6_WEB_DASHBOARD_EXPORT}"
 		case "$verdict" in
 		found | max_reached) exit 0 ;;
 		*) exit 99 ;;

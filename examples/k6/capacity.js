@@ -3,9 +3,11 @@
 // stops in the first level where a bound breaks, and the summary names the last level that
 // held and the bound that gave way first (results/capacity.json). docs/capacity-playbook.md.
 //
-//   k6 run examples/k6/capacity.js     # exits 99 when it stopped at a limit: read
-//                                      # results/capacity.json (scripts/capacity.sh maps the
-//                                      # verdict to 0, or 99 below MIN_RATE)
+//   GATE_SCRIPT=capacity bash scripts/gate.sh   # exit 0 on a limit found or MAX_RATE held,
+//                                               # 99 below MIN_RATE
+//   mkdir -p results && k6 run examples/k6/capacity.js
+//        # k6 alone exits 99 when it stopped at a limit (the stop is an abortOnFail
+//        # threshold), 0 when every level held: the verdict is in results/capacity.json
 //
 // A level breaks when, in any poll window of it:
 //   client side   its requests fail more than 1%, or a scenario's p95 reaches HTTP_P95_MS
@@ -20,17 +22,17 @@
 //   MAX_RATE (20000)   the last level's rate at most
 //   LEVEL (8s)         how long each level is held
 //   READ_RATIO (0.33)  GET /v1/progress/{user} per POST /events (the combined phase's mix)
-//   MIN_RATE (0)       below this sustained rate the search fails (scripts/capacity.sh: 99)
+//   MIN_RATE (0)       below this sustained rate the verdict is below_min (gate.sh: 99)
 //   HTTP_P95_MS (250), QUEUE_SATURATION_MAX (0.8), POOL_SATURATION_MAX (0.9),
 //   SCHEDULE_DELAY_MAX_MS (250)   the limits above
-//   RESULTS_DIR (results) where capacity.json goes
+//   RESULTS_DIR (results) where capacity.json and report.json/.html go (k6 does not create it)
 
 import exec from 'k6/execution';
 import { capacityLevels, capacityPoll, capacitySummary, captureReport, pollScenario } from '../../perfkit/k6/perfkit.js';
 import { arrival, durationMs, num, PERFKIT_URL, str } from './lib.js';
 
 const START_RATE = num('START_RATE', 200, { min: 1 });
-const STEP = num('STEP', 1.5);
+const STEP = num('STEP', 1.5, { above: 1 });
 const MAX_RATE = num('MAX_RATE', 20000, { min: 1 });
 const LEVEL = str('LEVEL', '8s');
 const LEVEL_MS = durationMs(LEVEL);
@@ -41,8 +43,12 @@ const HTTP_P95_MS = num('HTTP_P95_MS', 250);
 const QUEUE_SATURATION_MAX = num('QUEUE_SATURATION_MAX', 0.8);
 const POOL_SATURATION_MAX = num('POOL_SATURATION_MAX', 0.9);
 const SCHEDULE_DELAY_MAX_MS = num('SCHEDULE_DELAY_MAX_MS', 250);
-if (LEVEL_MS === null) throw new Error(`-e LEVEL=${LEVEL}: expected a duration such as 8s`);
-if (!(STEP > 1)) throw new Error(`-e STEP=${STEP}: must be above 1`);
+if (LEVEL_MS === null || LEVEL_MS < 1000) throw new Error(`-e LEVEL=${LEVEL}: expected a duration of 1s or more, such as 8s or 1m30s`);
+if (MAX_RATE < START_RATE) throw new Error(`-e MAX_RATE=${MAX_RATE}: below START_RATE (${START_RATE})`);
+if (MIN_RATE > MAX_RATE) throw new Error(`-e MIN_RATE=${MIN_RATE}: above MAX_RATE (${MAX_RATE}), so no search could pass`);
+// Each level posts rate / BATCH times a second, at least once: a batch larger than the
+// first level's rate would load that level with more events than it says.
+if (BATCH > START_RATE) throw new Error(`-e BATCH=${BATCH}: above START_RATE (${START_RATE}); a level posts START_RATE / BATCH times a second`);
 
 /** The levels' rates in events per second: START_RATE × STEP^i, up to MAX_RATE. */
 export const LEVELS = capacityLevels({ start: START_RATE, step: STEP, max: MAX_RATE });
@@ -112,11 +118,13 @@ export function handleSummary(data) {
     url: PERFKIT_URL,
     settings: { unit: 'events_per_second', start_rate: START_RATE, step: STEP, max_rate: MAX_RATE, level_seconds: LEVEL_MS / 1000, read_ratio: READ_RATIO, batch: BATCH },
   });
-  const lines = [
-    '',
-    `capacity: ${out.verdict}: sustained ${out.sustained_rate === null ? 'nothing' : `${out.sustained_rate} events/s`}` +
-      (out.broken_rate !== null ? `, broke at ${out.broken_rate} events/s` : `, MAX_RATE ${MAX_RATE} reached`),
-  ];
+  const ran = out.levels.length ? out.levels[out.levels.length - 1].rate : null;
+  let head;
+  if (out.broken_rate === null) head = `every level held, up to ${ran} events/s (MAX_RATE ${MAX_RATE})`;
+  else if (out.sustained_rate === null) head = `nothing sustained: the first level, ${out.broken_rate} events/s, broke (lower START_RATE)`;
+  else head = `sustained ${out.sustained_rate} events/s, broke at ${out.broken_rate} events/s`;
+  if (out.verdict === 'below_min') head += `; MIN_RATE is ${MIN_RATE}`;
+  const lines = ['', `capacity: ${out.verdict}: ${head}`];
   const f = out.first_broken;
   if (f) lines.push(`capacity: first broken: ${f.title || f.metric}` + (f.source ? ` (${f.source})` : ''));
   for (const a of out.after.slice(0, 5)) lines.push(`capacity: then: ${a.title || a.metric}`);
@@ -125,7 +133,13 @@ export function handleSummary(data) {
   // The run report over the whole search, each level marked on its plots, with the answer
   // in it (report.json's `capacity`, and a section at the top of report.html).
   const phases = out.levels.map((l) => ({ name: `level${l.index}_${l.rate}`, at: (l.index * LEVEL_MS) / 1000 }));
-  const captured = captureReport(data, { url: PERFKIT_URL, dir, phases });
+  // The search stops by crossing an abortOnFail threshold, so k6's own verdict is FAIL
+  // whenever a limit was found: the report carries the search's verdict instead.
+  const verdict = {
+    value: out.verdict === 'below_min' ? 'FAIL' : 'PASS',
+    note: `capacity search: ${out.verdict}. A level that breaks stops the run through an abortOnFail threshold, so the crossed thresholds below are where the limit is, not a failure.`,
+  };
+  const captured = captureReport(data, { url: PERFKIT_URL, dir, phases, verdict });
   const files = captured.files;
   if (files[`${dir}/report.json`]) {
     const report = JSON.parse(files[`${dir}/report.json`]);
@@ -134,10 +148,10 @@ export function handleSummary(data) {
   }
   if (files[`${dir}/report.html`]) {
     const esc = (t) => String(t).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
-    const section = `<h2>Capacity</h2>\n<p>${lines.slice(1).map(esc).join('<br>\n')}</p>\n`;
+    const section = `<h2>Capacity</h2>\n<p>${lines.slice(1).map((l) => esc(l.replace(/^capacity: /, ''))).join('<br>\n')}</p>\n`;
     files[`${dir}/report.html`] = files[`${dir}/report.html`].replace('<h2>k6 verdict', `${section}<h2>k6 verdict`);
   }
-  lines.push(...captured.lines.map((l) => `capacity:${l}`));
+  lines.push(...captured.lines.map((l) => `capacity: ${l.trim()}`));
   return Object.assign(files, {
     stdout: lines.join('\n') + '\n',
     [`${dir}/capacity.json`]: JSON.stringify(out, null, 2),

@@ -11,13 +11,18 @@ export function str(name, def) {
   return v === undefined || v === '' ? def : v;
 }
 
-/** `-e NAME=value` as a number >= `min` (an integer if asked), or `def`; throws otherwise. */
-export function num(name, def, { min = 0, integer = false } = {}) {
+/**
+ * `-e NAME=value` as a number >= `min` (or > `above`, when given; an integer if asked), or
+ * `def`; throws otherwise.
+ */
+export function num(name, def, { min = 0, above = null, integer = false } = {}) {
   const raw = __ENV[name];
   if (raw === undefined || raw === '') return def;
   const v = Number(raw);
-  if (!Number.isFinite(v) || v < min || (integer && !Number.isInteger(v))) {
-    throw new Error(`-e ${name}=${raw}: expected ${integer ? 'an integer' : 'a number'} >= ${min}`);
+  const low = above === null ? v < min : !(v > above);
+  if (!Number.isFinite(v) || low || (integer && !Number.isInteger(v))) {
+    const bound = above === null ? `>= ${min}` : `above ${above}`;
+    throw new Error(`-e ${name}=${raw}: expected ${integer ? 'an integer' : 'a number'} ${bound}`);
   }
   return v;
 }
@@ -28,10 +33,15 @@ const BATCH = num('BATCH', 10, { min: 1, integer: true });
 const USERS = num('USERS', 1000, { min: 1, integer: true });
 const STATS = ['kills', 'deaths', 'assists', 'wins', 'score'];
 
-/** Milliseconds in a k6 duration such as `500ms`, `20s`, `2m` or `1h` (null if not one). */
+/** Milliseconds in a k6 duration such as `500ms`, `20s`, `2m`, `1m30s` or `1h` (null if not one). */
 export function durationMs(d) {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(String(d));
-  return m ? Number(m[1]) * { ms: 1, s: 1000, m: 60000, h: 3600000 }[m[2]] : null;
+  const text = String(d);
+  if (!/^(\d+(?:\.\d+)?(ms|s|m|h))+$/.test(text)) return null;
+  const part = /(\d+(?:\.\d+)?)(ms|s|m|h)/g;
+  let total = 0;
+  let m;
+  while ((m = part.exec(text)) !== null) total += Number(m[1]) * { ms: 1, s: 1000, m: 60000, h: 3600000 }[m[2]];
+  return total;
 }
 
 /** A constant-arrival-rate scenario running `exec` `rate` times a second. */

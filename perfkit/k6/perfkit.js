@@ -192,6 +192,7 @@
  *     queues: [], batchers: [], pools: [], tasks: [], hot_paths: [] }
  */
 
+import { sleep } from 'k6';
 import http from 'k6/http';
 import { Counter, Trend } from 'k6/metrics';
 
@@ -965,13 +966,16 @@ export function thresholdsOk(data) {
  * `{ files, lines, report }`: `files` maps `${dir}/report.json` and `${dir}/report.html`
  * to the merged report, `lines` are a three-line digest (where it went, the top finding,
  * the bottleneck) or why it is missing. `phases` (`[{ name, at }]`, seconds from the start)
- * are sent along and marked on the plots.
+ * are sent along and marked on the plots. `verdict` (`{ value: 'PASS' | 'FAIL', note }`)
+ * replaces k6's threshold verdict, for scripts whose thresholds stop the run on purpose
+ * (a capacity search): the note says why, under the verdict.
  */
 export function captureReport(data, {
   url = __ENV.PERFKIT_URL || DEFAULT_PERFKIT_URL,
   token = __ENV.PERFKIT_TOKEN,
   dir = __ENV.RESULTS_DIR || 'results',
   phases = [],
+  verdict = null,
 } = {}) {
   const base = url.replace(/\/+$/, '');
   const now = Date.now() / 1000;
@@ -1002,6 +1006,11 @@ export function captureReport(data, {
     return { files: {}, lines: ['  report: not saved (the answer was not JSON)'], report: null };
   }
   report.k6 = k6Verdicts(data);
+  if (verdict && (verdict.value === 'PASS' || verdict.value === 'FAIL')) {
+    report.k6.threshold_verdict = report.k6.verdict;
+    report.k6.verdict = verdict.value;
+    report.k6.verdict_note = String(verdict.note || '');
+  }
   const target = `${dir}/report.json`;
   const files = { [target]: JSON.stringify(report, null, 2) };
   const findings = report.findings || [];
@@ -1033,9 +1042,11 @@ function k6Verdicts(data) {
   const dur = metrics.http_req_duration && metrics.http_req_duration.values;
   const fail = metrics.http_req_failed && metrics.http_req_failed.values;
   const checks = metrics.checks && metrics.checks.values;
-  // Client latency of every http_req_duration sub-metric (per scenario, phase, ...).
+  // Client latency of every http_req_duration sub-metric (per scenario, phase, ...) that
+  // saw a request: one declared for a scenario that never ran is left out.
   const latency = Object.keys(metrics)
     .filter((k) => /^http_req_duration(\{.*\})?$/.test(k))
+    .filter((k) => !(metrics[k].values && metrics[k].values.count === 0))
     .sort()
     .map((k) => {
       const v = metrics[k].values || {};
@@ -1068,6 +1079,7 @@ function k6Html(k6, metrics) {
   const out = [
     `<h2>k6 verdict: <span class="sev ${k6.verdict}">${k6.verdict}</span></h2>`,
   ];
+  if (k6.verdict_note) out.push(`<p>${escHtml(k6.verdict_note)}</p>`);
   if (k6.http) {
     out.push(
       `<p>${k6.http.requests} requests, ${escHtml(num(k6.http.rate))}/s, p(95) ${ms(k6.http.p95_ms)}` +
@@ -1283,6 +1295,19 @@ export function capacityPoll({ url = __ENV.PERFKIT_URL || DEFAULT_PERFKIT_URL, t
   return found;
 }
 
+/** What a run report section's bound is called in a headroom line. */
+const CAPACITY_KINDS = {
+  queues: 'queue',
+  batchers: 'batcher',
+  pools: 'pool',
+  runtimes: 'runtime',
+  locks: 'lock',
+  semaphores: 'semaphore',
+  resources: 'connection pool',
+  hot_paths: 'hot path',
+  http_routes: 'route',
+};
+
 function capacityMetric(data, name) {
   const m = data.metrics[name];
   return m ? m.values : null;
@@ -1346,13 +1371,24 @@ export function capacitySummary(data, {
   const broken = rows.find((l) => !l.held) || null;
   // Levels that began after the broken one ran only until the abort: not part of the answer.
   if (broken) rows.length = rows.indexOf(broken) + 1;
+  // The broken level ran until the abort, not to its planned end.
+  if (broken) broken.end = Math.max(broken.start, Math.min(broken.end, Math.ceil(end)));
   const last = broken ? rows[broken.index - 1] || null : rows[rows.length - 1] || null;
   let firstBroken = null;
   let after = [];
   if (broken) {
-    const r = capacityReport(url, token, broken.start, Math.min(broken.end, Math.floor(end)));
+    // The service's timeline records a second once it has ended: a report asked for at
+    // once can miss the second in which the poll saw the bound cross. Ask again, a second
+    // apart, until it names the bottleneck (or 5 s have passed).
+    let r = null;
+    let b = null;
+    for (let attempt = 0; attempt < 6; attempt += 1) {
+      if (attempt > 0) sleep(1);
+      r = capacityReport(url, token, broken.start, Math.ceil(Date.now() / 1000));
+      b = ((r && r.findings) || []).find((f) => f.id === (r && r.bottleneck)) || null;
+      if (b || !broken.perfkit_crossed) break;
+    }
     const findings = (r && r.findings) || [];
-    const b = findings.find((f) => f.id === (r && r.bottleneck)) || null;
     const perfkitFirst = b && (broken.perfkit_crossed || broken.client_crossed.length === 0);
     if (perfkitFirst) {
       firstBroken = { side: 'perfkit', section: b.section, name: b.name, title: b.title, evidence: b.evidence, source: b.source };
@@ -1372,11 +1408,13 @@ export function capacitySummary(data, {
       name: h.name,
       bound: h.bound,
       peak_use: h.peak_use,
-      text: `\`${h.name}\` ${h.section.replace(/s$/, '')} at ${Math.round(h.peak_use * 100)}% of its ${h.bound}`,
+      text: `\`${h.name}\` ${CAPACITY_KINDS[h.section] || h.section} at ${Math.round(h.peak_use * 100)}% of its ${h.bound}`,
     }));
   }
   const sustained = last ? last.rate : null;
-  const verdict = !broken ? 'max_reached' : sustained === null || sustained < minRate ? 'below_min' : 'found';
+  // Below the floor whatever ended the search: a level that broke, or MAX_RATE.
+  const below = minRate > 0 && (sustained === null || sustained < minRate);
+  const verdict = below ? 'below_min' : broken ? 'found' : 'max_reached';
   return {
     schema_version: 1,
     verdict,

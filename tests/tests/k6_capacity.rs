@@ -11,9 +11,14 @@ use common::gate::run_k6;
 use common::ingest::start_service;
 
 /// Runs a search against a fresh service started with `env` and returns capacity.json.
+/// `extra` settings replace the short-level defaults of the same name.
 fn search(dir: &Path, env: &[(&str, &str)], extra: &[&str]) -> serde_json::Value {
     let svc = start_service(&dir.join("ingest.log"), env);
-    let mut args = vec!["LEVEL=3s", "START_RATE=500", "STEP=1.5"];
+    let key = |kv: &str| kv.split('=').next().unwrap_or("").to_owned();
+    let mut args: Vec<&str> = ["LEVEL=3s", "START_RATE=500", "STEP=1.5"]
+        .into_iter()
+        .filter(|d| !extra.iter().any(|e| key(e) == key(d)))
+        .collect();
     args.extend_from_slice(extra);
     // run_k6 reads `<script>.json`: capacity.js writes its answer there.
     let (code, answer) = run_k6(&svc, "capacity", &dir.join("run"), &args);
@@ -42,6 +47,7 @@ fn levels(answer: &serde_json::Value) -> Vec<(u64, bool)> {
 fn one_worker_stops_near_what_it_can_do_and_names_the_progress_pool_twice_alike() {
     let env = [("INGEST_WORKERS", "1"), ("INGEST_WORK_DELAY_US", "500")];
     let mut sustained = Vec::new();
+    let mut dirs = Vec::new();
     for run in 0..2 {
         let dir = common::results_dir(&format!("k6_capacity_one_worker_{run}"));
         let a = search(&dir, &env, &["MAX_RATE=8000"]);
@@ -72,10 +78,18 @@ fn one_worker_stops_near_what_it_can_do_and_names_the_progress_pool_twice_alike(
             "{:#}",
             report["run"]
         );
+        // k6's own verdict is FAIL (the stop is an abortOnFail threshold); the report
+        // carries the search's.
+        assert_eq!(report["k6"]["verdict"], "PASS", "{:#}", report["k6"]);
+        assert_eq!(report["k6"]["threshold_verdict"], "FAIL");
         let page = std::fs::read_to_string(dir.join("run/report.html")).unwrap();
         assert!(
             page.contains("<h2>Capacity</h2>"),
             "the page has the answer"
+        );
+        assert!(
+            page.contains("capacity search: found."),
+            "the verdict's note"
         );
         let h = a["headroom_at_sustained"].as_array().unwrap();
         assert!(
@@ -84,6 +98,7 @@ fn one_worker_stops_near_what_it_can_do_and_names_the_progress_pool_twice_alike(
             "{h:?}"
         );
         sustained.push(s);
+        dirs.push(dir);
     }
     // The same search twice: within one level (STEP 1.5) of each other.
     let (lo, hi) = (
@@ -91,6 +106,88 @@ fn one_worker_stops_near_what_it_can_do_and_names_the_progress_pool_twice_alike(
         sustained[0].max(sustained[1]),
     );
     assert!(hi as f64 <= lo as f64 * 1.5 + 1.0, "{sustained:?}");
+    // And the comparison script says so.
+    let out = Command::new("python3")
+        .arg(common::workspace_root().join("scripts/capacity-diff.py"))
+        .args(dirs.iter().map(|d| d.join("run/capacity.json")))
+        .output()
+        .expect("run scripts/capacity-diff.py");
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!(
+            "sustained: {} -> {} events/s",
+            sustained[0], sustained[1]
+        )),
+        "{text}"
+    );
+    assert!(text.contains("capacity moved: no"), "{text}");
+    assert!(
+        text.contains("first broken: `progress` pool saturated"),
+        "{text}"
+    );
+}
+
+#[test]
+#[ignore = "needs k6 and a built ingest binary; scripts/test.sh installs k6, builds ingest and runs ignored tests"]
+fn a_first_level_that_breaks_is_a_limit_found_with_nothing_sustained() {
+    let dir = common::results_dir("k6_capacity_first_level");
+    let env = [("INGEST_WORKERS", "1"), ("INGEST_WORK_DELAY_US", "500")];
+    // One worker cannot do 5 000 events a second: the first level breaks.
+    let a = search(&dir, &env, &["START_RATE=5000", "MAX_RATE=8000"]);
+    assert_eq!(a["verdict"], "found", "MIN_RATE is 0: {a:#}");
+    assert!(a["sustained_rate"].is_null(), "{a:#}");
+    assert_eq!(a["broken_rate"], 5000);
+    assert!(!a["first_broken"].is_null(), "{a:#}");
+    assert!(a["headroom_at_sustained"].as_array().unwrap().is_empty());
+}
+
+#[test]
+#[ignore = "needs k6; scripts/test.sh installs it and runs ignored tests"]
+fn bad_settings_stop_before_any_load_with_a_reason() {
+    let root = common::workspace_root();
+    let inspect = |setting: &str| {
+        let out = Command::new(common::k6())
+            .current_dir(&root)
+            .args(["inspect", "-e", setting, "examples/k6/capacity.js"])
+            .output()
+            .expect("run k6 inspect");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for (setting, reason) in [
+        ("STEP=1", "-e STEP=1: expected a number above 1"),
+        ("STEP=abc", "-e STEP=abc: expected a number above 1"),
+        (
+            "LEVEL=abc",
+            "-e LEVEL=abc: expected a duration of 1s or more",
+        ),
+        (
+            "LEVEL=500ms",
+            "-e LEVEL=500ms: expected a duration of 1s or more",
+        ),
+        ("START_RATE=0", "-e START_RATE=0: expected a number >= 1"),
+        ("MAX_RATE=100", "-e MAX_RATE=100: below START_RATE (200)"),
+        (
+            "MIN_RATE=30000",
+            "-e MIN_RATE=30000: above MAX_RATE (20000)",
+        ),
+        ("BATCH=1000", "-e BATCH=1000: above START_RATE (200)"),
+    ] {
+        let (ok, err) = inspect(setting);
+        assert!(!ok, "{setting} was accepted");
+        assert!(err.contains(reason), "{setting}: {err}");
+    }
+    // k6's compound durations are accepted.
+    let (ok, err) = inspect("LEVEL=1m30s");
+    assert!(ok, "{err}");
 }
 
 #[test]
@@ -144,7 +241,8 @@ fn defaults_reach_max_rate_or_stop_at_a_bound_and_say_which() {
 #[ignore = "needs k6 and a built ingest binary; scripts/test.sh installs k6, builds ingest and runs ignored tests"]
 fn gate_sh_exits_0_on_a_limit_found_and_99_below_min_rate() {
     let root = common::workspace_root();
-    for (min, code) in [("0", 0), ("100000", 99)] {
+    // MIN_RATE=8000: one worker sustains far less (MIN_RATE may not exceed MAX_RATE).
+    for (min, code) in [("0", 0), ("8000", 99)] {
         let dir = common::results_dir(&format!("k6_capacity_gate_sh_{min}"));
         let out = Command::new("bash")
             .current_dir(&root)

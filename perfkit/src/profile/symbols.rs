@@ -153,9 +153,13 @@ impl Symbols {
                 }
             })
             .as_ref()?;
-        let full = match table.lookup((probe - object.bias) as u64) {
+        let at = (probe - object.bias) as u64;
+        let full = match table.lookup(at) {
             Some(raw) => format!("{:#}", backtrace::SymbolName::new(raw.as_bytes())),
-            None => format!("{probe:#x}"),
+            // A function the table does not list (a static one in a stripped library, such
+            // as the unwinder's internals in libgcc_s): named by its object and its address
+            // there, which `addr2line -e <object>` takes.
+            None => unlisted(path, at),
         };
         Some(vec![Frame {
             name: display_name(&full),
@@ -164,6 +168,15 @@ impl Symbols {
             line: 0,
         }])
     }
+}
+
+/// The name of an address no symbol covers in a shared object: `libgcc_s.so.1+0x1353b`.
+fn unlisted(path: &Path, at: u64) -> String {
+    let object = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    format!("{object}+{at:#x}")
 }
 
 /// The frames at the byte `probe` in the main executable (or an address nothing claims),
@@ -557,6 +570,34 @@ mod tests {
         assert_eq!(syms.resolve(ip, Addr::Exact)[0].name, name);
         // Nothing claims address 1.
         assert_eq!(syms.resolve(1, Addr::Exact)[0].name, "0x1");
+    }
+
+    #[test]
+    fn an_address_no_symbol_covers_is_named_by_its_object() {
+        assert_eq!(
+            unlisted(Path::new("/lib/x86_64-linux-gnu/libgcc_s.so.1"), 0x1353b),
+            "libgcc_s.so.1+0x1353b"
+        );
+        // In a loaded library: the first byte of libc's first executable segment, where
+        // its PLT begins, which no symbol covers (not even with Debian's libc6-dbg).
+        let mut syms = Symbols::default();
+        let start = syms
+            .objects
+            .get_or_insert_with(loaded_objects)
+            .iter()
+            .find(|o| {
+                o.path
+                    .as_deref()
+                    .is_some_and(|p| p.to_string_lossy().contains("libc.so"))
+            })
+            .expect("libc is loaded")
+            .segments[0]
+            .0;
+        let name = syms.resolve(start, Addr::Exact)[0].name.clone();
+        assert!(
+            name.starts_with("libc.so") && name.contains("+0x"),
+            "an address no libc symbol covers is named by libc: {name}"
+        );
     }
 
     #[test]

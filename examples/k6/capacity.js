@@ -139,18 +139,9 @@ export function handleSummary(data) {
     value: out.verdict === 'below_min' ? 'FAIL' : 'PASS',
     note: `capacity search: ${out.verdict}. A level that breaks stops the run through an abortOnFail threshold, so the crossed thresholds below are where the limit is, not a failure.`,
   };
-  const captured = captureReport(data, { url: PERFKIT_URL, dir, phases, verdict });
+  const section = { key: 'capacity', title: 'Capacity', value: out, lines: lines.slice(1).map((l) => l.replace(/^capacity: /, '')) };
+  const captured = captureReport(data, { url: PERFKIT_URL, dir, phases, verdict, section });
   const files = captured.files;
-  if (files[`${dir}/report.json`]) {
-    const report = JSON.parse(files[`${dir}/report.json`]);
-    report.capacity = out;
-    files[`${dir}/report.json`] = JSON.stringify(report, null, 2);
-  }
-  if (files[`${dir}/report.html`]) {
-    const esc = (t) => String(t).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
-    const section = `<h2>Capacity</h2>\n<p>${lines.slice(1).map((l) => esc(l.replace(/^capacity: /, ''))).join('<br>\n')}</p>\n`;
-    files[`${dir}/report.html`] = files[`${dir}/report.html`].replace('<h2>k6 verdict', `${section}<h2>k6 verdict`);
-  }
   lines.push(...captured.lines.map((l) => `capacity: ${l.trim()}`));
   return Object.assign(files, {
     stdout: lines.join('\n') + '\n',

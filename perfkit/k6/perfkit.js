@@ -968,7 +968,9 @@ export function thresholdsOk(data) {
  * the bottleneck) or why it is missing. `phases` (`[{ name, at }]`, seconds from the start)
  * are sent along and marked on the plots. `verdict` (`{ value: 'PASS' | 'FAIL', note }`)
  * replaces k6's threshold verdict, for scripts whose thresholds stop the run on purpose
- * (a capacity search): the note says why, under the verdict.
+ * (a capacity search): the note says why, under the verdict. `section`
+ * (`{ key, title, value, lines }`) adds a script's own answer to both: `value` under `key`
+ * in the JSON, and `title` with `lines` on the page above k6's section.
  */
 export function captureReport(data, {
   url = __ENV.PERFKIT_URL || DEFAULT_PERFKIT_URL,
@@ -976,6 +978,7 @@ export function captureReport(data, {
   dir = __ENV.RESULTS_DIR || 'results',
   phases = [],
   verdict = null,
+  section = null,
 } = {}) {
   const base = url.replace(/\/+$/, '');
   const now = Date.now() / 1000;
@@ -1011,6 +1014,7 @@ export function captureReport(data, {
     report.k6.verdict = verdict.value;
     report.k6.verdict_note = String(verdict.note || '');
   }
+  if (section && section.key) report[section.key] = section.value;
   const target = `${dir}/report.json`;
   const files = { [target]: JSON.stringify(report, null, 2) };
   const findings = report.findings || [];
@@ -1019,7 +1023,10 @@ export function captureReport(data, {
   const lines = [`  report: ${target}`];
   const page = get('html');
   if (page.status === 200 && String(page.body).includes(K6_MARKER)) {
-    files[`${dir}/report.html`] = String(page.body).replace(K6_MARKER, k6Html(report.k6, (data && data.metrics) || {}));
+    const own = section && section.title
+      ? `<h2>${escHtml(section.title)}</h2>\n<p>${(section.lines || []).map(escHtml).join('<br>\n')}</p>\n`
+      : '';
+    files[`${dir}/report.html`] = String(page.body).replace(K6_MARKER, own + k6Html(report.k6, (data && data.metrics) || {}));
     lines[0] += `, ${dir}/report.html`;
   } else {
     const why = page.status === 0 ? 'no answer' : `status ${page.status}: ${String(page.body || '').split('\n')[0]}`;
@@ -1319,8 +1326,7 @@ function capacityThresholdFailed(data, name) {
 }
 
 function capacityReport(url, token, from, to) {
-  const params = { responseType: 'text', timeout: '30s', tags: { perfkit: 'report' } };
-  if (token) params.headers = { Authorization: `Bearer ${token}` };
+  const params = authParams(token, { responseType: 'text', timeout: '30s', tags: { perfkit: 'report' } });
   const res = http.get(`${url.replace(/\/+$/, '')}/debug/perfkit/report?from=${from}&to=${to}`, params);
   if (res.status !== 200) return null;
   try {
